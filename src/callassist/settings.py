@@ -1,0 +1,202 @@
+"""One Settings object for the whole server, read from the environment and `.env`.
+
+Names follow the README's configuration table exactly; a bad or missing value is reported as one
+clear line by `load_settings()` instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORT = 8000
+
+
+class TurnDetection(StrEnum):
+    server_vad = "server_vad"
+    semantic_vad = "semantic_vad"
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+def machine_timezone() -> str:
+    """The machine's IANA zone name (from TZ or /etc/localtime), or UTC when it can't be told."""
+    if tz := os.environ.get("TZ", "").lstrip(":"):
+        return tz
+    try:
+        target = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in target:
+            return target.split("zoneinfo/", 1)[1]
+    except OSError:
+        pass
+    return "UTC"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "callassist"
+
+
+class Settings(BaseSettings):
+    """Everything the server needs to know, with the defaults a newcomer should get."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    # OpenAI
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias=_env("OPENAI_API_KEY"))
+    openai_base_url: str | None = Field(default=None, validation_alias=_env("OPENAI_BASE_URL"))
+    realtime_model: str = Field(
+        default="gpt-realtime-2.1", validation_alias=_env("CALLASSIST_REALTIME_MODEL")
+    )
+    voice: str = Field(default="marin", validation_alias=_env("CALLASSIST_VOICE"))
+    transcription_model: str = Field(
+        default="gpt-transcribe", validation_alias=_env("CALLASSIST_TRANSCRIPTION_MODEL")
+    )
+    language: str | None = Field(default=None, validation_alias=_env("CALLASSIST_LANGUAGE"))
+    turn_detection: TurnDetection = Field(
+        default=TurnDetection.server_vad, validation_alias=_env("CALLASSIST_TURN_DETECTION")
+    )
+    vad_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.5, validation_alias=_env("CALLASSIST_VAD_THRESHOLD")
+    )
+    vad_prefix_padding_ms: Annotated[int, Field(ge=0, le=5000)] = Field(
+        default=300, validation_alias=_env("CALLASSIST_VAD_PREFIX_PADDING_MS")
+    )
+    vad_silence_ms: Annotated[int, Field(ge=0, le=10000)] = Field(
+        default=500, validation_alias=_env("CALLASSIST_VAD_SILENCE_MS")
+    )
+    vad_eagerness: Literal["low", "medium", "high", "auto"] = Field(
+        default="auto", validation_alias=_env("CALLASSIST_VAD_EAGERNESS")
+    )
+    idle_timeout_ms: Annotated[int, Field(ge=0, le=60000)] = Field(
+        default=0, validation_alias=_env("CALLASSIST_IDLE_TIMEOUT_MS")
+    )
+    noise_reduction: Literal["near_field", "far_field", "off"] = Field(
+        default="near_field", validation_alias=_env("CALLASSIST_NOISE_REDUCTION")
+    )
+
+    # Twilio
+    twilio_account_sid: str | None = Field(default=None, validation_alias=_env("TWILIO_ACCOUNT_SID"))
+    twilio_auth_token: SecretStr | None = Field(default=None, validation_alias=_env("TWILIO_AUTH_TOKEN"))
+    public_base_url: str | None = Field(default=None, validation_alias=_env("PUBLIC_BASE_URL"))
+    ring_owner_seconds: Annotated[int, Field(ge=0, le=600)] = Field(
+        default=20, validation_alias=_env("CALLASSIST_RING_OWNER_SECONDS")
+    )
+
+    # The owner
+    owner_name: str = Field(default="the owner", validation_alias=_env("OWNER_NAME"))
+    owner_phone: str | None = Field(default=None, validation_alias=_env("OWNER_PHONE"))
+    timezone: str = Field(default_factory=machine_timezone, validation_alias=_env("CALLASSIST_TIMEZONE"))
+
+    # Storage and server
+    data_dir: Path = Field(default_factory=default_data_dir, validation_alias=_env("CALLASSIST_DATA_DIR"))
+    database_url: str | None = Field(default=None, validation_alias=_env("DATABASE_URL"))
+    host: str = Field(default="127.0.0.1", validation_alias=_env("CALLASSIST_HOST"))
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=DEFAULT_PORT, validation_alias=_env("CALLASSIST_PORT")
+    )
+    shutdown_grace_seconds: Annotated[float, Field(ge=0, le=60)] = Field(
+        default=6.0, validation_alias=_env("CALLASSIST_SHUTDOWN_GRACE_SECONDS")
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", validation_alias=_env("CALLASSIST_LOG_LEVEL")
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r} (e.g. Europe/Paris)") from exc
+        return value
+
+    @field_validator("public_base_url", "openai_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"must be an http(s) URL such as https://example.ngrok.app, not {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("owner_phone")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        cleaned = value.replace(" ", "").replace("-", "")
+        if not (cleaned.startswith("+") and cleaned[1:].isdigit() and 8 <= len(cleaned) <= 16):
+            raise ValueError(f"must be an E.164 number such as +15551234567, not {value!r}")
+        return cleaned
+
+    @model_validator(mode="after")
+    def _twilio_pair(self) -> Settings:
+        if self.twilio_account_sid and not self.twilio_account_sid.startswith("AC"):
+            raise ValueError("TWILIO_ACCOUNT_SID must start with 'AC'")
+        return self
+
+    # Derived values -------------------------------------------------------------------------
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def public_url(self) -> str:
+        """The base URL Twilio reaches us at (no trailing slash)."""
+        return self.public_base_url or f"http://127.0.0.1:{self.port}"
+
+    def stream_url(self, path: str = "/voice/stream") -> str:
+        """The Media Stream URL for TwiML: wss:// behind https, ws:// for plain local http."""
+        parts = urlsplit(self.public_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return f"{scheme}://{parts.netloc}{parts.path}{path}"
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'callassist.db'}"
+
+    @property
+    def signatures_required(self) -> bool:
+        return self.twilio_auth_token is not None and self.twilio_auth_token.get_secret_value() != ""
+
+    def local_now(self) -> datetime:
+        return datetime.now(self.zone)
+
+
+class SettingsError(Exception):
+    """A configuration problem, phrased as one line for the person starting the server."""
+
+
+_FIELD_TO_ENV = {
+    name: (field.validation_alias.choices[0] if isinstance(field.validation_alias, AliasChoices) else name)
+    for name, field in Settings.model_fields.items()
+}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning validation errors into a single readable SettingsError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            location = error["loc"][0] if error["loc"] else ""
+            env_name = _FIELD_TO_ENV.get(str(location), str(location)) if location else "configuration"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{env_name}: {message}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,142 @@
+"""G.711 μ-law audio for the simulated caller and the test stand-ins: codec, WAV files, speech.
+
+Phone audio here is always μ-law, 8 kHz, mono: 8 bytes per millisecond, 160 bytes per 20 ms frame.
+Speech is made with espeak-ng and converted with sox, the same tools the README asks a user to install.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import tempfile
+import wave
+from functools import lru_cache
+from pathlib import Path
+
+SAMPLE_RATE = 8000
+BYTES_PER_MS = 8
+FRAME_MS = 20
+FRAME_BYTES = FRAME_MS * BYTES_PER_MS
+ULAW_SILENCE = 0xFF  # μ-law code for 0 (Twilio pads with it)
+
+
+class AudioToolMissing(RuntimeError):
+    """espeak-ng or sox is not installed."""
+
+
+def _ulaw_to_linear(code: int) -> int:
+    code = ~code & 0xFF
+    sign = code & 0x80
+    exponent = (code >> 4) & 0x07
+    mantissa = code & 0x0F
+    magnitude = ((mantissa << 3) + 0x84) << exponent
+    magnitude -= 0x84
+    return -magnitude if sign else magnitude
+
+
+ULAW_TO_LINEAR: tuple[int, ...] = tuple(_ulaw_to_linear(code) for code in range(256))
+
+
+def linear_to_ulaw(sample: int) -> int:
+    """Encode one 16-bit linear sample as μ-law (G.711, with the usual bias and clip)."""
+    bias, clip = 0x84, 32635
+    sign = 0x80 if sample < 0 else 0
+    magnitude = min(abs(sample), clip) + bias
+    exponent = 7
+    mask = 0x4000
+    while exponent > 0 and not magnitude & mask:
+        exponent -= 1
+        mask >>= 1
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return ~(sign | (exponent << 4) | mantissa) & 0xFF
+
+
+def ulaw_to_pcm16(ulaw: bytes) -> bytes:
+    """Decode μ-law bytes to little-endian 16-bit PCM."""
+    table = ULAW_TO_LINEAR
+    out = bytearray(len(ulaw) * 2)
+    for index, code in enumerate(ulaw):
+        out[2 * index : 2 * index + 2] = table[code].to_bytes(2, "little", signed=True)
+    return bytes(out)
+
+
+def rms(ulaw: bytes) -> float:
+    """Root-mean-square level of μ-law audio in linear units (0..32124)."""
+    if not ulaw:
+        return 0.0
+    table = ULAW_TO_LINEAR
+    total = 0
+    for code in ulaw:
+        value = table[code]
+        total += value * value
+    return math.sqrt(total / len(ulaw))
+
+
+def silence(ms: int) -> bytes:
+    return bytes([ULAW_SILENCE]) * (ms * BYTES_PER_MS)
+
+
+def tone(ms: int, frequency: float = 440.0, amplitude: int = 8000) -> bytes:
+    """A sine tone as μ-law: a deterministic stand-in for speech where words don't matter."""
+    count = ms * BYTES_PER_MS
+    return bytes(
+        linear_to_ulaw(int(amplitude * math.sin(2 * math.pi * frequency * n / SAMPLE_RATE)))
+        for n in range(count)
+    )
+
+
+def frames(ulaw: bytes, frame_bytes: int = FRAME_BYTES) -> list[bytes]:
+    """Split audio into fixed frames, padding the last one with silence as Twilio does."""
+    chunks = [ulaw[i : i + frame_bytes] for i in range(0, len(ulaw), frame_bytes)]
+    if chunks and len(chunks[-1]) < frame_bytes:
+        chunks[-1] = chunks[-1] + bytes([ULAW_SILENCE]) * (frame_bytes - len(chunks[-1]))
+    return chunks
+
+
+def _require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise AudioToolMissing(
+            f"{tool} is not installed (Debian/Ubuntu: sudo apt-get install espeak-ng sox; "
+            "macOS: brew install espeak-ng sox)"
+        )
+    return path
+
+
+def convert_to_ulaw(path: Path) -> bytes:
+    """Any audio file sox can read -> raw μ-law 8 kHz mono bytes."""
+    sox = _require("sox")
+    result = subprocess.run(
+        [sox, str(path), "-t", "raw", "-r", str(SAMPLE_RATE), "-c", "1", "-e", "mu-law", "-b", "8", "-"],
+        check=False,
+        capture_output=True,
+    )
+    if result.returncode != 0:
+        raise ValueError(f"sox could not read {path}: {result.stderr.decode(errors='replace').strip()}")
+    return result.stdout
+
+
+@lru_cache(maxsize=256)
+def speak(text: str, voice: str = "en-us", words_per_minute: int = 170) -> bytes:
+    """Synthesize `text` with espeak-ng and return it as μ-law 8 kHz (cached per text)."""
+    espeak = _require("espeak-ng")
+    with tempfile.TemporaryDirectory(prefix="callassist-tts-") as tmp:
+        wav_path = Path(tmp) / "speech.wav"
+        result = subprocess.run(
+            [espeak, "-v", voice, "-s", str(words_per_minute), "-w", str(wav_path), text],
+            check=False,
+            capture_output=True,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"espeak-ng failed: {result.stderr.decode(errors='replace').strip()}")
+        return convert_to_ulaw(wav_path)
+
+
+def write_wav(path: Path, ulaw: bytes) -> None:
+    """Save μ-law audio as a 16-bit PCM WAV file any player can open."""
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(SAMPLE_RATE)
+        wav.writeframes(ulaw_to_pcm16(ulaw))

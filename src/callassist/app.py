@@ -1,0 +1,103 @@
+"""FastAPI application factory: builds the services once, mounts the routers, runs the lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from openai import AsyncOpenAI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+
+from callassist.call.registry import CallRegistry
+from callassist.settings import Settings, load_settings
+from callassist.telephony import webhooks
+from callassist.telephony.signature import SignatureChecker, StreamTokens, is_direct_loopback
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything a request or a call needs, built once per server."""
+
+    settings: Settings
+    openai: AsyncOpenAI
+    signatures: SignatureChecker
+    stream_tokens: StreamTokens
+    registry: CallRegistry
+    ready: bool = False
+
+
+def build_services(settings: Settings) -> Services:
+    api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "missing"
+    openai = AsyncOpenAI(api_key=api_key, base_url=settings.openai_base_url)
+    token = settings.twilio_auth_token.get_secret_value() if settings.signatures_required else None
+    return Services(
+        settings=settings,
+        openai=openai,
+        signatures=SignatureChecker(token, settings.public_url, settings.stream_url()),
+        # Derived from the auth token when there is one, so tokens survive a restart mid-call set-up.
+        stream_tokens=StreamTokens(secret=token),
+        registry=CallRegistry(),
+    )
+
+
+def describe_startup(settings: Settings) -> list[str]:
+    """What the person starting the server should know, one line each (no secrets)."""
+    lines = [
+        f"callassist answering for {settings.owner_name} with {settings.realtime_model} "
+        f"(voice {settings.voice}, {settings.turn_detection.value}, time zone {settings.timezone})",
+        f"Twilio voice webhook: {settings.public_url}/voice/incoming  (stream: {settings.stream_url()})",
+    ]
+    if not settings.signatures_required:
+        lines.append(
+            "TWILIO_AUTH_TOKEN is not set: webhooks and streams are accepted from loopback clients "
+            "only (local trials); set it before connecting a real number."
+        )
+    if settings.owner_phone and settings.ring_owner_seconds > 0:
+        lines.append(f"Ringing the owner for {settings.ring_owner_seconds}s before the assistant answers.")
+    if settings.openai_base_url:
+        lines.append(f"OpenAI endpoint: {settings.openai_base_url}")
+    return lines
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    services = build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for line in describe_startup(settings):
+            log.info(line)
+        services.ready = True
+        try:
+            yield
+        finally:
+            services.ready = False
+            # Normally already drained by the server's shutdown hook; this covers embedded use.
+            await services.registry.drain(settings.shutdown_grace_seconds)
+            await services.openai.close()
+
+    app = FastAPI(title="callassist", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.services = services
+    app.include_router(webhooks.router)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        ok = services.ready and services.registry.accepting
+        body = {"status": "ok" if ok else "unavailable", "live_calls": len(services.registry)}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        # Counts only, no caller data; still, only the machine itself may scrape by default.
+        if not is_direct_loopback(request):
+            return Response("forbidden", status_code=403, media_type="text/plain")
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

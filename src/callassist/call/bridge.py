@@ -1,0 +1,572 @@
+"""CallBridge: one live call, gluing Twilio's Media Stream to one OpenAI Realtime session.
+
+Two pumps run side by side: caller audio from Twilio to OpenAI, and the model's audio and events
+from OpenAI to Twilio. The bridge also owns the call's lifecycle (greeting, barge-in, reconnects,
+ending) and never lets an error on either side end the call by accident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from openai import AsyncOpenAI
+from starlette.websockets import WebSocket, WebSocketState
+
+from callassist import observability as obs
+from callassist.call.playback import PlaybackTracker
+from callassist.realtime.config import CallContext, build_instructions, build_session, session_update
+from callassist.realtime.session import (
+    AudioDelta,
+    RealtimeSession,
+    RealtimeUnavailable,
+    Reconnected,
+    SessionEvent,
+    TranscriptDelta,
+)
+from callassist.settings import Settings
+from callassist.telephony.media_stream import (
+    Connected,
+    Dtmf,
+    Mark,
+    Media,
+    MediaStreamError,
+    Outbound,
+    Start,
+    Stop,
+    base64_size,
+    parse_inbound,
+)
+from callassist.telephony.signature import StreamTokens
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 10.0  # Twilio sends `connected` and `start` right after the handshake
+CLOSE_AFTER_STOP_S = 1.0
+# Errors the Realtime API sends when a barge-in or a tool result races the server; harmless.
+RECOVERABLE_ERRORS = frozenset(
+    {
+        "response_cancel_not_active",
+        "conversation_already_has_active_response",
+        "rate_limit_exceeded",
+        "invalid_value",  # e.g. truncating audio the server already considers shorter
+        "item_truncate_invalid_item_id",
+        "input_audio_buffer_commit_empty",
+    }
+)
+_LOGGED_BAD_FRAMES = 5
+
+
+class EndReason(StrEnum):
+    caller_hung_up = "caller-hung-up"
+    twilio_disconnected = "twilio-disconnected"
+    assistant_hung_up = "assistant-hung-up"
+    openai_unavailable = "openai-unavailable"
+    server_shutdown = "server-shutdown"
+    rejected = "rejected"
+    no_start = "no-start"
+
+
+@dataclass(slots=True)
+class CallStats:
+    """Figures a call produces, for logs, metrics and (later) the call record."""
+
+    started_at: float = field(default_factory=time.monotonic)
+    greeting_latency_s: float | None = None
+    turn_latencies_s: list[float] = field(default_factory=list)
+    frames_in: int = 0
+    chunks_out: int = 0
+    bad_frames: int = 0
+    barge_ins: int = 0
+    reconnects: int = 0
+    openai_errors: dict[str, int] = field(default_factory=dict)
+
+
+class CallBridge:
+    def __init__(
+        self,
+        twilio: WebSocket,
+        *,
+        settings: Settings,
+        openai: AsyncOpenAI,
+        stream_tokens: StreamTokens,
+        on_started: Callable[[CallBridge], None] | None = None,
+    ) -> None:
+        self._twilio = twilio
+        self._settings = settings
+        self._stream_tokens = stream_tokens
+        self._on_started = on_started
+        self._log_context: dict[str, object] = {"call": "pending"}
+        self._log = obs.CallLogger(log, self._log_context)
+        self._session = RealtimeSession(openai, settings.realtime_model, setup=self._setup, logger=self._log)
+        self._tracker = PlaybackTracker()
+        self._out: Outbound | None = None
+        self.start: Start | None = None
+        self.context = CallContext()
+        self.stats = CallStats()
+        self.end_reason: EndReason | None = None
+        self._ended = asyncio.Event()
+        self._twilio_open = True
+        # Response bookkeeping: only one response may write to the conversation at a time.
+        self._active_response: str | None = None
+        self._response_requested = False
+        self._response_wanted = False
+        self._response_settled = asyncio.Event()  # set whenever no response is active any more
+        self._muted_items: set[str] = set()
+        self._muted_responses: set[str] = set()
+        # Turn timing: when the caller stopped speaking, in our clock.
+        self._input_bytes = 0
+        self._last_input_at = 0.0
+        self._turn_ended_at: float | None = None
+        self._awaiting_first_audio = True
+        self._unknown_events: set[str] = set()
+        self._handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
+            "input_audio_buffer.speech_started": self._on_speech_started,
+            "input_audio_buffer.speech_stopped": self._on_speech_stopped,
+            "response.created": self._on_response_created,
+            "response.done": self._on_response_done,
+            "error": self._on_error,
+        }
+        self._ignored_events = frozenset(
+            {
+                "session.created",
+                "session.updated",
+                "conversation.created",
+                "conversation.item.added",
+                "conversation.item.created",
+                "conversation.item.done",
+                "conversation.item.truncated",
+                "conversation.item.deleted",
+                "conversation.item.retrieved",
+                "conversation.item.input_audio_transcription.delta",
+                "conversation.item.input_audio_transcription.segment",
+                "conversation.item.input_audio_transcription.completed",
+                "conversation.item.input_audio_transcription.failed",
+                "input_audio_buffer.committed",
+                "input_audio_buffer.cleared",
+                "input_audio_buffer.timeout_triggered",
+                "rate_limits.updated",
+                "response.output_item.added",
+                "response.output_item.done",
+                "response.content_part.added",
+                "response.content_part.done",
+                "response.output_audio.done",
+                "response.output_audio_transcript.done",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+            }
+        )
+
+    # Lifecycle -----------------------------------------------------------------------------------
+
+    @property
+    def call_sid(self) -> str | None:
+        return self.start.call_sid if self.start else None
+
+    async def run(self) -> EndReason:
+        """Run the call to its end. Never raises for problems of either peer."""
+        # Open the OpenAI socket while Twilio is still sending `connected`/`start`.
+        connecting = asyncio.create_task(self._session.connect(), name="openai-connect")
+        try:
+            if not await self._receive_start():
+                connecting.cancel()
+                return self._finish_early()
+            obs.CALLS_ACTIVE.inc()
+            try:
+                await self._run_call(connecting)
+            finally:
+                obs.CALLS_ACTIVE.dec()
+            return self.end_reason or EndReason.twilio_disconnected
+        finally:
+            if not connecting.done():
+                connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await connecting
+
+    async def _run_call(self, connecting: asyncio.Task[None]) -> None:
+        twilio_pump = asyncio.create_task(self._pump_twilio(), name="twilio-pump")
+        openai_pump: asyncio.Task[None] | None = None
+        ended = asyncio.create_task(self._ended.wait(), name="call-ended")
+        try:
+            try:
+                await connecting
+                await self._session.configure()
+            except RealtimeUnavailable as exc:
+                self._log.error("assistant unavailable: %s", exc)
+                self._end(EndReason.openai_unavailable)
+            else:
+                openai_pump = asyncio.create_task(self._pump_openai(), name="openai-pump")
+            pumps = {twilio_pump, ended} | ({openai_pump} if openai_pump else set())
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await self._cleanup(twilio_pump, openai_pump, ended)
+
+    async def _cleanup(
+        self,
+        twilio_pump: asyncio.Task[None],
+        openai_pump: asyncio.Task[None] | None,
+        ended: asyncio.Task[bool],
+    ) -> None:
+        if self.end_reason is None:
+            self.end_reason = EndReason.twilio_disconnected
+        ended.cancel()
+        # Close OpenAI first (within a second), so no more audio is produced for a gone caller.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._session.close(), CLOSE_AFTER_STOP_S)
+        for task in (openai_pump, twilio_pump):
+            if task is not None and not task.done():
+                task.cancel()
+        for task in (openai_pump, twilio_pump, ended):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self._close_twilio()
+        obs.CALLS_TOTAL.labels(outcome=self.end_reason.value).inc()
+        self.stats.reconnects = self._session.reconnects
+        self._log.info(
+            "call ended: %s after %.1fs (frames in %d, chunks out %d, barge-ins %d, reconnects %d, "
+            "bad frames %d)",
+            self.end_reason,
+            time.monotonic() - self.stats.started_at,
+            self.stats.frames_in,
+            self.stats.chunks_out,
+            self.stats.barge_ins,
+            self.stats.reconnects,
+            self.stats.bad_frames,
+        )
+
+    def _end(self, reason: EndReason) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+        self._ended.set()
+
+    def _finish_early(self) -> EndReason:
+        reason = self.end_reason or EndReason.no_start
+        self.end_reason = reason
+        return reason
+
+    async def hang_up(self, reason: EndReason = EndReason.assistant_hung_up) -> None:
+        """End the call from our side: Twilio continues with the TwiML after <Connect> (<Hangup/>)."""
+        self._end(reason)
+
+    async def wind_down(self, grace_s: float) -> None:
+        """The server is stopping: let the assistant say a short goodbye, then end the call."""
+        if self._ended.is_set():
+            return
+        deadline = time.monotonic() + grace_s
+        if self._session.ready and self._twilio_open:
+            owner = self._settings.owner_name
+            await self._wait_for_no_response(deadline - time.monotonic() - 2.0)
+            self._response_wanted = False
+            if self._active_response is None and not self._response_requested:
+                self._response_requested = True
+                await self._session.send(
+                    {
+                        "type": "response.create",
+                        "response": {
+                            "instructions": (
+                                "The line has to close now for a technical restart. In one short "
+                                f"sentence, apologise, say {owner} will get back to them, and say "
+                                "goodbye. Do not ask anything."
+                            ),
+                        },
+                    }
+                )
+            await self._wait_for_no_response(deadline - time.monotonic() - 0.5)
+            await self._tracker.wait_drained(max(0.0, deadline - time.monotonic()))
+        self._end(EndReason.server_shutdown)
+
+    async def _wait_for_no_response(self, within_s: float) -> None:
+        end = time.monotonic() + max(0.0, within_s)
+        while (self._active_response or self._response_requested) and time.monotonic() < end:
+            self._response_settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._response_settled.wait(), end - time.monotonic())
+
+    # Twilio side ---------------------------------------------------------------------------------
+
+    async def _receive_start(self) -> bool:
+        """Read `connected` and `start`; check the per-call token. False if the stream is unusable."""
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                while True:
+                    message = await self._twilio.receive()
+                    if message["type"] == "websocket.disconnect":
+                        self._twilio_open = False
+                        self.end_reason = EndReason.twilio_disconnected
+                        return False
+                    text = message.get("text")
+                    if text is None:
+                        self._bad_frame("binary frame")
+                        continue
+                    try:
+                        parsed = parse_inbound(text)
+                    except MediaStreamError as exc:
+                        self._bad_frame(str(exc))
+                        continue
+                    if isinstance(parsed, Start):
+                        break
+                    if isinstance(parsed, Stop):
+                        self.end_reason = EndReason.caller_hung_up
+                        return False
+                    # `connected` (and anything else) before `start` carries nothing we need.
+        except TimeoutError:
+            self._log.warning("no `start` from Twilio within %.0fs", START_TIMEOUT_S)
+            self.end_reason = EndReason.no_start
+            await self._close_twilio(code=1008)
+            return False
+
+        self.start = parsed
+        self._log_context["call"] = parsed.call_sid
+        token = parsed.custom_parameters.get("token", "")
+        if not self._stream_tokens.redeem(parsed.call_sid, token):
+            self._log.warning("stream refused: missing, invalid, expired or reused call token")
+            obs.WEBHOOKS_REJECTED.labels(endpoint="stream", reason="token").inc()
+            self.end_reason = EndReason.rejected
+            await self._close_twilio(code=1008)
+            return False
+        if parsed.encoding != "audio/x-mulaw" or parsed.sample_rate != 8000:
+            self._log.warning("unexpected media format %s/%s", parsed.encoding, parsed.sample_rate)
+        self._out = Outbound(parsed.stream_sid)
+        params = parsed.custom_parameters
+        caller = params.get("callerNumber") or None
+        owner_phone = self._settings.owner_phone
+        self.context = CallContext(
+            caller_number=caller,
+            called_number=params.get("calledNumber") or None,
+            is_owner=bool(owner_phone and caller == owner_phone),
+            owner_missed_call=params.get("dialStatus") or None,
+        )
+        self._log.info("stream started (caller %s)", caller or "hidden")
+        if self._on_started is not None:
+            self._on_started(self)
+        return True
+
+    async def _pump_twilio(self) -> None:
+        receive = self._twilio.receive
+        send_audio = self._session.send_audio
+        stats = self.stats
+        media_type = Media
+        while True:
+            try:
+                message = await receive()
+            except Exception as exc:  # the socket died under us
+                self._log.info("Twilio stream lost: %s", exc)
+                self._twilio_open = False
+                self._end(EndReason.twilio_disconnected)
+                return
+            text = message.get("text")
+            if text is None:
+                if message["type"] == "websocket.disconnect":
+                    self._twilio_open = False
+                    self._end(EndReason.twilio_disconnected)
+                    return
+                self._bad_frame("binary frame")
+                continue
+            try:
+                parsed = parse_inbound(text)
+            except MediaStreamError as exc:
+                self._bad_frame(str(exc))
+                continue
+            if type(parsed) is media_type:
+                stats.frames_in += 1
+                self._input_bytes += parsed.size
+                self._last_input_at = time.monotonic()
+                await send_audio(parsed.payload)
+            elif isinstance(parsed, Mark):
+                self._tracker.marked(parsed.name)
+            elif isinstance(parsed, Stop):
+                self._log.info("Twilio sent stop")
+                self._end(EndReason.caller_hung_up)
+                return
+            elif isinstance(parsed, Dtmf):
+                self._log.info("caller pressed %s", parsed.digit)
+            elif isinstance(parsed, (Start, Connected)):
+                self._log.info("ignored a repeated %s message", type(parsed).__name__.lower())
+
+    def _bad_frame(self, reason: str) -> None:
+        self.stats.bad_frames += 1
+        obs.TWILIO_BAD_FRAMES.inc()
+        count = self.stats.bad_frames
+        if count <= _LOGGED_BAD_FRAMES or count % 100 == 0:
+            self._log.warning("ignored a bad Media Stream frame (%d so far): %s", count, reason)
+
+    async def _send_twilio(self, text: str) -> None:
+        if not self._twilio_open:
+            return
+        try:
+            await self._twilio.send_text(text)
+        except Exception as exc:
+            self._twilio_open = False
+            self._log.info("Twilio stream closed while sending: %s", exc)
+            self._end(EndReason.twilio_disconnected)
+
+    async def _close_twilio(self, code: int = 1000) -> None:
+        if not self._twilio_open:
+            return
+        self._twilio_open = False
+        if self._twilio.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await self._twilio.close(code=code)
+
+    # OpenAI side ---------------------------------------------------------------------------------
+
+    async def _setup(self, reconnect: bool) -> Sequence[dict[str, Any]]:
+        """Events that open every OpenAI session: configuration, then the greeting on the first."""
+        instructions = build_instructions(self._settings, self.context)
+        events: list[dict[str, Any]] = [dict(session_update(build_session(self._settings, instructions)))]
+        if not reconnect:
+            self._response_requested = True
+            events.append({"type": "response.create"})
+        return events
+
+    async def _pump_openai(self) -> None:
+        try:
+            async for event in self._session.events():
+                try:
+                    await self._dispatch(event)
+                except Exception:
+                    # A bug in one handler must not end the call; the next event gets a fresh start.
+                    self._log.exception("error while handling %s", getattr(event, "type", event))
+        except RealtimeUnavailable as exc:
+            self._log.error("lost the assistant: %s", exc)
+            self._end(EndReason.openai_unavailable)
+            return
+        if not self._ended.is_set():
+            self._log.warning("OpenAI event stream ended")
+            self._end(EndReason.openai_unavailable)
+
+    async def _dispatch(self, event: SessionEvent) -> None:
+        kind = type(event)
+        if kind is AudioDelta:
+            await self._on_audio(event)  # type: ignore[arg-type]
+        elif kind is TranscriptDelta:
+            return
+        elif kind is Reconnected:
+            await self._on_reconnected(event)  # type: ignore[arg-type]
+        else:
+            event_type: str = getattr(event, "type", "")
+            handler = self._handlers.get(event_type)
+            if handler is not None:
+                await handler(event)
+            elif event_type not in self._ignored_events and event_type not in self._unknown_events:
+                self._unknown_events.add(event_type)
+                self._log.info("ignoring OpenAI event type %r", event_type)
+
+    async def _on_audio(self, delta: AudioDelta) -> None:
+        if delta.item_id in self._muted_items or delta.response_id in self._muted_responses:
+            return  # late audio of something the caller interrupted
+        if self._out is None:
+            return
+        now = time.monotonic()
+        if self._awaiting_first_audio:
+            self._awaiting_first_audio = False
+            if self.stats.greeting_latency_s is None:
+                self.stats.greeting_latency_s = now - self.stats.started_at
+                obs.GREETING_LATENCY.observe(self.stats.greeting_latency_s)
+                self._log.info("greeting audio after %.0f ms", self.stats.greeting_latency_s * 1000)
+            elif self._turn_ended_at is not None:
+                latency = now - self._turn_ended_at
+                self.stats.turn_latencies_s.append(latency)
+                obs.TURN_LATENCY.observe(latency)
+                self._turn_ended_at = None
+        mark = self._tracker.sent(delta.item_id, base64_size(delta.delta))
+        self.stats.chunks_out += 1
+        await self._send_twilio(self._out.media(delta.delta))
+        await self._send_twilio(self._out.mark(mark))
+
+    async def _on_speech_started(self, event: Any) -> None:
+        interrupted_response = self._active_response
+        if self._tracker.audible and self._out is not None:
+            # Stop the caller's playback first: every ms here is the assistant talking over them.
+            await self._send_twilio(self._out.clear())
+            self.stats.barge_ins += 1
+            obs.BARGE_INS.inc()
+            for cut in self._tracker.interrupt():
+                self._muted_items.add(cut.item_id)
+                # Tell the model what was actually heard; an item heard in full needs no truncate.
+                if cut.heard_ms < cut.sent_ms:
+                    await self._session.send(
+                        {
+                            "type": "conversation.item.truncate",
+                            "item_id": cut.item_id,
+                            "content_index": 0,
+                            "audio_end_ms": cut.heard_ms,
+                        }
+                    )
+                self._log.info("barge-in: caller heard %d of %d ms", cut.heard_ms, cut.sent_ms)
+        if interrupted_response is not None:
+            # The server cancels its own response on speech (interrupt_response); drop what is in flight.
+            self._muted_responses.add(interrupted_response)
+
+    async def _on_speech_stopped(self, event: Any) -> None:
+        # Map the end of speech (ms into the audio we appended) back to our clock.
+        audio_end_ms = getattr(event, "audio_end_ms", None)
+        now = time.monotonic()
+        if isinstance(audio_end_ms, int) and self._last_input_at:
+            behind_s = max(0.0, (self._input_bytes / 8 - audio_end_ms) / 1000)
+            self._turn_ended_at = min(now, self._last_input_at - behind_s)
+        else:
+            self._turn_ended_at = now
+        self._awaiting_first_audio = True
+
+    async def _on_response_created(self, event: Any) -> None:
+        response = event.response
+        if getattr(response, "conversation_id", "x") is None:
+            return  # out-of-band response: it doesn't occupy the conversation
+        self._active_response = response.id
+        self._response_requested = False
+
+    async def _on_response_done(self, event: Any) -> None:
+        response = event.response
+        if response.id != self._active_response:
+            return
+        self._active_response = None
+        self._response_settled.set()
+        status = getattr(response, "status", None)
+        if status == "failed":
+            details = getattr(response, "status_details", None)
+            self._log.warning("response failed: %s", getattr(details, "error", details))
+        if self._response_wanted:
+            self._response_wanted = False
+            await self._request_response()
+
+    async def _request_response(self) -> None:
+        """Ask for a response now, or right after the active one is done."""
+        if self._active_response is not None or self._response_requested:
+            self._response_wanted = True
+            return
+        if await self._session.send({"type": "response.create"}):
+            self._response_requested = True
+
+    async def _on_error(self, event: Any) -> None:
+        error = event.error
+        code = getattr(error, "code", None) or getattr(error, "type", None) or "unknown"
+        self.stats.openai_errors[code] = self.stats.openai_errors.get(code, 0) + 1
+        obs.REALTIME_ERRORS.labels(code=code).inc()
+        if code == "conversation_already_has_active_response":
+            # Ours lost a race with a VAD-started response: ask again once that one is done.
+            self._response_requested = False
+            self._response_wanted = True
+        level = logging.INFO if code in RECOVERABLE_ERRORS else logging.WARNING
+        self._log.log(level, "OpenAI error %s: %s", code, getattr(error, "message", ""))
+
+    async def _on_reconnected(self, event: Reconnected) -> None:
+        obs.REALTIME_RECONNECTS.inc()
+        self._log.info(
+            "OpenAI session re-established after %.2fs (close code %s)", event.downtime_s, event.close_code
+        )
+        # The old session's response and items are gone; audio still queued at Twilio plays out.
+        self._active_response = None
+        self._response_requested = False
+        self._response_wanted = False
+        self._response_settled.set()
+        self._input_bytes = 0

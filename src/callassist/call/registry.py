@@ -1,0 +1,42 @@
+"""The live calls of this server: admission while running, a clean goodbye for each on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from callassist.call.bridge import CallBridge
+
+log = logging.getLogger(__name__)
+
+
+class CallRegistry:
+    def __init__(self) -> None:
+        self._calls: set[CallBridge] = set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self.accepting = True
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def add(self, bridge: CallBridge) -> None:
+        self._calls.add(bridge)
+        self._empty.clear()
+
+    def remove(self, bridge: CallBridge) -> None:
+        self._calls.discard(bridge)
+        if not self._calls:
+            self._empty.set()
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop taking calls; let each live call say goodbye and end within `grace_s` (plus 1 s)."""
+        self.accepting = False
+        if not self._calls:
+            return
+        log.info("shutting down: ending %d live call(s) within %.0fs", len(self._calls), grace_s)
+        await asyncio.gather(*(call.wind_down(grace_s) for call in list(self._calls)), return_exceptions=True)
+        try:
+            await asyncio.wait_for(self._empty.wait(), timeout=1.5)
+        except TimeoutError:
+            log.warning("%d call(s) still open after the grace period", len(self._calls))

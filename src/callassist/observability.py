@@ -1,0 +1,49 @@
+"""Logging set-up and the Prometheus metrics every part of the server reports to."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CALLS_ACTIVE = Gauge("callassist_calls_active", "Live calls bridged to OpenAI right now")
+CALLS_TOTAL = Counter("callassist_calls_total", "Calls that ended, by outcome", ["outcome"])
+WEBHOOKS_REJECTED = Counter(
+    "callassist_webhooks_rejected_total", "Webhooks and streams refused", ["endpoint", "reason"]
+)
+REALTIME_RECONNECTS = Counter("callassist_realtime_reconnects_total", "OpenAI sessions re-established")
+REALTIME_ERRORS = Counter("callassist_realtime_errors_total", "OpenAI error events, by code", ["code"])
+BARGE_INS = Counter("callassist_barge_ins_total", "Times a caller interrupted the assistant")
+TWILIO_BAD_FRAMES = Counter("callassist_twilio_bad_frames_total", "Unusable Media Stream frames survived")
+GREETING_LATENCY = Histogram(
+    "callassist_greeting_latency_seconds",
+    "Twilio stream start to first assistant audio sent",
+    buckets=(0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10),
+)
+TURN_LATENCY = Histogram(
+    "callassist_turn_latency_seconds",
+    "Caller stopped speaking to first assistant audio sent",
+    buckets=(0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10),
+)
+
+
+def setup_logging(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # The SDK and websockets log every frame at debug; keep them quiet unless asked.
+    for noisy in ("websockets", "openai", "httpx", "httpcore", "httpx2", "twilio"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+class CallLogger(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes every line with the call it belongs to."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        call = (self.extra or {}).get("call", "-")
+        return f"[{call}] {msg}", kwargs

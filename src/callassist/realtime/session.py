@@ -1,0 +1,263 @@
+"""One OpenAI Realtime connection for one call: connect, configure, send, receive, reconnect.
+
+The session owns the socket. On the audio hot path it uses the SDK's raw `send_raw`/`recv_bytes`
+(the typed calls cost ~10x more CPU per message) and hands the bridge small typed events; everything
+else is parsed with the SDK's own event types. When the socket drops it reconnects with backoff,
+lets the bridge re-send its configuration (and context) before any audio, then carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from openai import AsyncOpenAI
+from openai.resources.realtime.realtime import AsyncRealtimeConnection
+from openai.types.realtime import RealtimeServerEvent
+from openai.types.websocket_connection_options import WebSocketConnectionOptions
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+log = logging.getLogger(__name__)
+
+# Delays before each reconnect attempt: the first is immediate (the 60-minute cap, a blip).
+RECONNECT_BACKOFF: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+# Caller audio kept while reconnecting, replayed to the new session so nothing said is lost.
+MAX_BUFFERED_AUDIO_FRAMES = 10 * 50  # ~10 s of 20 ms frames
+_APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
+
+
+@dataclass(slots=True, frozen=True)
+class AudioDelta:
+    """`response.output_audio.delta`, kept as the base64 string OpenAI sent."""
+
+    response_id: str
+    item_id: str
+    delta: str
+
+
+@dataclass(slots=True, frozen=True)
+class TranscriptDelta:
+    """`response.output_audio_transcript.delta`: the words behind the audio, as they are generated."""
+
+    response_id: str
+    item_id: str
+    delta: str
+
+
+@dataclass(slots=True, frozen=True)
+class Reconnected:
+    """The socket dropped and a new server session is ready (configured, context replayed)."""
+
+    attempt: int
+    downtime_s: float
+    close_code: int | None
+
+
+SessionEvent = AudioDelta | TranscriptDelta | Reconnected | RealtimeServerEvent
+
+
+class RealtimeUnavailable(Exception):
+    """OpenAI could not be reached (or refused us) after every retry."""
+
+
+# Called after every (re)connect, before anything else is sent; returns the events to send first.
+SetupHook = Callable[[bool], Awaitable[Sequence[dict[str, Any]]]]
+
+
+class RealtimeSession:
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        model: str,
+        *,
+        setup: SetupHook,
+        logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+        backoff: Sequence[float] = RECONNECT_BACKOFF,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self._client = client
+        self._model = model
+        self._setup = setup
+        self._log = logger
+        self._backoff = tuple(backoff)
+        self._connect_timeout = connect_timeout
+        self._connection: AsyncRealtimeConnection | None = None
+        self._ready = False  # configured and accepting audio
+        self._closing = False
+        self._buffered_audio: deque[str] = deque(maxlen=MAX_BUFFERED_AUDIO_FRAMES)
+        self.reconnects = 0
+        self.connected_at: float | None = None
+
+    # Connection ---------------------------------------------------------------------------------
+
+    async def _connect(self) -> AsyncRealtimeConnection:
+        options = cast(
+            WebSocketConnectionOptions,
+            {
+                # Per-message deflate costs CPU on every audio frame and buys nothing on base64 audio.
+                "compression": None,
+                "max_size": 16 * 1024 * 1024,
+                "open_timeout": self._connect_timeout,
+                "close_timeout": 1.0,
+            },
+        )
+        manager = self._client.realtime.connect(model=self._model, websocket_connection_options=options)
+        return await manager.enter()
+
+    async def connect(self) -> None:
+        """Open the socket (no configuration yet). Raises RealtimeUnavailable if it can't."""
+        self._connection = await self._connect_with_retries(first=True)
+
+    async def configure(self, *, reconnect: bool = False) -> None:
+        """Send the bridge's setup events, then any caller audio buffered meanwhile."""
+        connection = self._require_connection()
+        for event in await self._setup(reconnect):
+            await connection.send_raw(json.dumps(event))
+        while self._buffered_audio:
+            await connection.send_raw(_APPEND_PREFIX + self._buffered_audio.popleft() + '"}')
+        self._ready = True
+        self.connected_at = time.monotonic()
+
+    async def _connect_with_retries(self, *, first: bool) -> AsyncRealtimeConnection:
+        last_error: BaseException | None = None
+        for attempt, delay in enumerate(self._backoff, start=1):
+            if self._closing:
+                break
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                return await self._connect()
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if status in (401, 403):
+                    raise RealtimeUnavailable(
+                        f"OpenAI refused the connection (HTTP {status}): check OPENAI_API_KEY"
+                    ) from exc
+                last_error = exc
+            except (OSError, TimeoutError, ConnectionClosed) as exc:
+                last_error = exc
+            except Exception as exc:  # the SDK wraps some failures in its own types
+                last_error = exc
+            self._log.warning(
+                "OpenAI %s attempt %d failed: %s",
+                "connect" if first else "reconnect",
+                attempt,
+                _describe(last_error),
+            )
+        raise RealtimeUnavailable(f"could not reach OpenAI Realtime: {_describe(last_error)}")
+
+    def _require_connection(self) -> AsyncRealtimeConnection:
+        if self._connection is None:
+            raise RealtimeUnavailable("not connected")
+        return self._connection
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    # Sending -------------------------------------------------------------------------------------
+
+    async def send_audio(self, payload: str) -> None:
+        """Forward one caller audio frame (base64 μ-law) as-is; kept for the next session if down."""
+        if not self._ready:
+            self._buffered_audio.append(payload)
+            return
+        try:
+            await self._connection.send_raw(_APPEND_PREFIX + payload + '"}')  # type: ignore[union-attr]
+        except ConnectionClosed:
+            self._ready = False
+            self._buffered_audio.append(payload)
+
+    async def send(self, event: dict[str, Any]) -> bool:
+        """Send one client event. Returns False if the socket is down (the receiver reconnects)."""
+        if not self._ready or self._connection is None:
+            self._log.info("dropped %s while OpenAI is reconnecting", event.get("type"))
+            return False
+        try:
+            await self._connection.send_raw(json.dumps(event))
+        except ConnectionClosed:
+            self._ready = False
+            return False
+        return True
+
+    # Receiving -----------------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[SessionEvent]:
+        """Server events, across reconnects, until close() is called or OpenAI stays unreachable."""
+        while not self._closing:
+            connection = self._require_connection()
+            try:
+                raw = await connection.recv_bytes()
+            except ConnectionClosed as exc:
+                if self._closing:
+                    return
+                close_code = exc.rcvd.code if exc.rcvd is not None else None
+                reason = exc.rcvd.reason if exc.rcvd is not None else ""
+                self._ready = False
+                self._log.warning("OpenAI closed the session (%s %s); reconnecting", close_code, reason)
+                dropped_at = time.monotonic()
+                await self._reestablish()
+                self.reconnects += 1
+                yield Reconnected(self.reconnects, time.monotonic() - dropped_at, close_code)
+                continue
+            event = self._parse(connection, raw)
+            if event is not None:
+                yield event
+
+    async def _reestablish(self) -> None:
+        """Connect and configure a new server session; a session that drops while being set up
+        is retried too, a bounded number of times."""
+        for _ in self._backoff:
+            self._connection = await self._connect_with_retries(first=False)
+            try:
+                await self.configure(reconnect=True)
+                return
+            except ConnectionClosed as exc:
+                self._log.warning("OpenAI closed the new session during setup: %s", _describe(exc))
+        raise RealtimeUnavailable("OpenAI keeps closing new sessions during setup")
+
+    def _parse(self, connection: AsyncRealtimeConnection, raw: bytes) -> SessionEvent | None:
+        try:
+            data = json.loads(raw)
+            kind = data.get("type")
+            if kind == "response.output_audio.delta":
+                return AudioDelta(data["response_id"], data["item_id"], data["delta"])
+            if kind == "response.output_audio_transcript.delta":
+                return TranscriptDelta(data["response_id"], data["item_id"], data["delta"])
+            if not isinstance(kind, str):
+                raise ValueError("event without a type")
+        except (ValueError, KeyError, AttributeError, TypeError, RecursionError) as exc:
+            self._log.warning("ignored an unreadable event from OpenAI: %s", _describe(exc))
+            return None
+        return connection.parse_event(raw)
+
+    # Closing -------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the socket normally; `events()` then ends."""
+        self._closing = True
+        self._ready = False
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(TimeoutError, ConnectionClosed, OSError):
+                await asyncio.wait_for(connection.close(), timeout=1.0)
+            # Keep the object so a concurrent events() sees ConnectionClosed and returns.
+            self._connection = connection
+
+    @property
+    def session_age(self) -> float:
+        return 0.0 if self.connected_at is None else time.monotonic() - self.connected_at
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 200 else text[:200] + "…"

@@ -1,0 +1,51 @@
+"""TwiML documents, built with twilio.twiml (never by pasting strings)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+# Twilio's <Dial> timeout bounds (it adds ~5 s of its own on top).
+MIN_RING_SECONDS, MAX_RING_SECONDS = 5, 600
+
+
+def ring_owner(owner_phone: str, ring_seconds: int, action_url: str, caller_id: str | None = None) -> str:
+    """Ring the owner first; Twilio reports the outcome to `action_url` (DialCallStatus)."""
+    response = VoiceResponse()
+    timeout = min(max(ring_seconds, MIN_RING_SECONDS), MAX_RING_SECONDS)
+    dial = response.dial(
+        timeout=timeout, action=action_url, method="POST", answer_on_bridge=True, caller_id=caller_id
+    )
+    dial.number(owner_phone)
+    return str(response)
+
+
+def connect_assistant(stream_url: str, parameters: Mapping[str, str]) -> str:
+    """Bridge the call to our Media Stream; when the stream closes, hang up.
+
+    The stream URL cannot carry a query string (Twilio drops it), so values travel as <Parameter>s
+    and come back in `start.customParameters`.
+    """
+    response = VoiceResponse()
+    connect = Connect()
+    stream = connect.stream(url=stream_url)
+    for name, value in parameters.items():
+        stream.parameter(name=name, value=value)
+    response.append(connect)
+    response.hangup()
+    return str(response)
+
+
+def hang_up() -> str:
+    response = VoiceResponse()
+    response.hangup()
+    return str(response)
+
+
+def unavailable(message: str) -> str:
+    """Say a short apology and hang up (server shutting down, assistant not configured)."""
+    response = VoiceResponse()
+    response.say(message)
+    response.hangup()
+    return str(response)

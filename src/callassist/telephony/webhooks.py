@@ -1,0 +1,115 @@
+"""Twilio-facing routes: the incoming-call webhook, the owner dial result, and the Media Stream."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Request, Response, WebSocket
+from starlette.datastructures import FormData
+
+from callassist import observability as obs
+from callassist.call.bridge import CallBridge
+from callassist.telephony import twiml
+
+if TYPE_CHECKING:
+    from callassist.app import Services
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+XML = "application/xml"
+# Twilio's DialCallStatus values after which the assistant picks up (the owner didn't).
+OWNER_MISSED = frozenset({"busy", "no-answer", "failed"})
+RESTARTING = "Sorry, the assistant is restarting. Please call again in a minute."
+
+
+def _services(request: Request | WebSocket) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+async def _signed_form(request: Request, endpoint: str) -> FormData | None:
+    services = _services(request)
+    form = await request.form()
+    if not services.signatures.check_webhook(request, form):
+        obs.WEBHOOKS_REJECTED.labels(endpoint=endpoint, reason="signature").inc()
+        log.warning("refused %s: invalid or missing X-Twilio-Signature", request.url.path)
+        return None
+    return form
+
+
+def _field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def _assistant_twiml(services: Services, form: FormData, dial_status: str | None = None) -> str:
+    call_sid = _field(form, "CallSid")
+    parameters = {
+        "callerNumber": _field(form, "From"),
+        "calledNumber": _field(form, "To"),
+        "token": services.stream_tokens.issue(call_sid),
+    }
+    if dial_status:
+        parameters["dialStatus"] = dial_status
+    return twiml.connect_assistant(services.settings.stream_url(), parameters)
+
+
+@router.post("/voice/incoming")
+async def incoming_call(request: Request) -> Response:
+    form = await _signed_form(request, "incoming")
+    if form is None:
+        return Response("invalid signature", status_code=403, media_type="text/plain")
+    services = _services(request)
+    settings = services.settings
+    caller = _field(form, "From")
+    log.info("incoming call %s from %s", _field(form, "CallSid"), caller or "hidden number")
+    if not services.registry.accepting:
+        return Response(twiml.unavailable(RESTARTING), media_type=XML)
+    owner = settings.owner_phone
+    if owner and settings.ring_owner_seconds > 0 and caller != owner:
+        document = twiml.ring_owner(owner, settings.ring_owner_seconds, "/voice/dial-result")
+        return Response(document, media_type=XML)
+    return Response(_assistant_twiml(services, form), media_type=XML)
+
+
+@router.post("/voice/dial-result")
+async def dial_result(request: Request) -> Response:
+    form = await _signed_form(request, "dial-result")
+    if form is None:
+        return Response("invalid signature", status_code=403, media_type="text/plain")
+    services = _services(request)
+    status = _field(form, "DialCallStatus")
+    log.info("owner dial for %s ended: %s", _field(form, "CallSid"), status or "unknown")
+    if status not in OWNER_MISSED:
+        # completed/answered: the owner talked to the caller; canceled: the caller is gone.
+        return Response(twiml.hang_up(), media_type=XML)
+    if not services.registry.accepting:
+        return Response(twiml.unavailable(RESTARTING), media_type=XML)
+    return Response(_assistant_twiml(services, form, dial_status=status), media_type=XML)
+
+
+@router.websocket("/voice/stream")
+async def media_stream(websocket: WebSocket) -> None:
+    services = _services(websocket)
+    # Both checks happen before accept() and before any OpenAI connection is opened.
+    if not services.signatures.check_stream(websocket):
+        obs.WEBHOOKS_REJECTED.labels(endpoint="stream", reason="signature").inc()
+        log.warning("refused a Media Stream: invalid or missing X-Twilio-Signature")
+        await websocket.close(code=1008)
+        return
+    if not services.registry.accepting:
+        await websocket.close(code=1013)  # try again later
+        return
+    await websocket.accept()
+    bridge = CallBridge(
+        websocket,
+        settings=services.settings,
+        openai=services.openai,
+        stream_tokens=services.stream_tokens,
+        on_started=services.registry.add,
+    )
+    try:
+        await bridge.run()
+    finally:
+        services.registry.remove(bridge)

@@ -1,0 +1,40 @@
+"""Shared fixtures: a clean environment, the fake OpenAI server, the real callassist server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import NO_OPENAI, RunningServer, running_server
+
+# Settings come from the environment and .env; a developer's own values must not leak into tests.
+_SETTINGS_ENV = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "PUBLIC_BASE_URL",
+    "OWNER_NAME",
+    "OWNER_PHONE",
+    "DATABASE_URL",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    for name in list(os.environ):
+        if name in _SETTINGS_ENV or name.startswith("CALLASSIST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CALLASSIST_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    """callassist with no OpenAI behind it (for webhook-only tests)."""
+    async with running_server(NO_OPENAI, tmp_path / "data") as running:
+        yield running

@@ -1,0 +1,106 @@
+"""The incoming-call webhook and the owner dial result, over real HTTP with Twilio's signatures."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import aiohttp
+from twilio.request_validator import RequestValidator
+
+from tests.support.server import ACCOUNT_SID, AUTH_TOKEN, NO_OPENAI, RunningServer, running_server
+
+CALL = {
+    "AccountSid": ACCOUNT_SID,
+    "ApiVersion": "2010-04-01",
+    "CallSid": "CA" + "1" * 32,
+    "CallStatus": "ringing",
+    "Direction": "inbound",
+    "From": "+15551230000",
+    "To": "+15559870000",
+}
+
+
+async def post(
+    server: RunningServer, path: str, params: dict[str, str], signature: str | None
+) -> tuple[int, str]:
+    headers = {} if signature is None else {"X-Twilio-Signature": signature}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(server.base_url + path, data=params, headers=headers) as response:
+            return response.status, await response.text()
+
+
+def sign(server: RunningServer, path: str, params: dict[str, str], token: str = AUTH_TOKEN) -> str:
+    return RequestValidator(token).compute_signature(server.settings.public_url + path, params)
+
+
+async def test_unsigned_or_wrongly_signed_webhooks_are_refused(server: RunningServer) -> None:
+    assert (await post(server, "/voice/incoming", CALL, None))[0] == 403
+    assert (await post(server, "/voice/incoming", CALL, "bm90IGEgc2lnbmF0dXJl"))[0] == 403
+    wrong_key = sign(server, "/voice/incoming", CALL, token="someone-else")
+    assert (await post(server, "/voice/incoming", CALL, wrong_key))[0] == 403
+    tampered = {**CALL, "From": "+15550000000"}
+    assert (await post(server, "/voice/incoming", tampered, sign(server, "/voice/incoming", CALL)))[0] == 403
+    assert (await post(server, "/voice/dial-result", CALL, None))[0] == 403
+
+
+async def test_signed_webhook_connects_the_assistant(server: RunningServer) -> None:
+    status, body = await post(server, "/voice/incoming", CALL, sign(server, "/voice/incoming", CALL))
+    assert status == 200
+    root = ET.fromstring(body)
+    assert [child.tag for child in root] == ["Connect", "Hangup"]
+    stream = root.find("Connect/Stream")
+    assert stream is not None
+    assert stream.get("url") == server.settings.stream_url()
+    assert stream.get("url", "").startswith("ws://127.0.0.1:")
+    parameters = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+    assert parameters["callerNumber"] == "+15551230000"
+    assert parameters["calledNumber"] == "+15559870000"
+    assert parameters["token"]
+
+
+async def test_owner_is_rung_first_and_the_assistant_answers_only_when_missed(tmp_path: Path) -> None:
+    async with running_server(
+        NO_OPENAI, tmp_path, owner_phone="+15550001111", ring_owner_seconds=15
+    ) as server:
+        status, body = await post(server, "/voice/incoming", CALL, sign(server, "/voice/incoming", CALL))
+        dial = ET.fromstring(body).find("Dial")
+        assert status == 200 and dial is not None
+        assert dial.get("timeout") == "15" and dial.get("answerOnBridge") == "true"
+        assert dial.get("action") == "/voice/dial-result"
+        assert dial.findtext("Number") == "+15550001111"
+
+        for missed in ("busy", "no-answer", "failed"):
+            params = {**CALL, "DialCallStatus": missed}
+            _, body = await post(
+                server, "/voice/dial-result", params, sign(server, "/voice/dial-result", params)
+            )
+            stream = ET.fromstring(body).find("Connect/Stream")
+            assert stream is not None, missed
+            parameters = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+            assert parameters["dialStatus"] == missed
+
+        for answered in ("completed", "answered", "canceled"):
+            params = {**CALL, "DialCallStatus": answered, "DialCallDuration": "42"}
+            _, body = await post(
+                server, "/voice/dial-result", params, sign(server, "/voice/dial-result", params)
+            )
+            assert [child.tag for child in ET.fromstring(body)] == ["Hangup"], answered
+
+        # The owner calling their own number is not rung back: the assistant answers.
+        own = {**CALL, "From": "+15550001111"}
+        _, body = await post(server, "/voice/incoming", own, sign(server, "/voice/incoming", own))
+        assert ET.fromstring(body).find("Connect/Stream") is not None
+
+
+async def test_without_auth_token_loopback_is_served(tmp_path: Path) -> None:
+    async with running_server(NO_OPENAI, tmp_path, twilio_auth_token=None) as server:
+        status, body = await post(server, "/voice/incoming", CALL, None)
+        assert status == 200 and "<Connect>" in body
+
+
+async def test_healthz(server: RunningServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(server.base_url + "/healthz") as response:
+            assert response.status == 200
+            assert (await response.json())["status"] == "ok"

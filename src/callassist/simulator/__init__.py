@@ -1,0 +1,30 @@
+"""The simulated caller: plays Twilio's side of a call (webhooks, TwiML, Media Streams) against our server.
+
+Exports are loaded lazily so that importing `callassist.simulator.audio` stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "CallerSimulator": "callassist.simulator.caller",
+    "SimulatedCall": "callassist.simulator.caller",
+    "CallEvent": "callassist.simulator.caller",
+    "SimulatorError": "callassist.simulator.caller",
+    "WebhookError": "callassist.simulator.caller",
+    "StreamRejected": "callassist.simulator.caller",
+    "CallEndedError": "callassist.simulator.caller",
+    "CallReport": "callassist.simulator.report",
+    "run_call": "callassist.simulator.report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

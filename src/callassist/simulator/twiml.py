@@ -1,0 +1,179 @@
+"""Parse the TwiML a voice webhook returns into the verbs the simulated Twilio follows.
+
+Only the voice verbs callassist can emit are modelled in detail (`<Dial>`, `<Connect><Stream>`, `<Say>`,
+`<Pause>`, `<Hangup>`, `<Reject>`, `<Redirect>`); anything else becomes `Unsupported` so the caller can record
+it instead of failing. Reference: protocols.md B1 and B3.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+
+class TwimlError(ValueError):
+    """The webhook answer is not a TwiML `<Response>` document (Twilio error 12100)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    text: str
+    voice: str | None = None
+
+    def describe(self) -> str:
+        return f"Say {self.text!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    length: float = 1.0
+
+    def describe(self) -> str:
+        return f"Pause {self.length:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    def describe(self) -> str:
+        return "Hangup"
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    reason: str = "rejected"
+
+    def describe(self) -> str:
+        return f"Reject ({self.reason})"
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    url: str
+    method: str = "POST"
+
+    def describe(self) -> str:
+        return f"Redirect {self.url}"
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    targets: tuple[str, ...]
+    timeout: int = 30
+    action: str | None = None
+    method: str = "POST"
+    answer_on_bridge: bool = False
+
+    def describe(self) -> str:
+        return f"Dial {', '.join(self.targets) or '(nobody)'} timeout={self.timeout}s"
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    url: str
+    name: str | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    stream: Stream | None
+    action: str | None = None
+    method: str = "POST"
+
+    def describe(self) -> str:
+        if self.stream is None:
+            return "Connect (no <Stream>)"
+        return f"Connect/Stream {self.stream.url}"
+
+
+@dataclass(frozen=True, slots=True)
+class Unsupported:
+    tag: str
+
+    def describe(self) -> str:
+        return f"<{self.tag}> (not simulated)"
+
+
+Verb = Say | Pause | Hangup | Reject | Redirect | Dial | Connect | Unsupported
+
+
+def _bool(value: str | None) -> bool:
+    return (value or "").strip().lower() == "true"
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _float(value: str | None, default: float) -> float:
+    try:
+        return float(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _method(value: str | None) -> str:
+    return (value or "POST").strip().upper()
+
+
+def _dial(element: ET.Element) -> Dial:
+    targets: list[str] = []
+    # <Dial>+1555...</Dial> is shorthand for a single <Number>.
+    if element.text and element.text.strip():
+        targets.append(element.text.strip())
+    for child in element:
+        text = (child.text or "").strip()
+        targets.append(text if child.tag == "Number" else f"{child.tag}:{text}")
+    return Dial(
+        targets=tuple(targets),
+        timeout=_int(element.get("timeout"), 30),
+        action=element.get("action"),
+        method=_method(element.get("method")),
+        answer_on_bridge=_bool(element.get("answerOnBridge")),
+    )
+
+
+def _connect(element: ET.Element) -> Connect:
+    stream: Stream | None = None
+    for child in element:
+        if child.tag == "Stream" and stream is None:
+            parameters = {
+                param.get("name", ""): param.get("value", "")
+                for param in child
+                if param.tag == "Parameter" and param.get("name")
+            }
+            stream = Stream(url=child.get("url", ""), name=child.get("name"), parameters=parameters)
+    return Connect(stream=stream, action=element.get("action"), method=_method(element.get("method")))
+
+
+def parse_twiml(text: str) -> list[Verb]:
+    """Parse a TwiML document into its verbs, in order."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise TwimlError(f"not XML ({exc}): {text[:200]!r}") from None
+    if root.tag != "Response":
+        raise TwimlError(f"root element is <{root.tag}>, expected <Response>")
+    verbs: list[Verb] = []
+    for element in root:
+        tag = element.tag
+        if tag == "Dial":
+            verbs.append(_dial(element))
+        elif tag == "Connect":
+            verbs.append(_connect(element))
+        elif tag == "Say":
+            verbs.append(Say(text=(element.text or "").strip(), voice=element.get("voice")))
+        elif tag == "Pause":
+            verbs.append(Pause(length=_float(element.get("length"), 1.0)))
+        elif tag == "Hangup":
+            verbs.append(Hangup())
+        elif tag == "Reject":
+            verbs.append(Reject(reason=element.get("reason", "rejected")))
+        elif tag == "Redirect":
+            verbs.append(Redirect(url=(element.text or "").strip(), method=_method(element.get("method"))))
+        else:
+            verbs.append(Unsupported(tag=tag))
+    return verbs

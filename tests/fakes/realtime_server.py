@@ -114,6 +114,7 @@ class SentEvent(NamedTuple):
     t: float  # time.monotonic()
     type: str
     event: dict[str, Any]
+    injected: bool = False  # sent verbatim by a test through send_raw(), deliberately off-protocol
 
 
 class _ChangeNotifier:
@@ -391,7 +392,7 @@ class FakeSession:
         except ValueError:
             parsed = None
         event = parsed if isinstance(parsed, dict) else {"raw": text}
-        self._record_sent(str(event.get("type", "<raw>")), event, validate=False)
+        self._record_sent(str(event.get("type", "<raw>")), event, validate=False, injected=True)
         await self._ws.send(text)
 
     async def close(self, code: int = 1001, reason: str = "") -> None:
@@ -480,7 +481,9 @@ class FakeSession:
         self._notifier.notify()
         self._server.notify()
 
-    def _record_sent(self, event_type: str, event: dict[str, Any], *, validate: bool = True) -> None:
+    def _record_sent(
+        self, event_type: str, event: dict[str, Any], *, validate: bool = True, injected: bool = False
+    ) -> None:
         if validate and self._server.validate_outgoing:
             sampled = event_type.endswith(_SAMPLED_EVENT_SUFFIXES)
             if not sampled or event_type not in self._validated_sampled_types:
@@ -488,7 +491,7 @@ class FakeSession:
                 problem = validate_server_event(event)
                 if problem is not None:
                     self._server.fail(self, f"the fake sent an invalid {event_type}: {problem}")
-        self.server_events.append(SentEvent(time.monotonic(), event_type, event))
+        self.server_events.append(SentEvent(time.monotonic(), event_type, event, injected))
         if event_type == "error":
             self.errors_sent.append(event["error"])
         if event_type not in _QUIET_EVENT_TYPES:

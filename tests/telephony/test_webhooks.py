@@ -25,9 +25,11 @@ async def post(
     server: RunningServer, path: str, params: dict[str, str], signature: str | None
 ) -> tuple[int, str]:
     headers = {} if signature is None else {"X-Twilio-Signature": signature}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(server.base_url + path, data=params, headers=headers) as response:
-            return response.status, await response.text()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(server.base_url + path, data=params, headers=headers) as response,
+    ):
+        return response.status, await response.text()
 
 
 def sign(server: RunningServer, path: str, params: dict[str, str], token: str = AUTH_TOKEN) -> str:
@@ -100,7 +102,6 @@ async def test_without_auth_token_loopback_is_served(tmp_path: Path) -> None:
 
 
 async def test_healthz(server: RunningServer) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(server.base_url + "/healthz") as response:
-            assert response.status == 200
-            assert (await response.json())["status"] == "ok"
+    async with aiohttp.ClientSession() as http, http.get(server.base_url + "/healthz") as response:
+        assert response.status == 200
+        assert (await response.json())["status"] == "ok"

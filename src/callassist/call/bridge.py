@@ -113,10 +113,13 @@ class CallBridge:
         self.end_reason: EndReason | None = None
         self._ended = asyncio.Event()
         self._twilio_open = True
-        # Response bookkeeping: only one response may write to the conversation at a time.
+        # Response bookkeeping: only one response may write to the conversation at a time. Our own
+        # response.create carries an event_id and the same id in metadata, so its fate is known exactly.
         self._active_response: str | None = None
-        self._response_requested = False
+        self._response_requested: str | None = None  # event_id of our response.create in flight
+        self._retry_if_busy = False
         self._response_wanted = False
+        self._request_count = 0
         self._response_settled = asyncio.Event()  # set whenever no response is active any more
         self._muted_items: set[str] = set()
         self._muted_responses: set[str] = set()
@@ -266,20 +269,12 @@ class CallBridge:
             owner = self._settings.owner_name
             await self._wait_for_no_response(deadline - time.monotonic() - 2.0)
             self._response_wanted = False
-            if self._active_response is None and not self._response_requested:
-                self._response_requested = True
-                await self._session.send(
-                    {
-                        "type": "response.create",
-                        "response": {
-                            "instructions": (
-                                "The line has to close now for a technical restart. In one short "
-                                f"sentence, apologise, say {owner} will get back to them, and say "
-                                "goodbye. Do not ask anything."
-                            ),
-                        },
-                    }
+            await self._request_response(
+                instructions=(
+                    "The line has to close now for a technical restart. In one short sentence, "
+                    f"apologise, say {owner} will get back to them, and say goodbye. Ask nothing."
                 )
+            )
             await self._wait_for_no_response(deadline - time.monotonic() - 0.5)
             await self._tracker.wait_drained(max(0.0, deadline - time.monotonic()))
         self._end(EndReason.server_shutdown)
@@ -424,8 +419,7 @@ class CallBridge:
         instructions = build_instructions(self._settings, self.context)
         events: list[dict[str, Any]] = [dict(session_update(build_session(self._settings, instructions)))]
         if not reconnect:
-            self._response_requested = True
-            events.append({"type": "response.create"})
+            events.append(self._response_create())  # the greeting: the assistant speaks first
         return events
 
     async def _pump_openai(self) -> None:
@@ -523,7 +517,9 @@ class CallBridge:
         if getattr(response, "conversation_id", "x") is None:
             return  # out-of-band response: it doesn't occupy the conversation
         self._active_response = response.id
-        self._response_requested = False
+        metadata = getattr(response, "metadata", None) or {}
+        if self._response_requested and metadata.get("callassist") == self._response_requested:
+            self._response_requested = None
 
     async def _on_response_done(self, event: Any) -> None:
         response = event.response
@@ -537,25 +533,45 @@ class CallBridge:
             self._log.warning("response failed: %s", getattr(details, "error", details))
         if self._response_wanted:
             self._response_wanted = False
-            await self._request_response()
+            await self._request_response(retry_if_busy=True)
 
-    async def _request_response(self) -> None:
-        """Ask for a response now, or right after the active one is done."""
+    def _response_create(
+        self, *, retry_if_busy: bool = False, instructions: str | None = None
+    ) -> dict[str, Any]:
+        """A response.create we can recognise later: its event_id echoes in errors, its metadata in
+        response.created."""
+        self._request_count += 1
+        request_id = f"callassist_{self._request_count}"
+        self._response_requested = request_id
+        self._retry_if_busy = retry_if_busy
+        response: dict[str, Any] = {"metadata": {"callassist": request_id}}
+        if instructions:
+            response["instructions"] = instructions
+        return {"type": "response.create", "event_id": request_id, "response": response}
+
+    async def _request_response(
+        self, *, retry_if_busy: bool = False, instructions: str | None = None
+    ) -> None:
+        """Ask for a response now; if one is active or ours is in flight, either ask again right after
+        it (tool results must be answered) or not at all (the active one already answers)."""
         if self._active_response is not None or self._response_requested:
-            self._response_wanted = True
+            self._response_wanted = self._response_wanted or retry_if_busy
             return
-        if await self._session.send({"type": "response.create"}):
-            self._response_requested = True
+        event = self._response_create(retry_if_busy=retry_if_busy, instructions=instructions)
+        if not await self._session.send(event):
+            self._response_requested = None
 
     async def _on_error(self, event: Any) -> None:
         error = event.error
         code = getattr(error, "code", None) or getattr(error, "type", None) or "unknown"
         self.stats.openai_errors[code] = self.stats.openai_errors.get(code, 0) + 1
         obs.REALTIME_ERRORS.labels(code=code).inc()
-        if code == "conversation_already_has_active_response":
-            # Ours lost a race with a VAD-started response: ask again once that one is done.
-            self._response_requested = False
-            self._response_wanted = True
+        failed_request = getattr(error, "event_id", None)
+        if failed_request and failed_request == self._response_requested:
+            # Our response.create was refused (typically it lost a race with a VAD-started response).
+            self._response_requested = None
+            if code == "conversation_already_has_active_response" and self._retry_if_busy:
+                self._response_wanted = True
         level = logging.INFO if code in RECOVERABLE_ERRORS else logging.WARNING
         self._log.log(level, "OpenAI error %s: %s", code, getattr(error, "message", ""))
 
@@ -566,7 +582,7 @@ class CallBridge:
         )
         # The old session's response and items are gone; audio still queued at Twilio plays out.
         self._active_response = None
-        self._response_requested = False
+        self._response_requested = None
         self._response_wanted = False
         self._response_settled.set()
         self._input_bytes = 0

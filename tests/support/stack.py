@@ -1,0 +1,73 @@
+"""The whole chain over real sockets: simulated Twilio -> callassist -> fake OpenAI Realtime."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from callassist.simulator import CallerSimulator
+from tests.fakes.protocol import validate_server_event
+from tests.fakes.realtime_server import FakeRealtimeServer, Script
+from tests.support.server import AUTH_TOKEN, RunningServer, running_server
+
+
+@dataclass
+class Stack:
+    fake: FakeRealtimeServer
+    server: RunningServer
+    simulator: CallerSimulator
+    _exits: contextlib.AsyncExitStack = field(repr=False)
+
+
+class StackFactory:
+    """Builds stacks for a test and checks, at teardown, that the bridge never sent OpenAI anything
+    the SDK's types reject and the fake never sent anything off-protocol."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+        self._stacks: list[Stack] = []
+
+    async def __call__(
+        self,
+        script: Script | None = None,
+        *,
+        fake_options: dict[str, Any] | None = None,
+        **settings: Any,
+    ) -> Stack:
+        exits = contextlib.AsyncExitStack()
+        fake = await exits.enter_async_context(FakeRealtimeServer(script, **(fake_options or {})))
+        data_dir = self._data_dir / f"stack{len(self._stacks)}"
+        server = await exits.enter_async_context(running_server(fake.base_url, data_dir, **settings))
+        simulator = CallerSimulator(server.base_url, auth_token=settings.get("twilio_auth_token", AUTH_TOKEN))
+        stack = Stack(fake, server, simulator, exits)
+        self._stacks.append(stack)
+        return stack
+
+    async def close(self) -> None:
+        for stack in reversed(self._stacks):
+            await stack._exits.aclose()
+
+    def protocol_problems(self) -> list[str]:
+        problems: list[str] = []
+        for stack in self._stacks:
+            problems.extend(stack.fake.validation_failures)
+            for session in stack.fake.sessions:
+                for sent in session.server_events:
+                    if sent.injected:
+                        continue
+                    error = validate_server_event(sent.event)
+                    if error:
+                        problems.append(f"fake sent an invalid {sent.type}: {error}")
+        return problems
+
+
+@contextlib.asynccontextmanager
+async def stack_factory(data_dir: Path) -> AsyncIterator[StackFactory]:
+    factory = StackFactory(data_dir)
+    try:
+        yield factory
+    finally:
+        await factory.close()

@@ -26,6 +26,11 @@ class CallAwareServer(uvicorn.Server):
             server.close()  # no new connections while calls wind down
         await self.services.registry.drain(self.services.settings.shutdown_grace_seconds)
         await super().shutdown(sockets)
+        # uvicorn re-raises the signal it caught once serving ends, so the process dies of SIGTERM;
+        # after a complete drain we'd rather exit with status 0 (a clean stop for any supervisor).
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            captured.clear()
 
 
 def build_server(settings: Settings) -> CallAwareServer:

@@ -68,6 +68,7 @@ from tests.fakes.script import (
 from tests.fakes.vad import TurnDetector, VadSettings
 
 __all__ = [
+    "AudioTaps",
     "CallFunction",
     "FakeRealtimeServer",
     "FakeSession",
@@ -115,6 +116,16 @@ class SentEvent(NamedTuple):
     type: str
     event: dict[str, Any]
     injected: bool = False  # sent verbatim by a test through send_raw(), deliberately off-protocol
+
+
+@dataclass
+class AudioTaps:
+    """Benchmark hooks: watch caller audio as it arrives, rewrite assistant audio as it leaves, and
+    (keep_history=False) keep no per-frame history, so hours of audio don't pile up in memory."""
+
+    on_audio_in: Callable[[bytes], None] | None = None
+    on_audio_out: Callable[[bytes], bytes] | None = None
+    keep_history: bool = True
 
 
 class _ChangeNotifier:
@@ -491,7 +502,8 @@ class FakeSession:
                 problem = validate_server_event(event)
                 if problem is not None:
                     self._server.fail(self, f"the fake sent an invalid {event_type}: {problem}")
-        self.server_events.append(SentEvent(time.monotonic(), event_type, event, injected))
+        if self._server.taps.keep_history or not event_type.endswith(_SAMPLED_EVENT_SUFFIXES):
+            self.server_events.append(SentEvent(time.monotonic(), event_type, event, injected))
         if event_type == "error":
             self.errors_sent.append(event["error"])
         if event_type not in _QUIET_EVENT_TYPES:
@@ -588,7 +600,8 @@ class FakeSession:
             return
         event_type = data.get("type")
         label = event_type if isinstance(event_type, str) else "<missing type>"
-        self.client_events.append(ReceivedEvent(received_at, label, data))
+        if self._server.taps.keep_history or label != "input_audio_buffer.append":
+            self.client_events.append(ReceivedEvent(received_at, label, data))
         if label not in _QUIET_EVENT_TYPES:
             self._server.log(f"[{self.index}] <- {label}")
         self._notify()
@@ -718,7 +731,11 @@ class FakeSession:
                 received=f"input_audio_buffer.append audio={data['audio'][:60]!r}",
             )
             return
-        self.audio_in += chunk
+        taps = self._server.taps
+        if taps.keep_history:
+            self.audio_in += chunk
+        if taps.on_audio_in is not None:
+            taps.on_audio_in(chunk)
         self._input_ms += len(chunk) / bytes_per_ms(self._input_kind)
         if self._vad is None:
             return
@@ -1325,11 +1342,15 @@ class FakeSession:
             if not chunk:
                 continue
             await self._pace(response)
+            taps = self._server.taps
+            if taps.on_audio_out is not None:
+                chunk = taps.on_audio_out(chunk)
             output.item.audio += chunk
             response.audio_ms += len(chunk) / bpm
             self._audio_produced = True
-            self.audio_out.setdefault(item_id, bytearray()).extend(chunk)
-            self.audio_out_order.append((item_id, chunk))
+            if taps.keep_history:
+                self.audio_out.setdefault(item_id, bytearray()).extend(chunk)
+                self.audio_out_order.append((item_id, chunk))
             await self._emit("response.output_audio.delta", **where, delta=base64.b64encode(chunk).decode())
         output.content_complete = True
         await self._close_output(response, output)
@@ -1603,6 +1624,7 @@ class FakeRealtimeServer:
         api_key: str | None = None,
         validate_outgoing: bool = True,
         log: Callable[[str], None] | None = None,
+        taps: AudioTaps | None = None,
     ) -> None:
         """
         script: a Script shared by all connections (a reconnect continues where it was), or a
@@ -1626,6 +1648,7 @@ class FakeRealtimeServer:
         self.requested_port = port
         self.api_key = api_key
         self.validate_outgoing = validate_outgoing
+        self.taps = taps or AudioTaps()
         self._log = log
         self.sessions: list[FakeSession] = []
         self.validation_failures: list[str] = []

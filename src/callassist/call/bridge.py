@@ -24,6 +24,7 @@ from callassist.call.playback import PlaybackTracker
 from callassist.realtime.config import CallContext, build_instructions, build_session, session_update
 from callassist.realtime.session import (
     AudioDelta,
+    OtherEvent,
     RealtimeSession,
     RealtimeUnavailable,
     Reconnected,
@@ -104,7 +105,6 @@ class CallBridge:
         self._on_started = on_started
         self._log_context: dict[str, object] = {"call": "pending"}
         self._log = obs.CallLogger(log, self._log_context)
-        self._session = RealtimeSession(openai, settings.realtime_model, setup=self._setup, logger=self._log)
         self._tracker = PlaybackTracker()
         self._out: Outbound | None = None
         self.start: Start | None = None
@@ -136,6 +136,13 @@ class CallBridge:
             "response.done": self._on_response_done,
             "error": self._on_error,
         }
+        self._session = RealtimeSession(
+            openai,
+            settings.realtime_model,
+            setup=self._setup,
+            logger=self._log,
+            typed_events=frozenset(self._handlers),
+        )
         self._ignored_events = frozenset(
             {
                 "session.created",
@@ -446,6 +453,11 @@ class CallBridge:
             return
         elif kind is Reconnected:
             await self._on_reconnected(event)  # type: ignore[arg-type]
+        elif kind is OtherEvent:
+            event_type = event.type
+            if event_type not in self._ignored_events and event_type not in self._unknown_events:
+                self._unknown_events.add(event_type)
+                self._log.info("ignoring OpenAI event type %r", event_type)
         else:
             event_type: str = getattr(event, "type", "")
             handler = self._handlers.get(event_type)

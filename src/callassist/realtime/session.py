@@ -52,6 +52,13 @@ class TranscriptDelta:
 
 
 @dataclass(slots=True, frozen=True)
+class OtherEvent:
+    """An event the bridge doesn't act on: only its type, without the cost of a typed parse."""
+
+    type: str
+
+
+@dataclass(slots=True, frozen=True)
 class Reconnected:
     """The socket dropped and a new server session is ready (configured, context replayed)."""
 
@@ -60,7 +67,7 @@ class Reconnected:
     close_code: int | None
 
 
-SessionEvent = AudioDelta | TranscriptDelta | Reconnected | RealtimeServerEvent
+SessionEvent = AudioDelta | TranscriptDelta | Reconnected | OtherEvent | RealtimeServerEvent
 
 
 class RealtimeUnavailable(Exception):
@@ -79,10 +86,14 @@ class RealtimeSession:
         *,
         setup: SetupHook,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+        typed_events: frozenset[str] | None = None,
         backoff: Sequence[float] = RECONNECT_BACKOFF,
         connect_timeout: float = 10.0,
     ) -> None:
+        """typed_events: event types to parse into the SDK's pydantic models (None: all). Building
+        those models costs ~100x a JSON parse, so events nobody reads arrive as OtherEvent."""
         self._client = client
+        self._typed_events = typed_events
         self._model = model
         self._setup = setup
         self._log = logger
@@ -236,6 +247,8 @@ class RealtimeSession:
         except (ValueError, KeyError, AttributeError, TypeError, RecursionError) as exc:
             self._log.warning("ignored an unreadable event from OpenAI: %s", _describe(exc))
             return None
+        if self._typed_events is not None and kind not in self._typed_events:
+            return OtherEvent(kind)
         return connection.parse_event(raw)
 
     # Closing -------------------------------------------------------------------------------------

@@ -414,3 +414,38 @@ async def test_twenty_simultaneous_calls(make_stack: StackFactory) -> None:
     assert results == [greeting + answer] * 20
     assert len(stack.fake.sessions) == 20
     await stack.fake.wait_until(lambda: all(s.closed for s in stack.fake.sessions), timeout=5)
+
+
+async def test_barge_in_after_a_reconnect_clears_but_does_not_truncate_the_old_sessions_item(
+    make_stack: StackFactory,
+) -> None:
+    greeting, long_answer, second = noise(400, 18), noise(5000, 19), noise(500, 20)
+    stack = await make_stack(
+        Script(
+            replies=[
+                Reply([Say("Hi", audio=greeting)]),
+                Reply([Say("Long", audio=long_answer)]),
+                Reply([Say("Ok", audio=second)]),
+            ]
+        )
+    )
+    call = await stack.simulator.place_call()
+    await call.wait_until_quiet(quiet_ms=200, timeout=10)
+    asked = time.monotonic()
+    await call.say(tone(900, 300))
+    answer_started = await call.wait_for("media_in", after=asked, timeout=10)
+    first = stack.fake.sessions[0]
+    await stack.fake.wait_until(lambda: first.active_response_id is None, timeout=5)
+    await first.close(code=1001)
+    second_session = await stack.fake.wait_for_session(1)
+    await second_session.wait_for_client_event("session.update")
+    # The old answer is still playing at Twilio; the caller talks over it.
+    interrupting = asyncio.create_task(call.say(tone(700, 350)))
+    cleared = await call.wait_for("clear_in", after=answer_started.t, timeout=5)
+    await interrupting
+    await call.wait_until_quiet(quiet_ms=200, timeout=10, after=cleared.t)
+    received_at_clear = cleared.detail["heard_bytes"] + cleared.detail["dropped_bytes"]
+    assert bytes(call.audio_received[received_at_clear:]) == second
+    assert first.truncations == [] and second_session.truncations == []
+    assert first.errors_sent == [] and second_session.errors_sent == []
+    await call.hang_up()

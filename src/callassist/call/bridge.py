@@ -123,6 +123,9 @@ class CallBridge:
         self._response_settled = asyncio.Event()  # set whenever no response is active any more
         self._muted_items: set[str] = set()
         self._muted_responses: set[str] = set()
+        # Items of the current OpenAI session (a reconnect starts a new one that can't truncate them).
+        self._session_items: set[str] = set()
+        self._last_audio_item: str | None = None
         # Turn timing: when the caller stopped speaking, in our clock.
         self._input_bytes = 0
         self._last_input_at = 0.0
@@ -484,6 +487,9 @@ class CallBridge:
                 self.stats.turn_latencies_s.append(latency)
                 obs.TURN_LATENCY.observe(latency)
                 self._turn_ended_at = None
+        if delta.item_id != self._last_audio_item:
+            self._last_audio_item = delta.item_id
+            self._session_items.add(delta.item_id)
         mark = self._tracker.sent(delta.item_id, base64_size(delta.delta))
         self.stats.chunks_out += 1
         await self._send_twilio(self._out.media(delta.delta))
@@ -499,7 +505,7 @@ class CallBridge:
             for cut in self._tracker.interrupt():
                 self._muted_items.add(cut.item_id)
                 # Tell the model what was actually heard; an item heard in full needs no truncate.
-                if cut.heard_ms < cut.sent_ms:
+                if cut.heard_ms < cut.sent_ms and cut.item_id in self._session_items:
                     await self._session.send(
                         {
                             "type": "conversation.item.truncate",
@@ -535,6 +541,7 @@ class CallBridge:
 
     async def _on_response_done(self, event: Any) -> None:
         response = event.response
+        self._muted_responses.discard(response.id)  # nothing of it can arrive any more
         if response.id != self._active_response:
             return
         self._active_response = None
@@ -598,3 +605,5 @@ class CallBridge:
         self._response_wanted = False
         self._response_settled.set()
         self._input_bytes = 0
+        self._session_items.clear()
+        self._last_audio_item = None

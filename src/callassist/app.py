@@ -13,10 +13,17 @@ from openai import AsyncOpenAI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 
+from callassist.calendar.base import Calendar
+from callassist.calendar.booking import BookingService
+from callassist.calendar.factory import open_calendar
 from callassist.call.registry import CallRegistry
 from callassist.settings import Settings, load_settings
+from callassist.store.db import Database
 from callassist.telephony import webhooks
 from callassist.telephony.signature import SignatureChecker, StreamTokens, is_direct_loopback
+from callassist.tools.calendar import register_calendar_tools
+from callassist.tools.registry import ToolRegistry
+from callassist.tools.services import ToolServices
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +37,33 @@ class Services:
     signatures: SignatureChecker
     stream_tokens: StreamTokens
     registry: CallRegistry
+    database: Database
+    tools: ToolRegistry
+    calendar: Calendar | None = None
+    tool_services: ToolServices | None = None
     ready: bool = False
+
+    async def start(self) -> None:
+        """The I/O part of start-up: schema upgrade, calendar connection."""
+        revision = await self.database.upgrade()
+        log.info("database %s at revision %s", self.database.url_for_display, revision)
+        self.calendar = await open_calendar(self.settings, self.database)
+        booking = BookingService(self.calendar, self.settings.hours, self.settings.zone)
+        self.tool_services = ToolServices(owner_name=self.settings.owner_name, booking=booking)
+
+    async def stop(self) -> None:
+        if self.calendar is not None:
+            await self.calendar.close()
+        await self.database.close()
+        await self.openai.close()
 
 
 def build_services(settings: Settings) -> Services:
     api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "missing"
     openai = AsyncOpenAI(api_key=api_key, base_url=settings.openai_base_url)
     token = settings.twilio_auth_token.get_secret_value() if settings.signatures_required else None
+    tools = ToolRegistry(default_timeout_s=settings.tool_timeout_seconds)
+    register_calendar_tools(tools)
     return Services(
         settings=settings,
         openai=openai,
@@ -44,6 +71,8 @@ def build_services(settings: Settings) -> Services:
         # Derived from the auth token when there is one, so tokens survive a restart mid-call set-up.
         stream_tokens=StreamTokens(secret=token),
         registry=CallRegistry(),
+        database=Database.from_url(settings.database),
+        tools=tools,
     )
 
 
@@ -63,6 +92,7 @@ def describe_startup(settings: Settings) -> list[str]:
         lines.append(f"Ringing the owner for {settings.ring_owner_seconds}s before the assistant answers.")
     if settings.openai_base_url:
         lines.append(f"OpenAI endpoint: {settings.openai_base_url}")
+    lines.append(f"Calendar: {settings.calendar}; working hours {settings.hours.describe()}")
     return lines
 
 
@@ -74,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for line in describe_startup(settings):
             log.info(line)
+        await services.start()
         services.ready = True
         try:
             yield
@@ -81,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             services.ready = False
             # Normally already drained by the server's shutdown hook; this covers embedded use.
             await services.registry.drain(settings.shutdown_grace_seconds)
-            await services.openai.close()
+            await services.stop()
 
     app = FastAPI(title="callassist", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services

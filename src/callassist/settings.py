@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from callassist.calendar.timeutil import WorkingHours
+
 DEFAULT_PORT = 8000
 
 
@@ -100,6 +102,24 @@ class Settings(BaseSettings):
     owner_phone: str | None = Field(default=None, validation_alias=_env("OWNER_PHONE"))
     timezone: str = Field(default_factory=machine_timezone, validation_alias=_env("CALLASSIST_TIMEZONE"))
 
+    # Calendar and tools
+    calendar: Literal["local", "caldav"] = Field(
+        default="local", validation_alias=_env("CALLASSIST_CALENDAR")
+    )
+    caldav_url: str | None = Field(default=None, validation_alias=_env("CALLASSIST_CALDAV_URL"))
+    caldav_username: str | None = Field(default=None, validation_alias=_env("CALLASSIST_CALDAV_USERNAME"))
+    caldav_password: SecretStr | None = Field(
+        default=None, validation_alias=_env("CALLASSIST_CALDAV_PASSWORD")
+    )
+    caldav_calendar: str | None = Field(default=None, validation_alias=_env("CALLASSIST_CALDAV_CALENDAR"))
+    working_hours: str = Field(
+        default="Mon-Fri 09:00-17:00", validation_alias=_env("CALLASSIST_WORKING_HOURS")
+    )
+    tool_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=8.0, validation_alias=_env("CALLASSIST_TOOL_TIMEOUT_SECONDS")
+    )
+    admin_token: SecretStr | None = Field(default=None, validation_alias=_env("CALLASSIST_ADMIN_TOKEN"))
+
     # Storage and server
     data_dir: Path = Field(default_factory=default_data_dir, validation_alias=_env("CALLASSIST_DATA_DIR"))
     database_url: str | None = Field(default=None, validation_alias=_env("DATABASE_URL"))
@@ -123,6 +143,12 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown IANA time zone {value!r} (e.g. Europe/Paris)") from exc
         return value
 
+    @field_validator("working_hours")
+    @classmethod
+    def _working_hours(cls, value: str) -> str:
+        WorkingHours.parse(value)  # raises ValueError with a readable reason
+        return value
+
     @field_validator("public_base_url", "openai_base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -144,9 +170,11 @@ class Settings(BaseSettings):
         return cleaned
 
     @model_validator(mode="after")
-    def _twilio_pair(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.twilio_account_sid and not self.twilio_account_sid.startswith("AC"):
             raise ValueError("TWILIO_ACCOUNT_SID must start with 'AC'")
+        if self.calendar == "caldav" and not self.caldav_url:
+            raise ValueError("CALLASSIST_CALDAV_URL is required when CALLASSIST_CALENDAR=caldav")
         return self
 
     # Derived values -------------------------------------------------------------------------
@@ -169,6 +197,10 @@ class Settings(BaseSettings):
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'callassist.db'}"
+
+    @property
+    def hours(self) -> WorkingHours:
+        return WorkingHours.parse(self.working_hours)
 
     @property
     def signatures_required(self) -> bool:
@@ -196,7 +228,8 @@ def load_settings(**overrides: object) -> Settings:
         problems = []
         for error in exc.errors():
             location = error["loc"][0] if error["loc"] else ""
-            env_name = _FIELD_TO_ENV.get(str(location), str(location)) if location else "configuration"
             message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{env_name}: {message}")
+            if location:
+                message = f"{_FIELD_TO_ENV.get(str(location), str(location))}: {message}"
+            problems.append(message)
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

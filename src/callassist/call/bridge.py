@@ -45,6 +45,7 @@ from callassist.telephony.media_stream import (
     parse_inbound,
 )
 from callassist.telephony.signature import StreamTokens
+from callassist.tools.registry import ToolContext, ToolOutcome, ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,16 @@ class EndReason(StrEnum):
     no_start = "no-start"
 
 
+@dataclass
+class _ToolBatch:
+    """The tool calls of one model response: answered together once the response is over."""
+
+    tasks: list[asyncio.Task[ToolOutcome]] = field(default_factory=list)
+    response_done: bool = False
+    cancelled: bool = False
+    generation: int = 0  # which OpenAI session asked (a reconnect starts a new one)
+
+
 @dataclass(slots=True)
 class CallStats:
     """Figures a call produces, for logs, metrics and (later) the call record."""
@@ -97,9 +108,21 @@ class CallBridge:
         settings: Settings,
         openai: AsyncOpenAI,
         stream_tokens: StreamTokens,
+        tools: ToolRegistry | None = None,
+        tool_services: Any = None,
         on_started: Callable[[CallBridge], None] | None = None,
     ) -> None:
         self._twilio = twilio
+        self._tools = tools or ToolRegistry(settings.tool_timeout_seconds)
+        self._tool_services = tool_services
+        self._tool_ctx = ToolContext(
+            call_sid=None, caller_number=None, is_owner=False, services=tool_services
+        )
+        self._tool_batches: dict[str, _ToolBatch] = {}
+        self._seen_tool_calls: set[str] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._generation = 0
+        self.tool_outcomes: list[ToolOutcome] = []
         self._settings = settings
         self._stream_tokens = stream_tokens
         self._on_started = on_started
@@ -137,6 +160,7 @@ class CallBridge:
             "input_audio_buffer.speech_stopped": self._on_speech_stopped,
             "response.created": self._on_response_created,
             "response.done": self._on_response_done,
+            "response.function_call_arguments.done": self._on_function_call,
             "error": self._on_error,
         }
         self._session = RealtimeSession(
@@ -174,7 +198,6 @@ class CallBridge:
                 "response.output_text.delta",
                 "response.output_text.done",
                 "response.function_call_arguments.delta",
-                "response.function_call_arguments.done",
             }
         )
 
@@ -231,6 +254,7 @@ class CallBridge:
         if self.end_reason is None:
             self.end_reason = EndReason.twilio_disconnected
         ended.cancel()
+        await self._finish_pending_tools()
         # Close OpenAI first (within a second), so no more audio is produced for a gone caller.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._session.close(), CLOSE_AFTER_STOP_S)
@@ -350,6 +374,13 @@ class CallBridge:
             is_owner=bool(owner_phone and caller == owner_phone),
             owner_missed_call=params.get("dialStatus") or None,
         )
+        self._tool_ctx = ToolContext(
+            call_sid=parsed.call_sid,
+            caller_number=caller,
+            is_owner=self.context.is_owner,
+            services=self._tool_services,
+            logger=self._log,
+        )
         self._log.info("stream started (caller %s)", caller or "hidden")
         if self._on_started is not None:
             self._on_started(self)
@@ -426,8 +457,11 @@ class CallBridge:
 
     async def _setup(self, reconnect: bool) -> Sequence[dict[str, Any]]:
         """Events that open every OpenAI session: configuration, then the greeting on the first."""
-        instructions = build_instructions(self._settings, self.context)
-        events: list[dict[str, Any]] = [dict(session_update(build_session(self._settings, instructions)))]
+        instructions = build_instructions(self._settings, self.context, tools=self._tools.names())
+        declarations = self._tools.declarations(owner=self.context.is_owner)
+        events: list[dict[str, Any]] = [
+            dict(session_update(build_session(self._settings, instructions, declarations)))
+        ]
         if not reconnect:
             events.append(self._response_create())  # the greeting: the assistant speaks first
         return events
@@ -542,6 +576,15 @@ class CallBridge:
     async def _on_response_done(self, event: Any) -> None:
         response = event.response
         self._muted_responses.discard(response.id)  # nothing of it can arrive any more
+        # Function calls are announced by function_call_arguments.done; response.done repeats them,
+        # so anything not seen yet (a missed event) is picked up here, once per call_id.
+        for item in getattr(response, "output", None) or []:
+            if getattr(item, "type", None) == "function_call" and item.call_id not in self._seen_tool_calls:
+                self._start_tool(response.id, item.call_id, item.name or "", item.arguments or "")
+        batch = self._tool_batches.get(response.id)
+        if batch is not None:
+            batch.response_done = True
+            batch.cancelled = getattr(response, "status", None) == "cancelled"
         if response.id != self._active_response:
             return
         self._active_response = None
@@ -553,6 +596,72 @@ class CallBridge:
         if self._response_wanted:
             self._response_wanted = False
             await self._request_response(retry_if_busy=True)
+        if batch is not None:
+            self._deliver_when_ready(response.id)
+
+    # Tools ---------------------------------------------------------------------------------------
+
+    async def _on_function_call(self, event: Any) -> None:
+        if event.call_id in self._seen_tool_calls:
+            return
+        self._start_tool(event.response_id, event.call_id, event.name, event.arguments)
+
+    def _start_tool(self, response_id: str, call_id: str, name: str, arguments: str) -> None:
+        """Run the tool off the audio path; its result waits for the response to end."""
+        self._seen_tool_calls.add(call_id)
+        batch = self._tool_batches.setdefault(response_id, _ToolBatch(generation=self._generation))
+        task = asyncio.create_task(
+            self._tools.call(name, call_id, arguments, self._tool_ctx), name=f"tool-{name}"
+        )
+        batch.tasks.append(task)
+        task.add_done_callback(self._record_tool_outcome)
+        task.add_done_callback(lambda _: self._deliver_when_ready(response_id))
+
+    def _record_tool_outcome(self, task: asyncio.Task[ToolOutcome]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.tool_outcomes.append(task.result())
+
+    def _deliver_when_ready(self, response_id: str) -> None:
+        batch = self._tool_batches.get(response_id)
+        if batch is None or not batch.response_done or not all(task.done() for task in batch.tasks):
+            return
+        del self._tool_batches[response_id]
+        delivery = asyncio.create_task(self._deliver_tool_results(batch), name="tool-results")
+        self._background.add(delivery)
+        delivery.add_done_callback(self._background.discard)
+
+    async def _deliver_tool_results(self, batch: _ToolBatch) -> None:
+        """Every output of the response's calls, then a single response.create."""
+        for task in batch.tasks:
+            if task.cancelled():
+                continue
+            outcome = task.result()
+            if batch.generation == self._generation:
+                item = {
+                    "type": "function_call_output",
+                    "call_id": outcome.call_id,
+                    "output": outcome.output_json,
+                }
+            else:
+                # The session that asked is gone; tell the new one what happened instead.
+                item = {
+                    "type": "message",
+                    "role": "system",
+                    "content": [
+                        {"type": "input_text", "text": f"Result of {outcome.name}: {outcome.output_json}"}
+                    ],
+                }
+            await self._session.send({"type": "conversation.item.create", "item": item})
+        # After a barge-in the caller's new turn gets its own response, which sees these results.
+        await self._request_response(retry_if_busy=not batch.cancelled)
+
+    async def _finish_pending_tools(self) -> None:
+        """At the end of a call, let running tools finish (a booking in flight must not be lost)."""
+        tasks = [task for batch in self._tool_batches.values() for task in batch.tasks if not task.done()]
+        if tasks:
+            self._log.info("waiting for %d tool call(s) to finish", len(tasks))
+            await asyncio.wait(tasks, timeout=self._tools.default_timeout_s + 1)
+        self._tool_batches.clear()
 
     def _response_create(
         self, *, retry_if_busy: bool = False, instructions: str | None = None
@@ -607,3 +716,4 @@ class CallBridge:
         self._input_bytes = 0
         self._session_items.clear()
         self._last_audio_item = None
+        self._generation += 1

@@ -41,7 +41,9 @@ def _spoken_time(moment: datetime) -> str:
     return f"{hour}:{moment.minute:02d} {suffix}"
 
 
-def build_instructions(settings: Settings, call: CallContext, now: datetime | None = None) -> str:
+def build_instructions(
+    settings: Settings, call: CallContext, now: datetime | None = None, tools: Sequence[str] = ()
+) -> str:
     """The assistant's standing instructions: who it answers for, what day it is, how to speak."""
     now = now or settings.local_now()
     owner = settings.owner_name
@@ -57,8 +59,19 @@ def build_instructions(settings: Settings, call: CallContext, now: datetime | No
         f"Never invent facts about {owner}, their plans or their availability. If you can't help "
         f"with something, say so and offer to take a message for {owner}.",
     ]
+    if "create_event" in tools:
+        lines += [
+            f"You manage {owner}'s calendar with your tools. Before proposing a time, check availability; "
+            "before booking, confirm the day, date, time and length with the caller. After booking, "
+            "say what was booked (day, date, time, length).",
+            "Before calling a tool, say a few words such as 'One moment, let me check.'",
+            f"Tell callers only whether {owner} is free or busy: never what is in the calendar, who "
+            "else is meeting, or why, except for bookings the caller made themself.",
+        ]
     if call.is_owner:
         lines.append(f"The caller is {owner} themself, calling their own line.")
+        if "get_my_agenda" in tools:
+            lines.append(f"{owner} may hear their own agenda in full: use get_my_agenda.")
     elif call.caller_name:
         lines.append(f"The caller is {call.caller_name} (calling from {call.caller_number}).")
     elif call.caller_number:

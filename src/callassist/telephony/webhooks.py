@@ -107,6 +107,8 @@ async def media_stream(websocket: WebSocket) -> None:
         settings=services.settings,
         openai=services.openai,
         stream_tokens=services.stream_tokens,
+        tools=services.tools,
+        tool_services=services.tool_services,
         on_started=services.registry.add,
     )
     try:

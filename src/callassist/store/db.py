@@ -1,0 +1,234 @@
+"""The database handle: one async engine, its sessions, and Alembic migrations run from code.
+
+SQLite (the default, a file in the data directory) and PostgreSQL are both first-class; a URL
+names which. Nothing here logs a URL with its password in it: use `Database.url_for_display`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import ArgumentError, InvalidRequestError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# Drivers that only speak synchronously are swapped for the async one of the same database, so a
+# DATABASE_URL copied from a hosting dashboard (postgres://...) just works.
+_ASYNC_DRIVERS = {
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+}
+
+# Arbitrary but fixed: every callassist process migrating the same PostgreSQL database takes this
+# advisory lock, so a server starting while `callassist db upgrade` runs waits instead of racing.
+_MIGRATION_LOCK_KEY = 0x63616C6C  # "call"
+
+# Execution option carried by read-only sessions; the SQLite BEGIN hook reads it.
+_READ_ONLY = "callassist_read_only"
+
+
+class DatabaseUrlError(ValueError):
+    """The database URL can't be used (unknown scheme, or a driver without asyncio support)."""
+
+
+def async_database_url(url: str | URL) -> URL:
+    """`url` with its driver swapped for the async one (postgres:// -> postgresql+asyncpg://)."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError as exc:
+        # The message of ArgumentError quotes the URL, password and all.
+        raise DatabaseUrlError("DATABASE_URL is not a database URL (e.g. postgresql://host/db)") from exc
+    driver = _ASYNC_DRIVERS.get(parsed.drivername)
+    return parsed.set(drivername=driver) if driver else parsed
+
+
+def mask_password(url: str | URL) -> str:
+    """The URL as a string, with any password replaced by ***."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError:
+        return "<unparseable database URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def alembic_config(url: str | URL | None = None) -> Config:
+    """An Alembic Config built in code (no alembic.ini), pointing at the packaged migrations.
+
+    With a URL, env.py can open its own connection (used when generating a new revision);
+    `Database.upgrade` instead hands env.py its live connection through `config.attributes`.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        rendered = async_database_url(url).render_as_string(hide_password=False)
+        # ConfigParser interpolation would choke on a % in an encoded password.
+        config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration shipped with this version of callassist."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "the migrations directory has no revisions"
+    return head
+
+
+class Database:
+    """An async engine plus a session factory. Build one per process and share it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        # A second view of the same pool whose connections carry the read-only flag.
+        self._read_engine = engine.execution_options(**{_READ_ONLY: True})
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._read_sessions = async_sessionmaker(self._read_engine, expire_on_commit=False)
+        if engine.dialect.name == "sqlite":
+            _configure_sqlite(engine)
+
+    @classmethod
+    def from_url(cls, url: str | URL, **engine_options: Any) -> Database:
+        """Open (lazily: no connection is made yet) the database at `url`.
+
+        Accepts sqlite:///path, sqlite+aiosqlite:///path, postgres://, postgresql:// and
+        postgresql+asyncpg:// URLs. For a SQLite file, its directory is created; in-memory SQLite
+        is refused. `engine_options` go to `create_async_engine` (e.g. pool_size).
+        """
+        parsed = async_database_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            if _is_sqlite_memory(parsed):
+                # SQLAlchemy gives :memory: one shared connection, so two sessions at once would
+                # share (and break) one transaction.
+                raise DatabaseUrlError("in-memory SQLite is not supported: give a file path")
+            _create_sqlite_directory(parsed)
+        engine_options.setdefault("pool_pre_ping", parsed.get_backend_name() != "sqlite")
+        try:
+            engine = create_async_engine(parsed, **engine_options)
+        except (InvalidRequestError, ArgumentError) as exc:
+            # These messages name the driver, never the URL, so they are safe to pass on.
+            raise DatabaseUrlError(
+                f"cannot use {mask_password(parsed)}: {exc} "
+                "(use sqlite+aiosqlite:// or postgresql+asyncpg://)"
+            ) from exc
+        except ModuleNotFoundError as exc:
+            raise DatabaseUrlError(
+                f"cannot use {mask_password(parsed)}: driver module {exc.name!r} is not installed"
+            ) from exc
+        return cls(engine)
+
+    @property
+    def dialect_name(self) -> str:
+        """'sqlite' or 'postgresql'."""
+        return self.engine.dialect.name
+
+    @property
+    def url_for_display(self) -> str:
+        return mask_password(self.engine.url)
+
+    def __repr__(self) -> str:
+        return f"Database({self.url_for_display})"
+
+    @asynccontextmanager
+    async def session(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed when the block ends, rolled back on error.
+
+        `read_only=True` is a promise not to write: on SQLite it starts a deferred transaction so
+        it never waits for writers (WAL readers see the last commit); writing in one may fail with
+        "database is locked". Other sessions take SQLite's write lock up front (BEGIN IMMEDIATE).
+        """
+        factory = self._read_sessions if read_only else self._sessions
+        async with factory() as session, session.begin():
+            yield session
+
+    async def upgrade(self, revision: str = "head") -> str | None:
+        """Bring the schema up to `revision` (Alembic) and return the revision it is now at.
+
+        Safe to call on every start-up: at head it does nothing. Each upgrade is one transaction
+        on both SQLite and PostgreSQL, so a failed migration leaves the schema as it was.
+
+        Runs on a connection of this engine inside the current event loop: Alembic's synchronous
+        API is driven through `run_sync`, env.py finds the connection in `config.attributes`.
+        """
+        config = alembic_config()
+        async with self.engine.begin() as connection:
+            reached = await connection.run_sync(_upgrade_on, config, revision)
+        log.info("database %s is at revision %s", self.url_for_display, reached)
+        return reached
+
+    async def current_revision(self) -> str | None:
+        """The revision the database is at, or None for a database never migrated."""
+        async with self._read_engine.connect() as connection:
+            return await connection.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            )
+
+    async def close(self) -> None:
+        """Close every pooled connection (SQLite's WAL is checkpointed when the last one goes)."""
+        await self.engine.dispose()
+
+
+def _upgrade_on(connection: Connection, config: Config, revision: str) -> str | None:
+    if connection.dialect.name == "postgresql":
+        # Held until this transaction ends; DDL on PostgreSQL is transactional, so a concurrent
+        # upgrader waits here and then finds nothing left to do.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _is_sqlite_memory(url: URL) -> bool:
+    database = url.database or ""
+    return database in ("", ":memory:") or "mode=memory" in database or url.query.get("mode") == "memory"
+
+
+def _create_sqlite_directory(url: URL) -> None:
+    database = url.database
+    if not database or database.startswith("file:"):
+        return  # URI filenames are the user's business
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """Per-connection pragmas, and transactions that SQLAlchemy (not sqlite3) begins."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # sqlite3's legacy mode only BEGINs before DML, so DDL (migrations) would autocommit
+        # statement by statement; turn it off and emit BEGIN ourselves in _on_begin.
+        dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+        cursor = dbapi_connection.cursor()
+        try:
+            # busy_timeout first: switching to WAL needs a lock another connection may hold.
+            cursor.execute("PRAGMA busy_timeout=5000")
+            # WAL + synchronous=NORMAL: a commit survives the process being killed (only an OS
+            # crash or power loss can roll back the last transactions), and readers never block.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # A deferred transaction that reads and then writes can get SQLITE_BUSY at the upgrade to
+        # a write lock without the busy timeout being honoured; IMMEDIATE takes the lock (waiting
+        # up to busy_timeout) at BEGIN, so concurrent writers queue instead of failing.
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

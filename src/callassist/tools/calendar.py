@@ -1,0 +1,280 @@
+"""Calendar tools: check availability, book, and find / move / cancel the caller's own bookings.
+
+Privacy: a caller only ever learns free or busy about the owner's time. Titles, attendees and
+notes come back only for events that caller booked (matched by their phone number, which comes
+from Twilio, never from the model), and the full agenda only on the owner's own calls.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from callassist.calendar.base import CalendarError, CalendarEvent, EventNotFound, NewEvent
+from callassist.calendar.booking import BookingRefused, BookingService, NotYours, describe_free
+from callassist.calendar.timeutil import (
+    TimeError,
+    iso,
+    localize,
+    parse_local_date,
+    parse_local_datetime,
+    spoken_day,
+    spoken_duration,
+)
+from callassist.tools.registry import ToolContext, ToolError, ToolRegistry
+
+MAX_RANGE_DAYS = 14
+DEFAULT_LOOKAHEAD_DAYS = 90
+
+
+class CheckAvailabilityArgs(BaseModel):
+    date: str = Field(description="First day to check, YYYY-MM-DD (owner's time zone)")
+    end_date: str | None = Field(
+        default=None, description="Last day to check, inclusive, for a range of days (at most 14)"
+    )
+    duration_minutes: int = Field(default=60, ge=5, le=480, description="Length of the meeting wanted")
+
+
+class CreateEventArgs(BaseModel):
+    title: str = Field(min_length=1, max_length=120, description="Short title, e.g. 'Call with Alex Kim'")
+    start: str = Field(description="Start, owner's local time, e.g. 2026-11-25T14:00")
+    duration_minutes: int | None = Field(
+        default=None, ge=5, le=480, description="Length in minutes (default 60); or give end"
+    )
+    end: str | None = Field(default=None, description="End, owner's local time, instead of a duration")
+    caller_name: str = Field(min_length=1, max_length=80, description="The caller's name as they gave it")
+    notes: str | None = Field(default=None, max_length=1000, description="What it's about, if they said")
+
+
+class FindMyEventsArgs(BaseModel):
+    from_date: str | None = Field(default=None, description="YYYY-MM-DD, default today")
+    to_date: str | None = Field(default=None, description="YYYY-MM-DD, default 90 days ahead")
+
+
+class EventIdArgs(BaseModel):
+    event_id: str = Field(min_length=1, max_length=200, description="The id from find_my_events")
+
+
+class RescheduleEventArgs(BaseModel):
+    event_id: str = Field(min_length=1, max_length=200, description="The id from find_my_events")
+    start: str = Field(description="New start, owner's local time, e.g. 2026-11-26T10:00")
+    duration_minutes: int | None = Field(
+        default=None, ge=5, le=480, description="New length in minutes (default: keep the current one)"
+    )
+
+
+class AgendaArgs(BaseModel):
+    date: str = Field(description="First day, YYYY-MM-DD")
+    end_date: str | None = Field(default=None, description="Last day, inclusive (at most 14 days)")
+
+
+def _booking(ctx: ToolContext) -> BookingService:
+    booking: BookingService = ctx.services.booking
+    return booking
+
+
+def _slot(booking: BookingService, start: datetime) -> dict[str, str]:
+    return {"start": iso(start, booking.zone), "spoken": booking.spoken(start)}
+
+
+def _event(booking: BookingService, event: CalendarEvent, *, details: bool) -> dict[str, Any]:
+    """An event as the model sees it: times always, what it is only if the caller may know."""
+    shown: dict[str, Any] = {
+        "start": iso(event.start, booking.zone),
+        "end": iso(event.end, booking.zone),
+        "spoken": booking.spoken(event.start),
+        "duration": spoken_duration(event.end - event.start),
+    }
+    if details:
+        shown = {"id": event.id, "title": event.title, **shown}
+        if event.caller_name or event.caller_number:
+            shown["booked_by"] = " ".join(filter(None, (event.caller_name, event.caller_number)))
+        if event.notes:
+            shown["notes"] = event.notes
+    return shown
+
+
+def _days(
+    ctx: ToolContext, first_text: str | None, last_text: str | None, default_days: int
+) -> tuple[Any, Any]:
+    booking = _booking(ctx)
+    try:
+        first = parse_local_date(first_text) if first_text else booking.today()
+        last = parse_local_date(last_text) if last_text else first + timedelta(days=default_days)
+    except TimeError as exc:
+        raise ToolError(str(exc)) from None
+    if last < first:
+        raise ToolError("The end date is before the start date.")
+    return first, last
+
+
+def _refusal(booking: BookingService, refused: BookingRefused) -> ToolError:
+    alternatives = [_slot(booking, slot) for slot in refused.alternatives]
+    say = refused.message
+    if alternatives:
+        options = [alternative["spoken"] for alternative in alternatives]
+        say += (
+            " Free instead: "
+            + (", ".join(options[:-1]) + " or " + options[-1] if len(options) > 1 else options[0])
+            + "."
+        )
+    return ToolError(refused.message, reason=refused.reason, alternatives=alternatives, say=say)
+
+
+def _require_number(ctx: ToolContext) -> str:
+    if not ctx.caller_number:
+        raise ToolError(
+            "The caller's number is hidden, so their bookings can't be looked up. Offer to take a "
+            "message instead."
+        )
+    return ctx.caller_number
+
+
+def register_calendar_tools(registry: ToolRegistry) -> None:
+    @registry.tool()
+    async def check_availability(ctx: ToolContext, args: CheckAvailabilityArgs) -> dict[str, Any]:
+        """Find when the owner is free on a day or a range of days, inside working hours. Returns free
+        times only: never say more than free or busy about the owner's schedule."""
+        booking = _booking(ctx)
+        first, last = _days(ctx, args.date, args.end_date, 0)
+        if (last - first).days >= MAX_RANGE_DAYS:
+            raise ToolError(f"Check at most {MAX_RANGE_DAYS} days at a time.")
+        try:
+            days = await booking.availability(first, last)
+        except CalendarError as exc:
+            raise ToolError(f"The calendar can't be reached right now ({exc}).") from None
+        duration = timedelta(minutes=args.duration_minutes)
+        today = booking.today()
+        described = [
+            {
+                "date": day.day.isoformat(),
+                "day": spoken_day(day.day, today),
+                "free": describe_free([(a, b) for a, b in day.free if b - a >= duration], booking.zone),
+            }
+            for day in days
+        ]
+        wanted = max(booking.now(), localize(datetime.combine(first, datetime.min.time()), booking.zone))
+        suggestions = [
+            slot
+            for slot in await booking.alternatives(wanted, duration)
+            if first <= slot.astimezone(booking.zone).date() <= last
+        ]
+        return {
+            "days": described,
+            "suggested_times": [_slot(booking, slot) for slot in suggestions],
+            "working_hours": booking.hours.describe(),
+        }
+
+    @registry.tool()
+    async def create_event(ctx: ToolContext, args: CreateEventArgs) -> dict[str, Any]:
+        """Book a meeting with the owner for this caller. Check availability first, and confirm the day,
+        time and length with the caller before booking. If the time can't be booked, the answer says
+        why and offers the nearest free times: offer those."""
+        booking = _booking(ctx)
+        try:
+            start = parse_local_datetime(args.start, booking.zone)
+            if args.end:
+                end = parse_local_datetime(args.end, booking.zone)
+            else:
+                end = start + timedelta(minutes=args.duration_minutes or 60)
+        except TimeError as exc:
+            raise ToolError(str(exc)) from None
+        new = NewEvent(
+            title=args.title.strip(),
+            start=start,
+            end=end,
+            caller_number=ctx.caller_number,
+            caller_name=args.caller_name.strip(),
+            notes=(args.notes or "").strip() or None,
+        )
+        try:
+            event = await booking.book(new)
+        except BookingRefused as refused:
+            raise _refusal(booking, refused) from None
+        except CalendarError as exc:
+            raise ToolError(f"The calendar can't be written right now ({exc}).") from None
+        ctx.caller_name = new.caller_name
+        shown = _event(booking, event, details=True)
+        return {
+            "event": shown,
+            "say": f"Done: {shown['spoken']}, {shown['duration']}, with {ctx.services.owner_name}.",
+        }
+
+    @registry.tool()
+    async def find_my_events(ctx: ToolContext, args: FindMyEventsArgs) -> dict[str, Any]:
+        """List the meetings this caller booked with the owner (by their phone number), with the ids
+        needed to move or cancel them."""
+        booking = _booking(ctx)
+        number = _require_number(ctx)
+        first, last = _days(ctx, args.from_date, args.to_date, DEFAULT_LOOKAHEAD_DAYS)
+        try:
+            events = await booking.caller_events(number, first, last)
+        except CalendarError as exc:
+            raise ToolError(f"The calendar can't be reached right now ({exc}).") from None
+        return {"events": [_event(booking, event, details=True) for event in events]}
+
+    @registry.tool()
+    async def cancel_event(ctx: ToolContext, args: EventIdArgs) -> dict[str, Any]:
+        """Cancel one of this caller's own bookings. Confirm with the caller first."""
+        booking = _booking(ctx)
+        number = _require_number(ctx)
+        try:
+            event = await booking.cancel(args.event_id, number)
+        except (EventNotFound, NotYours):
+            raise ToolError(_not_found(args.event_id)) from None
+        except CalendarError as exc:
+            raise ToolError(f"The calendar can't be written right now ({exc}).") from None
+        shown = _event(booking, event, details=True)
+        return {"cancelled": shown, "say": f"Cancelled: {shown['spoken']}."}
+
+    @registry.tool()
+    async def reschedule_event(ctx: ToolContext, args: RescheduleEventArgs) -> dict[str, Any]:
+        """Move one of this caller's own bookings to a new time (keeping its length unless told).
+        If the new time can't be booked, the answer offers the nearest free times."""
+        booking = _booking(ctx)
+        number = _require_number(ctx)
+        try:
+            current = await booking.own_event(args.event_id, number)
+            start = parse_local_datetime(args.start, booking.zone)
+        except (EventNotFound, NotYours):
+            raise ToolError(_not_found(args.event_id)) from None
+        except TimeError as exc:
+            raise ToolError(str(exc)) from None
+        except CalendarError as exc:
+            raise ToolError(f"The calendar can't be reached right now ({exc}).") from None
+        duration = (
+            timedelta(minutes=args.duration_minutes) if args.duration_minutes else current.end - current.start
+        )
+        try:
+            before, after = await booking.reschedule(args.event_id, number, start, start + duration)
+        except (EventNotFound, NotYours):
+            raise ToolError(_not_found(args.event_id)) from None
+        except BookingRefused as refused:
+            raise _refusal(booking, refused) from None
+        except CalendarError as exc:
+            raise ToolError(f"The calendar can't be written right now ({exc}).") from None
+        moved = _event(booking, after, details=True)
+        return {
+            "event": moved,
+            "say": f"Moved from {booking.spoken(before.start)} to {moved['spoken']}.",
+        }
+
+    @registry.tool(owner_only=True)
+    async def get_my_agenda(ctx: ToolContext, args: AgendaArgs) -> dict[str, Any]:
+        """The owner's own agenda with full details (only offered when the owner calls their line)."""
+        booking = _booking(ctx)
+        first, last = _days(ctx, args.date, args.end_date, 0)
+        if (last - first).days >= MAX_RANGE_DAYS:
+            raise ToolError(f"Ask for at most {MAX_RANGE_DAYS} days at a time.")
+        try:
+            events = await booking.agenda(first, last)
+        except CalendarError as exc:
+            raise ToolError(f"The calendar can't be reached right now ({exc}).") from None
+        return {"events": [_event(booking, event, details=True) for event in events]}
+
+
+def _not_found(event_id: str) -> str:
+    # Same answer whether it doesn't exist or belongs to someone else: existence is private too.
+    return f"No booking {event_id!r} made from this phone number. Use find_my_events to get the right id."

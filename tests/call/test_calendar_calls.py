@@ -1,0 +1,287 @@
+"""The calendar during a call: the fake model calls our tools, the bridge runs them and answers."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from callassist.calendar.base import NewEvent
+from callassist.calendar.timeutil import localize
+from callassist.simulator.audio import tone
+from tests.fakes.realtime_server import CallFunction, FakeSession, Reply, ResponseContext, Say, Script
+from tests.support.process import ChildProcess, callassist_command
+from tests.support.stack import Stack, StackFactory, stack_factory
+
+ZONE = ZoneInfo("America/New_York")
+OWNER_PHONE = "+15550001111"
+CALLER = "+15551230000"
+# Every day is a working day here, so "tomorrow at 2 pm" is bookable whatever day the suite runs.
+SETTINGS: dict[str, Any] = {"timezone": "America/New_York", "working_hours": "Mon-Sun 09:00-17:00"}
+
+
+def tomorrow() -> date:
+    return datetime.now(ZONE).date() + timedelta(days=1)
+
+
+def local(day: date, hour: int, minute: int = 0) -> datetime:
+    return localize(datetime.combine(day, datetime.min.time()).replace(hour=hour, minute=minute), ZONE)
+
+
+def speak_tool_result(ctx: ResponseContext) -> Reply:
+    """The model's next turn: say what the tool told it to say (or its error)."""
+    output = json.loads(ctx.last_function_output or "{}")
+    return Reply([Say(output.get("say") or output.get("error") or "Sorry.", audio=tone(400, 500))])
+
+
+@pytest.fixture
+async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
+    async with stack_factory(tmp_path) as factory:
+        yield factory
+        assert factory.protocol_problems() == []
+
+
+async def caller_turn(stack: Stack, call: Any, expected_responses: int) -> None:
+    """The caller says something; wait until the model has answered `expected_responses` times."""
+    session = stack.fake.sessions[-1]
+    said = time.monotonic()
+    await call.say(tone(800, 300))
+    await stack.fake.wait_until(
+        lambda: len([r for r in session.responses if r["status"] == "completed"]) >= expected_responses,
+        timeout=15,
+    )
+    await call.wait_until_quiet(quiet_ms=150, timeout=10, after=said)
+
+
+def function_outputs(session: FakeSession) -> list[dict[str, Any]]:
+    return [json.loads(output) for _, output in session.function_outputs]
+
+
+async def test_booking_tomorrow_at_2pm_is_stored_and_answered_after_the_tool(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    day = tomorrow()
+    arguments = {
+        "title": "Meeting with Alex Kim",
+        "start": f"{day.isoformat()}T14:00",
+        "duration_minutes": 60,
+        "caller_name": "Alex Kim",
+        "notes": "Project kickoff",
+    }
+    script = Script(
+        replies=[
+            Reply([Say("Hi, Dana's assistant.", audio=tone(500, 400))]),
+            Reply(
+                [
+                    Say("One moment, let me check.", audio=tone(300, 450)),
+                    CallFunction("create_event", arguments),
+                ]
+            ),
+            speak_tool_result,
+        ],
+        transcripts=["Hi, can you add a meeting tomorrow at 2pm?"],
+    )
+    stack = await make_stack(script, **SETTINGS)
+    call = await stack.simulator.place_call(from_number=CALLER)
+    await call.wait_until_quiet(quiet_ms=150, timeout=10)
+    await caller_turn(stack, call, expected_responses=3)
+    await call.hang_up()
+
+    session = stack.fake.sessions[0]
+    [output] = function_outputs(session)
+    assert output["ok"] is True
+    assert output["event"]["start"] == f"{day.isoformat()}T14:00:00{local(day, 14).strftime('%z')[:3]}:00"
+    assert output["say"].startswith("Done: ") and "one hour, with Dana" in output["say"]
+    # The answer was spoken after the tool result: output item, then one response.create, then audio.
+    types = [e.type for e in session.client_events if e.type != "input_audio_buffer.append"]
+    after_output = types[types.index("conversation.item.create") :]
+    assert after_output[:2] == ["conversation.item.create", "response.create"]
+    last = session.responses[-1]
+    assert last["output"][0]["content"][0]["transcript"] == output["say"]
+    output_at = next(e.t for e in session.client_events if e.type == "conversation.item.create")
+    answer_started = next(
+        e.t
+        for e in session.server_events
+        if e.type == "response.created" and e.event["response"]["id"] == last["id"]
+    )
+    assert answer_started > output_at
+    # The session told the model about the tools and today's date.
+    config = session.session_config
+    assert {tool["name"] for tool in config["tools"]} >= {"check_availability", "create_event"}
+    assert "get_my_agenda" not in {tool["name"] for tool in config["tools"]}
+    assert datetime.now(ZONE).strftime("%A") in config["instructions"]
+
+    # Stored at 14:00 local, visible from the CLI.
+    listing = await ChildProcess(
+        callassist_command("calendar", "list", "--json", "--from", day.isoformat(), "--to", day.isoformat()),
+        env={
+            "CALLASSIST_DATA_DIR": str(stack.server.settings.data_dir),
+            "CALLASSIST_TIMEZONE": "America/New_York",
+        },
+        cwd=tmp_path,
+    ).start()
+    assert await listing.wait(timeout=30) == 0, listing.output
+    [event] = json.loads(listing.output)
+    assert event["title"] == "Meeting with Alex Kim"
+    assert datetime.fromisoformat(event["start"]) == local(day, 14)
+    assert datetime.fromisoformat(event["start"]).astimezone(ZONE).hour == 14
+    assert datetime.fromisoformat(event["end"]) - datetime.fromisoformat(event["start"]) == timedelta(hours=1)
+    assert event["caller_number"] == CALLER and event["caller_name"] == "Alex Kim"
+    assert sys.executable  # the CLI ran in this interpreter's environment
+
+
+async def test_conflict_past_time_and_nonsense_are_spoken_and_the_call_goes_on(
+    make_stack: StackFactory,
+) -> None:
+    day = tomorrow()
+    script = Script(
+        replies=[
+            Reply([Say("Hi", audio=tone(300, 400))]),
+            Reply(
+                [
+                    CallFunction(
+                        "create_event", {"title": "Sync", "start": f"{day}T14:00", "caller_name": "Sam"}
+                    )
+                ]
+            ),
+            speak_tool_result,
+            Reply(
+                [
+                    CallFunction(
+                        "create_event", {"title": "Sync", "start": "2020-01-06T10:00", "caller_name": "Sam"}
+                    )
+                ]
+            ),
+            speak_tool_result,
+            Reply(
+                [CallFunction("create_event", '{"title": "Sync", "start": "next blursday", "caller_name": ')]
+            ),
+            speak_tool_result,
+            Reply([CallFunction("create_event", {"title": 42, "start": "whenever", "duration_minutes": -5})]),
+            speak_tool_result,
+        ]
+    )
+    stack = await make_stack(script, **SETTINGS)
+    calendar = stack.server.services.calendar
+    assert calendar is not None
+    await calendar.create(
+        NewEvent("Board meeting", local(day, 13, 30), local(day, 15), caller_number="+15559990000")
+    )
+    call = await stack.simulator.place_call(from_number=CALLER)
+    await call.wait_until_quiet(quiet_ms=150, timeout=10)
+    for turn in range(4):
+        await caller_turn(stack, call, expected_responses=3 + 2 * turn)
+    session = stack.fake.sessions[0]
+    conflict, past, bad_json, bad_types = function_outputs(session)
+
+    assert conflict["ok"] is False and conflict["reason"] == "conflict"
+    assert "already taken" in conflict["error"]
+    offered = [datetime.fromisoformat(a["start"]) for a in conflict["alternatives"]]
+    assert offered and all(
+        o >= local(day, 15) or o + timedelta(hours=1) <= local(day, 13, 30) for o in offered
+    )
+    assert "Board meeting" not in json.dumps(conflict)  # only free/busy, never what the event is
+    assert past["ok"] is False and past["reason"] == "past" and past["alternatives"]
+    assert bad_json["ok"] is False and "not valid JSON" in bad_json["error"]
+    assert bad_types["ok"] is False and "Invalid arguments" in bad_types["error"]
+    # Each refusal was spoken, and the call is still up.
+    spoken = [r["output"][0]["content"][0]["transcript"] for r in session.responses[2::2]]
+    assert spoken[0].startswith("Sync") is False and "already taken" in spoken[0]
+    assert len(spoken) == 4 and not call.ended
+    assert len(await calendar.events_between(local(day, 0), local(day, 23))) == 1  # nothing double-booked
+    await call.hang_up()
+
+
+async def test_two_calls_in_one_response_are_both_answered_before_one_response_create(
+    make_stack: StackFactory,
+) -> None:
+    day = tomorrow()
+    script = Script(
+        replies=[
+            Reply([Say("Hi", audio=tone(300, 400))]),
+            Reply(
+                [
+                    CallFunction("check_availability", {"date": day.isoformat()}),
+                    CallFunction("find_my_events", {}),
+                ]
+            ),
+            Reply([Say("You're free most of the day.", audio=tone(300, 500))]),
+        ]
+    )
+    stack = await make_stack(script, **SETTINGS)
+    call = await stack.simulator.place_call(from_number=CALLER)
+    await call.wait_until_quiet(quiet_ms=150, timeout=10)
+    await caller_turn(stack, call, expected_responses=3)
+    session = stack.fake.sessions[0]
+    events = [e for e in session.client_events if e.type in ("conversation.item.create", "response.create")]
+    assert [e.type for e in events[-3:]] == [
+        "conversation.item.create",
+        "conversation.item.create",
+        "response.create",
+    ]
+    assert len([e for e in events if e.type == "response.create"]) == 2  # the greeting and this one
+    availability, mine = function_outputs(session)
+    assert availability["ok"] and availability["days"][0]["free"] == "9 am to 5 pm"
+    assert mine == {"ok": True, "events": []}
+    assert session.errors_sent == []
+    await call.hang_up()
+
+
+async def test_callers_hear_only_free_busy_and_the_owner_hears_the_agenda(make_stack: StackFactory) -> None:
+    day = tomorrow()
+    script = lambda: Script(  # noqa: E731 - each call gets its own script
+        replies=[
+            Reply([Say("Hi", audio=tone(300, 400))]),
+            Reply(
+                [
+                    CallFunction("check_availability", {"date": day.isoformat()}),
+                    CallFunction("find_my_events", {}),
+                    CallFunction("get_my_agenda", {"date": day.isoformat()}),
+                ]
+            ),
+            Reply([Say("Here you go.", audio=tone(300, 500))]),
+        ]
+    )
+    stack = await make_stack(script, owner_phone=OWNER_PHONE, ring_owner_seconds=0, **SETTINGS)
+    calendar = stack.server.services.calendar
+    assert calendar is not None
+    await calendar.create(
+        NewEvent("Secret acquisition talk", local(day, 10), local(day, 11), caller_number="+15559990000",
+                 caller_name="Pat Other", notes="Confidential")
+    )  # fmt: skip
+    await calendar.create(NewEvent("Call with Alex", local(day, 15), local(day, 16), caller_number=CALLER))
+
+    call = await stack.simulator.place_call(from_number=CALLER)
+    await call.wait_until_quiet(quiet_ms=150, timeout=10)
+    await caller_turn(stack, call, expected_responses=3)
+    await call.hang_up()
+    session = stack.fake.sessions[0]
+    availability, mine, agenda = function_outputs(session)
+    leaked = json.dumps([availability, mine, agenda])
+    for secret in ("Secret acquisition talk", "Pat Other", "Confidential", "+15559990000"):
+        assert secret not in leaked
+    assert availability["days"][0]["free"] == "9 am to 10 am and 11 am to 3 pm and 4 pm to 5 pm"
+    assert [event["title"] for event in mine["events"]] == ["Call with Alex"]
+    assert agenda["ok"] is False  # not offered to callers, and refused if called anyway
+    assert "get_my_agenda" not in {tool["name"] for tool in session.session_config["tools"]}
+
+    owner_call = await stack.simulator.place_call(from_number=OWNER_PHONE)
+    await owner_call.wait_until_quiet(quiet_ms=150, timeout=10)
+    await caller_turn(stack, owner_call, expected_responses=3)
+    await owner_call.hang_up()
+    owner_session = stack.fake.sessions[1]
+    assert "get_my_agenda" in {tool["name"] for tool in owner_session.session_config["tools"]}
+    *_, owner_agenda = function_outputs(owner_session)
+    assert [event["title"] for event in owner_agenda["events"]] == [
+        "Secret acquisition talk",
+        "Call with Alex",
+    ]
+    assert owner_agenda["events"][0]["notes"] == "Confidential"
+    assert datetime.fromisoformat(owner_agenda["events"][0]["start"]).astimezone(UTC) == local(day, 10)

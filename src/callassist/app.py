@@ -17,6 +17,7 @@ from callassist.calendar.base import Calendar
 from callassist.calendar.booking import BookingService
 from callassist.calendar.factory import open_calendar
 from callassist.call.registry import CallRegistry
+from callassist.dashboard import calendar_feed
 from callassist.settings import Settings, load_settings
 from callassist.store.db import Database
 from callassist.telephony import webhooks
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="callassist", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
     app.include_router(webhooks.router)
+    app.include_router(calendar_feed.router)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

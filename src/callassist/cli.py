@@ -266,6 +266,35 @@ def calendar_add(
         errors.print(f"[yellow]note:[/] overlaps {clash}", highlight=False)
 
 
+@calendar_app.command("export")
+def calendar_export(
+    from_date: Annotated[str | None, typer.Option("--from", help="First day (default 60 days ago)")] = None,
+    to_date: Annotated[
+        str | None, typer.Option("--to", help="Last day, inclusive (default +400 days)")
+    ] = None,
+) -> None:
+    """Write the owner's calendar as iCalendar (RFC 5545): `callassist calendar export > cal.ics`."""
+    from callassist.dashboard.calendar_feed import export_document
+
+    settings = settings_or_exit()
+    today = settings.local_now().date()
+    first = _parse_day(from_date, today - timedelta(days=60))
+    last = _parse_day(to_date, today + timedelta(days=400))
+
+    async def export() -> bytes:
+        async with open_owner_calendar(settings) as calendar:
+            return await export_document(
+                calendar,
+                name=f"{settings.owner_name} (callassist)",
+                start=_day_start(first, settings),
+                end=_day_start(last + timedelta(days=1), settings),
+                zone=settings.zone,
+            )
+
+    sys.stdout.buffer.write(asyncio.run(export()))
+    sys.stdout.buffer.flush()
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="callassist")
 

@@ -285,3 +285,53 @@ async def test_callers_hear_only_free_busy_and_the_owner_hears_the_agenda(make_s
     ]
     assert owner_agenda["events"][0]["notes"] == "Confidential"
     assert datetime.fromisoformat(owner_agenda["events"][0]["start"]).astimezone(UTC) == local(day, 10)
+
+
+async def test_the_same_booking_works_with_caldav_and_an_independent_client_sees_it(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    import aiohttp
+
+    from tests.support.caldav_client import RawCalDAV
+    from tests.support.radicale import running_radicale
+
+    day = tomorrow()
+    arguments = {"title": "Meeting with Alex Kim", "start": f"{day}T14:00", "caller_name": "Alex Kim"}
+    script = Script(
+        replies=[
+            Reply([Say("Hi", audio=tone(300, 400))]),
+            Reply([CallFunction("create_event", arguments)]),
+            speak_tool_result,
+        ]
+    )
+    async with running_radicale(tmp_path / "radicale") as radicale:
+        stack = await make_stack(
+            script,
+            calendar="caldav",
+            caldav_url=radicale.url,
+            caldav_username=radicale.username,
+            caldav_password=radicale.password,
+            caldav_calendar=radicale.calendar_name,
+            **SETTINGS,
+        )
+        call = await stack.simulator.place_call(from_number=CALLER)
+        await call.wait_until_quiet(quiet_ms=150, timeout=10)
+        await caller_turn(stack, call, expected_responses=3)
+        await call.hang_up()
+        [output] = function_outputs(stack.fake.sessions[0])
+        assert output["ok"] is True, output
+        uid = output["event"]["id"]
+
+        headers = {"Authorization": aiohttp.encode_basic_auth(radicale.username, radicale.password)}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            stored = await RawCalDAV(http, radicale.calendar_url).event(uid)
+        assert stored is not None
+        assert str(stored["SUMMARY"]) == "Meeting with Alex Kim"
+        assert stored.decoded("DTSTART") == local(day, 14)
+        assert stored.decoded("DTEND") - stored.decoded("DTSTART") == timedelta(hours=1)
+        assert str(stored["X-CALLASSIST-CALLER-NUMBER"]) == CALLER
+        # A second request for the same slot is refused because CalDAV now says it's busy.
+        services = stack.server.services
+        assert services.tool_services is not None
+        with pytest.raises(Exception, match="already taken"):
+            await services.tool_services.booking.book(NewEvent("Again", local(day, 14), local(day, 15)))

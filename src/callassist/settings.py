@@ -120,6 +120,20 @@ class Settings(BaseSettings):
     )
     admin_token: SecretStr | None = Field(default=None, validation_alias=_env("CALLASSIST_ADMIN_TOKEN"))
 
+    # Records, memory, notifications
+    summary_timeout_seconds: Annotated[float, Field(ge=0, le=30)] = Field(
+        default=5.0, validation_alias=_env("CALLASSIST_SUMMARY_TIMEOUT_SECONDS")
+    )
+    prices: str | None = Field(default=None, validation_alias=_env("CALLASSIST_PRICES"))
+    history_calls: Annotated[int, Field(ge=0, le=20)] = Field(
+        default=3, validation_alias=_env("CALLASSIST_HISTORY_CALLS")
+    )
+    twilio_phone_number: str | None = Field(default=None, validation_alias=_env("TWILIO_PHONE_NUMBER"))
+    twilio_api_base_url: str | None = Field(default=None, validation_alias=_env("TWILIO_API_BASE_URL"))
+    notify_sms: bool = Field(default=True, validation_alias=_env("CALLASSIST_NOTIFY_SMS"))
+    smtp_url: SecretStr | None = Field(default=None, validation_alias=_env("CALLASSIST_SMTP_URL"))
+    notify_email: str | None = Field(default=None, validation_alias=_env("CALLASSIST_NOTIFY_EMAIL"))
+
     # Storage and server
     data_dir: Path = Field(default_factory=default_data_dir, validation_alias=_env("CALLASSIST_DATA_DIR"))
     database_url: str | None = Field(default=None, validation_alias=_env("DATABASE_URL"))
@@ -149,7 +163,21 @@ class Settings(BaseSettings):
         WorkingHours.parse(value)  # raises ValueError with a readable reason
         return value
 
-    @field_validator("public_base_url", "openai_base_url")
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, value: str | None) -> str | None:
+        if value:
+            from callassist.realtime.pricing import PriceTable
+
+            try:
+                PriceTable.from_json(value)
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise ValueError(
+                    f'must be JSON like {{"gpt-realtime-2.1": {{"audio_out": 64}}}} ({exc})'
+                ) from None
+        return value
+
+    @field_validator("public_base_url", "openai_base_url", "twilio_api_base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -159,7 +187,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be an http(s) URL such as https://example.ngrok.app, not {value!r}")
         return value.rstrip("/")
 
-    @field_validator("owner_phone")
+    @field_validator("owner_phone", "twilio_phone_number")
     @classmethod
     def _e164(cls, value: str | None) -> str | None:
         if value is None or value == "":

@@ -91,9 +91,9 @@ async def test_session_commits_on_success_and_rolls_back_ddl_on_error(empty_data
 
 async def test_upgrade_from_empty_then_again_is_a_no_op(empty_database: Database) -> None:
     assert await empty_database.current_revision() is None
-    assert await empty_database.upgrade() == head_revision() == "0001"
-    assert await empty_database.upgrade() == "0001"
-    assert await empty_database.current_revision() == "0001"
+    assert await empty_database.upgrade() == head_revision() == "0002"
+    assert await empty_database.upgrade() == head_revision()
+    assert await empty_database.current_revision() == head_revision()
 
     def schema(sync: Connection) -> dict[str, object]:
         inspector = inspect(sync)
@@ -106,7 +106,17 @@ async def test_upgrade_from_empty_then_again_is_a_no_op(empty_database: Database
 
     async with empty_database.engine.connect() as connection:
         found = await connection.run_sync(schema)
-    assert found["tables"] == {"alembic_version", "calendar_events"}
+    assert found["tables"] == {
+        "alembic_version",
+        "calendar_events",
+        "calls",
+        "contacts",
+        "messages",
+        "outbox",
+        "tool_calls",
+        "transcript_entries",
+        "usage_records",
+    }
     assert found["indexes"] == {
         "ix_calendar_events_start",
         "ix_calendar_events_end",
@@ -138,7 +148,7 @@ async def test_downgrade_to_base_and_back(database: Database) -> None:
     async with database.engine.connect() as connection:
         tables = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
     assert tables == ["alembic_version"]
-    assert await database.upgrade() == "0001"
+    assert await database.upgrade() == head_revision()
 
 
 async def test_concurrent_upgrades_from_two_processes_both_succeed(
@@ -150,7 +160,7 @@ async def test_concurrent_upgrades_from_two_processes_both_succeed(
         reached = await asyncio.gather(empty_database.upgrade(), other.upgrade())
     finally:
         await other.close()
-    assert reached == ["0001", "0001"]
+    assert reached == [head_revision(), head_revision()]
 
 
 async def test_no_password_in_logs(caplog: pytest.LogCaptureFixture) -> None:
@@ -222,3 +232,17 @@ async def test_a_killed_process_loses_nothing_it_committed(tmp_path: Path) -> No
     finally:
         await calendar.close()
     assert found is not None and found.title == "survives"
+
+
+async def test_models_and_migrations_agree(database: Database) -> None:
+    """Autogenerate finds nothing to do at head: the migrations create exactly what models.py says."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from callassist.store.models import Base
+
+    async with database.engine.connect() as connection:
+        diff = await connection.run_sync(
+            lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
+        )
+    assert diff == []

@@ -22,7 +22,10 @@ from callassist.settings import Settings, load_settings
 from callassist.store.db import Database
 from callassist.telephony import webhooks
 from callassist.telephony.signature import SignatureChecker, StreamTokens, is_direct_loopback
+from callassist.call.bridge import CallDeps
+from callassist.realtime.pricing import PriceTable
 from callassist.tools.calendar import register_calendar_tools
+from callassist.tools.messages import register_message_tools
 from callassist.tools.registry import ToolRegistry
 from callassist.tools.services import ToolServices
 
@@ -40,9 +43,23 @@ class Services:
     registry: CallRegistry
     database: Database
     tools: ToolRegistry
+    prices: PriceTable
     calendar: Calendar | None = None
     tool_services: ToolServices | None = None
+    deps: CallDeps | None = None
     ready: bool = False
+
+    def call_deps(self) -> CallDeps:
+        """What each CallBridge gets from the server."""
+        return CallDeps(
+            settings=self.settings,
+            openai=self.openai,
+            stream_tokens=self.stream_tokens,
+            tools=self.tools,
+            database=self.database,
+            prices=self.prices,
+            tool_services=self.tool_services,
+        )
 
     async def start(self) -> None:
         """The I/O part of start-up: schema upgrade, calendar connection."""
@@ -51,6 +68,7 @@ class Services:
         self.calendar = await open_calendar(self.settings, self.database)
         booking = BookingService(self.calendar, self.settings.hours, self.settings.zone)
         self.tool_services = ToolServices(owner_name=self.settings.owner_name, booking=booking)
+        self.deps = self.call_deps()
 
     async def stop(self) -> None:
         if self.calendar is not None:
@@ -65,6 +83,7 @@ def build_services(settings: Settings) -> Services:
     token = settings.twilio_auth_token.get_secret_value() if settings.signatures_required else None
     tools = ToolRegistry(default_timeout_s=settings.tool_timeout_seconds)
     register_calendar_tools(tools)
+    register_message_tools(tools)
     return Services(
         settings=settings,
         openai=openai,
@@ -74,6 +93,7 @@ def build_services(settings: Settings) -> Services:
         registry=CallRegistry(),
         database=Database.from_url(settings.database),
         tools=tools,
+        prices=PriceTable.from_json(settings.prices),
     )
 
 

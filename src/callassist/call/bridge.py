@@ -1,8 +1,9 @@
 """CallBridge: one live call, gluing Twilio's Media Stream to one OpenAI Realtime session.
 
 Two pumps run side by side: caller audio from Twilio to OpenAI, and the model's audio and events
-from OpenAI to Twilio. The bridge also owns the call's lifecycle (greeting, barge-in, reconnects,
-ending) and never lets an error on either side end the call by accident.
+from OpenAI to Twilio. The bridge also owns the call's lifecycle (greeting, barge-in, tools,
+reconnects, the post-call summary, ending) and never lets an error on either side end the call by
+accident. What the call produces is kept by its CallJournal.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -20,8 +22,11 @@ from openai import AsyncOpenAI
 from starlette.websockets import WebSocket, WebSocketState
 
 from callassist import observability as obs
+from callassist.call.journal import CallJournal
 from callassist.call.playback import PlaybackTracker
+from callassist.call.recorder import CallRecorder, CallSummaryFields, parse_summary
 from callassist.realtime.config import CallContext, build_instructions, build_session, session_update
+from callassist.realtime.pricing import PriceTable
 from callassist.realtime.session import (
     AudioDelta,
     OtherEvent,
@@ -32,6 +37,7 @@ from callassist.realtime.session import (
     TranscriptDelta,
 )
 from callassist.settings import Settings
+from callassist.store.db import Database
 from callassist.telephony.media_stream import (
     Connected,
     Dtmf,
@@ -51,6 +57,7 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 10.0  # Twilio sends `connected` and `start` right after the handshake
 CLOSE_AFTER_STOP_S = 1.0
+MEMORY_TIMEOUT_S = 1.5  # the greeting doesn't wait longer than this for the caller's history
 # Errors the Realtime API sends when a barge-in or a tool result races the server; harmless.
 RECOVERABLE_ERRORS = frozenset(
     {
@@ -62,6 +69,7 @@ RECOVERABLE_ERRORS = frozenset(
         "input_audio_buffer_commit_empty",
     }
 )
+SUMMARY_REQUEST = "summary"
 _LOGGED_BAD_FRAMES = 5
 
 
@@ -73,6 +81,27 @@ class EndReason(StrEnum):
     server_shutdown = "server-shutdown"
     rejected = "rejected"
     no_start = "no-start"
+
+
+# Loads (contact name, notes about earlier calls) for a caller number.
+MemoryLoader = Callable[[str], Awaitable[tuple[str | None, list[str]]]]
+
+
+@dataclass
+class CallDeps:
+    """What every call needs from the server, built once."""
+
+    settings: Settings
+    openai: AsyncOpenAI
+    stream_tokens: StreamTokens
+    tools: ToolRegistry
+    database: Database
+    prices: PriceTable
+    tool_services: Any = None
+    load_memory: MemoryLoader | None = None
+    # Given the ended bridge, a store operation to run in the call's final transaction (notices).
+    after_call: Callable[[CallBridge], Any] | None = None
+    notices_queued: Callable[[], None] | None = None
 
 
 @dataclass
@@ -87,7 +116,7 @@ class _ToolBatch:
 
 @dataclass(slots=True)
 class CallStats:
-    """Figures a call produces, for logs, metrics and (later) the call record."""
+    """Figures a call produces, for logs and metrics (the record itself is in the journal)."""
 
     started_at: float = field(default_factory=time.monotonic)
     greeting_latency_s: float | None = None
@@ -104,27 +133,14 @@ class CallBridge:
     def __init__(
         self,
         twilio: WebSocket,
+        deps: CallDeps,
         *,
-        settings: Settings,
-        openai: AsyncOpenAI,
-        stream_tokens: StreamTokens,
-        tools: ToolRegistry | None = None,
-        tool_services: Any = None,
         on_started: Callable[[CallBridge], None] | None = None,
     ) -> None:
         self._twilio = twilio
-        self._tools = tools or ToolRegistry(settings.tool_timeout_seconds)
-        self._tool_services = tool_services
-        self._tool_ctx = ToolContext(
-            call_sid=None, caller_number=None, is_owner=False, services=tool_services
-        )
-        self._tool_batches: dict[str, _ToolBatch] = {}
-        self._seen_tool_calls: set[str] = set()
-        self._background: set[asyncio.Task[Any]] = set()
-        self._generation = 0
-        self.tool_outcomes: list[ToolOutcome] = []
-        self._settings = settings
-        self._stream_tokens = stream_tokens
+        self._deps = deps
+        self._settings = deps.settings
+        self._tools = deps.tools
         self._on_started = on_started
         self._log_context: dict[str, object] = {"call": "pending"}
         self._log = obs.CallLogger(log, self._log_context)
@@ -133,9 +149,17 @@ class CallBridge:
         self.start: Start | None = None
         self.context = CallContext()
         self.stats = CallStats()
+        self.journal: CallJournal | None = None
+        self.summary: CallSummaryFields | None = None
         self.end_reason: EndReason | None = None
         self._ended = asyncio.Event()
         self._twilio_open = True
+        # Tools run off the audio path; their results are answered per response.
+        self._tool_ctx = ToolContext(call_sid=None, caller_number=None, is_owner=False, services=None)
+        self._tool_batches: dict[str, _ToolBatch] = {}
+        self._seen_tool_calls: set[str] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._generation = 0
         # Response bookkeeping: only one response may write to the conversation at a time. Our own
         # response.create carries an event_id and the same id in metadata, so its fate is known exactly.
         self._active_response: str | None = None
@@ -143,7 +167,9 @@ class CallBridge:
         self._retry_if_busy = False
         self._response_wanted = False
         self._request_count = 0
+        self._purposes: dict[str, str] = {}  # our request id -> why we asked (for the usage record)
         self._response_settled = asyncio.Event()  # set whenever no response is active any more
+        self._summary_text: asyncio.Future[str] | None = None
         self._muted_items: set[str] = set()
         self._muted_responses: set[str] = set()
         # Items of the current OpenAI session (a reconnect starts a new one that can't truncate them).
@@ -158,14 +184,16 @@ class CallBridge:
         self._handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             "input_audio_buffer.speech_started": self._on_speech_started,
             "input_audio_buffer.speech_stopped": self._on_speech_stopped,
+            "conversation.item.input_audio_transcription.completed": self._on_caller_transcript,
+            "conversation.item.input_audio_transcription.failed": self._on_caller_transcript_failed,
             "response.created": self._on_response_created,
             "response.done": self._on_response_done,
             "response.function_call_arguments.done": self._on_function_call,
             "error": self._on_error,
         }
         self._session = RealtimeSession(
-            openai,
-            settings.realtime_model,
+            deps.openai,
+            self._settings.realtime_model,
             setup=self._setup,
             logger=self._log,
             typed_events=frozenset(self._handlers),
@@ -183,8 +211,6 @@ class CallBridge:
                 "conversation.item.retrieved",
                 "conversation.item.input_audio_transcription.delta",
                 "conversation.item.input_audio_transcription.segment",
-                "conversation.item.input_audio_transcription.completed",
-                "conversation.item.input_audio_transcription.failed",
                 "input_audio_buffer.committed",
                 "input_audio_buffer.cleared",
                 "input_audio_buffer.timeout_triggered",
@@ -206,6 +232,10 @@ class CallBridge:
     @property
     def call_sid(self) -> str | None:
         return self.start.call_sid if self.start else None
+
+    @property
+    def tool_outcomes(self) -> list[ToolOutcome]:
+        return self.journal.tool_outcomes if self.journal else []
 
     async def run(self) -> EndReason:
         """Run the call to its end. Never raises for problems of either peer."""
@@ -231,9 +261,12 @@ class CallBridge:
         twilio_pump = asyncio.create_task(self._pump_twilio(), name="twilio-pump")
         openai_pump: asyncio.Task[None] | None = None
         ended = asyncio.create_task(self._ended.wait(), name="call-ended")
+        # Who is calling (name, earlier calls) is looked up while OpenAI connects.
+        remembering = asyncio.create_task(self._remember_caller(), name="caller-memory")
         try:
             try:
                 await connecting
+                await remembering
                 await self._session.configure()
             except RealtimeUnavailable as exc:
                 self._log.error("assistant unavailable: %s", exc)
@@ -243,7 +276,23 @@ class CallBridge:
             pumps = {twilio_pump, ended} | ({openai_pump} if openai_pump else set())
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            remembering.cancel()
             await self._cleanup(twilio_pump, openai_pump, ended)
+
+    async def _remember_caller(self) -> None:
+        loader, number = self._deps.load_memory, self.context.caller_number
+        if loader is None or not number or self.context.is_owner:
+            return
+        try:
+            name, history = await asyncio.wait_for(loader(number), MEMORY_TIMEOUT_S)
+        except Exception as exc:  # a slow or broken store must not delay or break the greeting
+            self._log.warning("caller history unavailable: %s", exc)
+            return
+        self.context.caller_name = name
+        self.context.history = tuple(history)
+        self._tool_ctx.caller_name = name
+        if name or history:
+            self._log.info("known caller %s (%d earlier call(s))", name or "(no name)", len(history))
 
     async def _cleanup(
         self,
@@ -255,7 +304,13 @@ class CallBridge:
             self.end_reason = EndReason.twilio_disconnected
         ended.cancel()
         await self._finish_pending_tools()
-        # Close OpenAI first (within a second), so no more audio is produced for a gone caller.
+        if self.journal is not None:
+            # Whatever was still queued at Twilio was never heard.
+            for cut in self._tracker.interrupt():
+                self.journal.interrupted(cut.item_id, cut.heard_ms)
+        if openai_pump is not None and not openai_pump.done():
+            self.summary = await self._summarize()
+        # Close OpenAI (within a second), so no more audio is produced for a gone caller.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._session.close(), CLOSE_AFTER_STOP_S)
         for task in (openai_pump, twilio_pump):
@@ -266,8 +321,9 @@ class CallBridge:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         await self._close_twilio()
-        obs.CALLS_TOTAL.labels(outcome=self.end_reason.value).inc()
         self.stats.reconnects = self._session.reconnects
+        await self._close_record()
+        obs.CALLS_TOTAL.labels(outcome=self.end_reason.value).inc()
         self._log.info(
             "call ended: %s after %.1fs (frames in %d, chunks out %d, barge-ins %d, reconnects %d, "
             "bad frames %d)",
@@ -279,6 +335,63 @@ class CallBridge:
             self.stats.reconnects,
             self.stats.bad_frames,
         )
+
+    async def _close_record(self) -> None:
+        if self.journal is None:
+            return
+        after = None
+        if self._deps.after_call is not None:
+            try:
+                after = self._deps.after_call(self)
+            except Exception:
+                self._log.exception("could not prepare the owner's notice")
+        self.journal.ended(
+            outcome=(self.end_reason or EndReason.twilio_disconnected).value,
+            greeting_latency_s=self.stats.greeting_latency_s,
+            reconnects=self.stats.reconnects,
+            summary=self.summary,
+            caller_name=self._tool_ctx.caller_name or self.context.caller_name,
+            after=after,
+        )
+        await self.journal.recorder.close()
+        if after is not None and self._deps.notices_queued is not None:
+            self._deps.notices_queued()
+
+    async def _summarize(self) -> CallSummaryFields | None:
+        """Before closing the socket, ask for a short summary out of band (text, not added to the
+        conversation). The call's record is complete without it if it fails or takes too long."""
+        if self.journal is None or not self.journal.transcript.has_conversation or not self._session.ready:
+            return None
+        owner = self._settings.owner_name
+        self._summary_text = asyncio.get_running_loop().create_future()
+        sent = await self._session.send(
+            {
+                "type": "response.create",
+                "event_id": f"callassist_{SUMMARY_REQUEST}",
+                "response": {
+                    "conversation": "none",
+                    "output_modalities": ["text"],
+                    "metadata": {"callassist": SUMMARY_REQUEST},
+                    "max_output_tokens": 500,
+                    "instructions": (
+                        f"The call is over. For {owner}, reply with one JSON object and nothing else: "
+                        '{"summary": "one or two sentences: what the caller wanted and what was done", '
+                        '"caller_name": "their name if they gave it, else null", '
+                        '"reason": "a few words on why they called", '
+                        f'"follow_up_needed": true if {owner} needs to do something, else false, '
+                        '"urgency": "low", "normal", "high" or "urgent"}'
+                    ),
+                },
+            }
+        )
+        if not sent:
+            return None
+        try:
+            text = await asyncio.wait_for(self._summary_text, self._settings.summary_timeout_seconds)
+        except (TimeoutError, asyncio.CancelledError):
+            self._log.warning("no call summary within %.0fs", self._settings.summary_timeout_seconds)
+            return None
+        return parse_summary(text)
 
     def _end(self, reason: EndReason) -> None:
         if self.end_reason is None:
@@ -304,10 +417,11 @@ class CallBridge:
             await self._wait_for_no_response(deadline - time.monotonic() - 2.0)
             self._response_wanted = False
             await self._request_response(
+                purpose="goodbye",
                 instructions=(
                     "The line has to close now for a technical restart. In one short sentence, "
                     f"apologise, say {owner} will get back to them, and say goodbye. Ask nothing."
-                )
+                ),
             )
             await self._wait_for_no_response(deadline - time.monotonic() - 0.5)
             await self._tracker.wait_drained(max(0.0, deadline - time.monotonic()))
@@ -356,7 +470,7 @@ class CallBridge:
         self.start = parsed
         self._log_context["call"] = parsed.call_sid
         token = parsed.custom_parameters.get("token", "")
-        if not self._stream_tokens.redeem(parsed.call_sid, token):
+        if not self._deps.stream_tokens.redeem(parsed.call_sid, token):
             self._log.warning("stream refused: missing, invalid, expired or reused call token")
             obs.WEBHOOKS_REJECTED.labels(endpoint="stream", reason="token").inc()
             self.end_reason = EndReason.rejected
@@ -374,11 +488,31 @@ class CallBridge:
             is_owner=bool(owner_phone and caller == owner_phone),
             owner_missed_call=params.get("dialStatus") or None,
         )
+        recorder = CallRecorder(self._deps.database, parsed.call_sid, logger=self._log)
+        recorder.start()
+        recorder.call_started(
+            started_at=_utc_now(),
+            stream_sid=parsed.stream_sid,
+            caller_number=caller,
+            called_number=self.context.called_number,
+            caller_name=None,
+            is_owner=self.context.is_owner,
+            dial_status=self.context.owner_missed_call,
+            model=self._settings.realtime_model,
+        )
+        self.journal = CallJournal(
+            recorder,
+            self._deps.prices,
+            model=self._settings.realtime_model,
+            transcription_model=self._settings.transcription_model,
+            logger=self._log,
+        )
         self._tool_ctx = ToolContext(
             call_sid=parsed.call_sid,
             caller_number=caller,
             is_owner=self.context.is_owner,
-            services=self._tool_services,
+            services=self._deps.tool_services,
+            recorder=recorder,
             logger=self._log,
         )
         self._log.info("stream started (caller %s)", caller or "hidden")
@@ -456,15 +590,33 @@ class CallBridge:
     # OpenAI side ---------------------------------------------------------------------------------
 
     async def _setup(self, reconnect: bool) -> Sequence[dict[str, Any]]:
-        """Events that open every OpenAI session: configuration, then the greeting on the first."""
+        """Events that open every OpenAI session: the configuration, then the greeting on the first,
+        or the conversation so far on a new one (after a drop or the 60-minute cap), never both."""
+        if reconnect:
+            self._forget_old_session()
         instructions = build_instructions(self._settings, self.context, tools=self._tools.names())
         declarations = self._tools.declarations(owner=self.context.is_owner)
         events: list[dict[str, Any]] = [
             dict(session_update(build_session(self._settings, instructions, declarations)))
         ]
         if not reconnect:
-            events.append(self._response_create())  # the greeting: the assistant speaks first
+            events.append(self._response_create(purpose="greeting"))  # the assistant speaks first
+        elif self.journal is not None:
+            events += self.journal.transcript.replay_items()
+            if self.journal.transcript.awaiting_answer:
+                events.append(self._response_create(purpose="turn"))  # the caller is waiting
         return events
+
+    def _forget_old_session(self) -> None:
+        """The old session's response and items are gone; audio still queued at Twilio plays out."""
+        self._active_response = None
+        self._response_requested = None
+        self._response_wanted = False
+        self._response_settled.set()
+        self._input_bytes = 0
+        self._session_items.clear()
+        self._last_audio_item = None
+        self._generation += 1
 
     async def _pump_openai(self) -> None:
         try:
@@ -487,17 +639,13 @@ class CallBridge:
         if kind is AudioDelta:
             await self._on_audio(event)  # type: ignore[arg-type]
         elif kind is TranscriptDelta:
-            return
+            if self.journal is not None:
+                self.journal.transcript_delta(event.item_id, event.delta)  # type: ignore[union-attr]
         elif kind is Reconnected:
             await self._on_reconnected(event)  # type: ignore[arg-type]
-        elif kind is OtherEvent:
-            event_type = event.type
-            if event_type not in self._ignored_events and event_type not in self._unknown_events:
-                self._unknown_events.add(event_type)
-                self._log.info("ignoring OpenAI event type %r", event_type)
         else:
             event_type: str = getattr(event, "type", "")
-            handler = self._handlers.get(event_type)
+            handler = None if kind is OtherEvent else self._handlers.get(event_type)
             if handler is not None:
                 await handler(event)
             elif event_type not in self._ignored_events and event_type not in self._unknown_events:
@@ -505,6 +653,10 @@ class CallBridge:
                 self._log.info("ignoring OpenAI event type %r", event_type)
 
     async def _on_audio(self, delta: AudioDelta) -> None:
+        size = base64_size(delta.delta)
+        journal = self.journal
+        if journal is not None:
+            journal.generated_bytes[delta.item_id] += size
         if delta.item_id in self._muted_items or delta.response_id in self._muted_responses:
             return  # late audio of something the caller interrupted
         if self._out is None:
@@ -520,17 +672,25 @@ class CallBridge:
                 latency = now - self._turn_ended_at
                 self.stats.turn_latencies_s.append(latency)
                 obs.TURN_LATENCY.observe(latency)
+                if journal is not None:
+                    journal.latency_ms[delta.response_id] = round(latency * 1000)
                 self._turn_ended_at = None
         if delta.item_id != self._last_audio_item:
             self._last_audio_item = delta.item_id
             self._session_items.add(delta.item_id)
-        mark = self._tracker.sent(delta.item_id, base64_size(delta.delta))
+            if journal is not None:
+                journal.first_audio(delta.item_id, now)
+        mark = self._tracker.sent(delta.item_id, size)
         self.stats.chunks_out += 1
         await self._send_twilio(self._out.media(delta.delta))
         await self._send_twilio(self._out.mark(mark))
 
     async def _on_speech_started(self, event: Any) -> None:
         interrupted_response = self._active_response
+        if self.journal is not None:
+            self.journal.speech_started(
+                getattr(event, "item_id", None), getattr(event, "audio_start_ms", None)
+            )
         if self._tracker.audible and self._out is not None:
             # Stop the caller's playback first: every ms here is the assistant talking over them.
             await self._send_twilio(self._out.clear())
@@ -548,6 +708,8 @@ class CallBridge:
                             "audio_end_ms": cut.heard_ms,
                         }
                     )
+                if self.journal is not None:
+                    self.journal.interrupted(cut.item_id, cut.heard_ms)
                 self._log.info("barge-in: caller heard %d of %d ms", cut.heard_ms, cut.sent_ms)
         if interrupted_response is not None:
             # The server cancels its own response on speech (interrupt_response); drop what is in flight.
@@ -556,6 +718,8 @@ class CallBridge:
     async def _on_speech_stopped(self, event: Any) -> None:
         # Map the end of speech (ms into the audio we appended) back to our clock.
         audio_end_ms = getattr(event, "audio_end_ms", None)
+        if self.journal is not None:
+            self.journal.speech_stopped(getattr(event, "item_id", None), audio_end_ms)
         now = time.monotonic()
         if isinstance(audio_end_ms, int) and self._last_input_at:
             behind_s = max(0.0, (self._input_bytes / 8 - audio_end_ms) / 1000)
@@ -563,6 +727,16 @@ class CallBridge:
         else:
             self._turn_ended_at = now
         self._awaiting_first_audio = True
+
+    async def _on_caller_transcript(self, event: Any) -> None:
+        if self.journal is not None:
+            self.journal.caller_transcribed(
+                event.item_id, event.transcript or "", getattr(event, "usage", None)
+            )
+
+    async def _on_caller_transcript_failed(self, event: Any) -> None:
+        if self.journal is not None:
+            self.journal.caller_inaudible(event.item_id)
 
     async def _on_response_created(self, event: Any) -> None:
         response = event.response
@@ -576,6 +750,15 @@ class CallBridge:
     async def _on_response_done(self, event: Any) -> None:
         response = event.response
         self._muted_responses.discard(response.id)  # nothing of it can arrive any more
+        request = (getattr(response, "metadata", None) or {}).get("callassist")
+        if request == SUMMARY_REQUEST:
+            if self.journal is not None:
+                self.journal.response_done(response, SUMMARY_REQUEST, spoken=False)
+            if self._summary_text is not None and not self._summary_text.done():
+                self._summary_text.set_result(_response_text(response))
+            return
+        if self.journal is not None:
+            self.journal.response_done(response, self._purposes.pop(request, "turn") if request else "turn")
         # Function calls are announced by function_call_arguments.done; response.done repeats them,
         # so anything not seen yet (a missed event) is picked up here, once per call_id.
         for item in getattr(response, "output", None) or []:
@@ -595,7 +778,7 @@ class CallBridge:
             self._log.warning("response failed: %s", getattr(details, "error", details))
         if self._response_wanted:
             self._response_wanted = False
-            await self._request_response(retry_if_busy=True)
+            await self._request_response(retry_if_busy=True, purpose="tool")
         if batch is not None:
             self._deliver_when_ready(response.id)
 
@@ -618,8 +801,8 @@ class CallBridge:
         task.add_done_callback(lambda _: self._deliver_when_ready(response_id))
 
     def _record_tool_outcome(self, task: asyncio.Task[ToolOutcome]) -> None:
-        if not task.cancelled() and task.exception() is None:
-            self.tool_outcomes.append(task.result())
+        if not task.cancelled() and task.exception() is None and self.journal is not None:
+            self.journal.tool_outcome(task.result())
 
     def _deliver_when_ready(self, response_id: str) -> None:
         batch = self._tool_batches.get(response_id)
@@ -653,7 +836,7 @@ class CallBridge:
                 }
             await self._session.send({"type": "conversation.item.create", "item": item})
         # After a barge-in the caller's new turn gets its own response, which sees these results.
-        await self._request_response(retry_if_busy=not batch.cancelled)
+        await self._request_response(retry_if_busy=not batch.cancelled, purpose="tool")
 
     async def _finish_pending_tools(self) -> None:
         """At the end of a call, let running tools finish (a booking in flight must not be lost)."""
@@ -663,29 +846,32 @@ class CallBridge:
             await asyncio.wait(tasks, timeout=self._tools.default_timeout_s + 1)
         self._tool_batches.clear()
 
+    # Responses -----------------------------------------------------------------------------------
+
     def _response_create(
-        self, *, retry_if_busy: bool = False, instructions: str | None = None
+        self, *, purpose: str, retry_if_busy: bool = False, instructions: str | None = None
     ) -> dict[str, Any]:
         """A response.create we can recognise later: its event_id echoes in errors, its metadata in
-        response.created."""
+        response.created and response.done."""
         self._request_count += 1
         request_id = f"callassist_{self._request_count}"
         self._response_requested = request_id
         self._retry_if_busy = retry_if_busy
+        self._purposes[request_id] = purpose
         response: dict[str, Any] = {"metadata": {"callassist": request_id}}
         if instructions:
             response["instructions"] = instructions
         return {"type": "response.create", "event_id": request_id, "response": response}
 
     async def _request_response(
-        self, *, retry_if_busy: bool = False, instructions: str | None = None
+        self, *, purpose: str, retry_if_busy: bool = False, instructions: str | None = None
     ) -> None:
         """Ask for a response now; if one is active or ours is in flight, either ask again right after
         it (tool results must be answered) or not at all (the active one already answers)."""
         if self._active_response is not None or self._response_requested:
             self._response_wanted = self._response_wanted or retry_if_busy
             return
-        event = self._response_create(retry_if_busy=retry_if_busy, instructions=instructions)
+        event = self._response_create(purpose=purpose, retry_if_busy=retry_if_busy, instructions=instructions)
         if not await self._session.send(event):
             self._response_requested = None
 
@@ -700,20 +886,30 @@ class CallBridge:
             self._response_requested = None
             if code == "conversation_already_has_active_response" and self._retry_if_busy:
                 self._response_wanted = True
+        if failed_request == f"callassist_{SUMMARY_REQUEST}" and self._summary_text is not None:
+            if not self._summary_text.done():
+                self._summary_text.cancel()
         level = logging.INFO if code in RECOVERABLE_ERRORS else logging.WARNING
         self._log.log(level, "OpenAI error %s: %s", code, getattr(error, "message", ""))
 
     async def _on_reconnected(self, event: Reconnected) -> None:
         obs.REALTIME_RECONNECTS.inc()
         self._log.info(
-            "OpenAI session re-established after %.2fs (close code %s)", event.downtime_s, event.close_code
+            "OpenAI session re-established after %.2fs (close code %s); conversation replayed",
+            event.downtime_s,
+            event.close_code,
         )
-        # The old session's response and items are gone; audio still queued at Twilio plays out.
-        self._active_response = None
-        self._response_requested = None
-        self._response_wanted = False
-        self._response_settled.set()
-        self._input_bytes = 0
-        self._session_items.clear()
-        self._last_audio_item = None
-        self._generation += 1
+
+
+def _response_text(response: Any) -> str:
+    parts: list[str] = []
+    for item in getattr(response, "output", None) or []:
+        for part in getattr(item, "content", None) or []:
+            text = getattr(part, "text", None) or getattr(part, "transcript", None)
+            if text:
+                parts.append(text)
+    return "\n".join(parts)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -98,19 +98,11 @@ async def media_stream(websocket: WebSocket) -> None:
         log.warning("refused a Media Stream: invalid or missing X-Twilio-Signature")
         await websocket.close(code=1008)
         return
-    if not services.registry.accepting:
+    if not services.registry.accepting or services.deps is None:
         await websocket.close(code=1013)  # try again later
         return
     await websocket.accept()
-    bridge = CallBridge(
-        websocket,
-        settings=services.settings,
-        openai=services.openai,
-        stream_tokens=services.stream_tokens,
-        tools=services.tools,
-        tool_services=services.tool_services,
-        on_started=services.registry.add,
-    )
+    bridge = CallBridge(websocket, services.deps, on_started=services.registry.add)
     try:
         await bridge.run()
     finally:

@@ -42,6 +42,7 @@ class ToolContext:
     is_owner: bool
     services: Any
     caller_name: str | None = None
+    recorder: Any = None  # this call's CallRecorder (messages are stored through it)
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log
 
 

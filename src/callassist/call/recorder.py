@@ -1,0 +1,329 @@
+"""CallRecorder: writes a call's record to the store as it happens, off the audio path.
+
+The bridge hands it small snapshots (a turn, a tool call, a response's usage) and moves on; one
+writer task per call commits each in its own transaction, in order, retrying briefly if the
+database is busy. A crash therefore loses at most the turn in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callassist.call.transcript import Turn
+from callassist.realtime.pricing import Usage
+from callassist.store.db import Database
+from callassist.store.models import CallRow, MessageRow, ToolCallRow, TranscriptEntryRow, UsageRow
+from callassist.tools.registry import ToolOutcome
+
+log = logging.getLogger(__name__)
+
+NANO = Decimal(1_000_000_000)
+RETRY_DELAYS_S = (0.1, 0.5, 2.0, 5.0)
+
+Operation = Callable[[AsyncSession], Awaitable[Any]]
+
+
+def nanodollars(cost: Decimal) -> int:
+    return int((cost * NANO).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+@dataclass(frozen=True)
+class CallSummaryFields:
+    """What the post-call summary found (any part may be missing)."""
+
+    summary: str | None = None
+    caller_name: str | None = None
+    reason: str | None = None
+    follow_up: bool | None = None
+    urgency: str | None = None
+    raw: str | None = None
+
+
+class CallRecorder:
+    def __init__(
+        self, database: Database, call_sid: str, *, logger: logging.LoggerAdapter[Any] | None = None
+    ):
+        self._database = database
+        self.call_sid = call_sid
+        self._log = logger or log
+        self._queue: asyncio.Queue[tuple[str, Operation, asyncio.Future[Any] | None] | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self.failed_writes = 0
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name=f"recorder-{self.call_sid}")
+
+    # What the bridge reports ---------------------------------------------------------------------
+
+    def call_started(
+        self,
+        *,
+        started_at: datetime,
+        stream_sid: str | None,
+        caller_number: str | None,
+        called_number: str | None,
+        caller_name: str | None,
+        is_owner: bool,
+        dial_status: str | None,
+        model: str,
+    ) -> None:
+        row = {
+            "call_sid": self.call_sid,
+            "stream_sid": stream_sid,
+            "caller_number": caller_number,
+            "called_number": called_number,
+            "caller_name": caller_name,
+            "is_owner": is_owner,
+            "dial_status": dial_status,
+            "model": model,
+            "started_at": started_at,
+        }
+
+        async def insert(session: AsyncSession) -> None:
+            existing = await session.get(CallRow, self.call_sid)
+            if existing is None:
+                session.add(CallRow(**row))
+            else:  # the same call streamed again (e.g. after a transfer back): keep its history
+                existing.ended_at = None
+                existing.outcome = None
+
+        self._submit("call started", insert)
+
+    def turn(self, turn: Turn) -> None:
+        """A new transcript entry, or a change to one already recorded (an interrupted turn cut)."""
+        values = {
+            "role": turn.role,
+            "text": turn.text,
+            "spoken_at": turn.spoken_at,
+            "item_id": turn.item_id,
+            "response_id": turn.response_id,
+            "interrupted": turn.interrupted,
+            "heard_ms": turn.heard_ms,
+            "audio_ms": turn.audio_ms,
+            "latency_ms": turn.latency_ms,
+        }
+        if not turn.recorded or turn.item_id is None:
+            turn.recorded = True
+
+            async def insert(session: AsyncSession) -> None:
+                session.add(TranscriptEntryRow(call_sid=self.call_sid, **values))
+
+            self._submit(f"{turn.role} turn", insert)
+            return
+
+        async def change(session: AsyncSession) -> None:
+            await session.execute(
+                update(TranscriptEntryRow)
+                .where(
+                    TranscriptEntryRow.call_sid == self.call_sid, TranscriptEntryRow.item_id == turn.item_id
+                )
+                .values(text=values["text"], interrupted=values["interrupted"], heard_ms=values["heard_ms"])
+            )
+
+        self._submit(f"{turn.role} turn change", change)
+
+    def tool_call(self, outcome: ToolOutcome) -> None:
+        row = {
+            "call_sid": self.call_sid,
+            "call_id": outcome.call_id,
+            "name": outcome.name,
+            "arguments": outcome.arguments,
+            "result": outcome.output_json,
+            "ok": outcome.ok,
+            "started_at": datetime.fromtimestamp(outcome.started_at, UTC),
+            "duration_ms": round(outcome.duration_s * 1000),
+        }
+
+        async def insert(session: AsyncSession) -> None:
+            session.add(ToolCallRow(**row))
+
+        self._submit(f"tool call {outcome.name}", insert)
+
+    def usage(
+        self,
+        *,
+        kind: str,
+        ref: str | None,
+        purpose: str | None,
+        status: str | None,
+        model: str,
+        tokens: Usage,
+        cost: Decimal,
+        seconds: float | None = None,
+    ) -> None:
+        cost_nano = nanodollars(cost)
+        row = {
+            "call_sid": self.call_sid,
+            "kind": kind,
+            "ref": ref,
+            "purpose": purpose,
+            "status": status,
+            "model": model,
+            "text_in": tokens.text_in,
+            "audio_in": tokens.audio_in,
+            "cached_text": tokens.cached_text,
+            "cached_audio": tokens.cached_audio,
+            "text_out": tokens.text_out,
+            "audio_out": tokens.audio_out,
+            "seconds": seconds,
+            "cost_nanousd": cost_nano,
+        }
+
+        async def insert(session: AsyncSession) -> None:
+            session.add(UsageRow(**row))
+            await session.execute(
+                update(CallRow)
+                .where(CallRow.call_sid == self.call_sid)
+                .values(cost_nanousd=CallRow.cost_nanousd + cost_nano)
+            )
+
+        self._submit(f"{kind} usage", insert)
+
+    async def message(
+        self,
+        *,
+        caller_number: str | None,
+        caller_name: str | None,
+        callback_number: str | None,
+        message: str,
+        urgency: str,
+    ) -> int:
+        """Store a message and wait until it is committed (the assistant only then confirms it)."""
+
+        async def insert(session: AsyncSession) -> int:
+            row = MessageRow(
+                call_sid=self.call_sid,
+                caller_number=caller_number,
+                caller_name=caller_name,
+                callback_number=callback_number,
+                message=message,
+                urgency=urgency,
+            )
+            session.add(row)
+            await session.flush()
+            return row.id
+
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._submit("message", insert, done)
+        return int(await done)
+
+    def call_ended(
+        self,
+        *,
+        ended_at: datetime,
+        outcome: str,
+        greeting_latency_ms: int | None,
+        reconnects: int,
+        summary: CallSummaryFields | None,
+        caller_name: str | None,
+        after: Operation | None = None,
+    ) -> None:
+        """Complete the call row; `after` runs in the same transaction (e.g. queueing notices)."""
+        values: dict[str, Any] = {
+            "ended_at": ended_at,
+            "outcome": outcome,
+            "greeting_latency_ms": greeting_latency_ms,
+            "reconnects": reconnects,
+        }
+        if caller_name:
+            values["caller_name"] = caller_name
+        if summary is not None:
+            values.update(
+                summary=summary.summary,
+                reason=summary.reason,
+                follow_up=summary.follow_up,
+                urgency=summary.urgency,
+                summary_json=summary.raw,
+            )
+            if summary.caller_name and not caller_name:
+                values["caller_name"] = summary.caller_name
+
+        async def finish(session: AsyncSession) -> None:
+            await session.execute(update(CallRow).where(CallRow.call_sid == self.call_sid).values(**values))
+            if after is not None:
+                await after(session)
+
+        self._submit("call ended", finish)
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Write everything still queued (bounded), then stop the writer."""
+        if self._writer is None:
+            return
+        self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._writer), timeout_s)
+        except TimeoutError:
+            self._log.error(
+                "call record: %d write(s) still pending after %.0fs", self._queue.qsize(), timeout_s
+            )
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+
+    # The writer ----------------------------------------------------------------------------------
+
+    def _submit(self, what: str, operation: Operation, done: asyncio.Future[Any] | None = None) -> None:
+        self._queue.put_nowait((what, operation, done))
+
+    async def _write_loop(self) -> None:
+        while (job := await self._queue.get()) is not None:
+            what, operation, done = job
+            result = await self._write(what, operation)
+            if done is not None and not done.done():
+                if isinstance(result, BaseException):
+                    done.set_exception(result)
+                else:
+                    done.set_result(result)
+
+    async def _write(self, what: str, operation: Operation) -> Any:
+        for attempt, delay in enumerate((0.0, *RETRY_DELAYS_S)):
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                async with self._database.session() as session:
+                    return await operation(session)
+            except Exception as exc:
+                last = exc
+                self._log.warning("call record: writing %s failed (attempt %d): %s", what, attempt + 1, exc)
+        self.failed_writes += 1
+        self._log.error("call record: gave up writing %s", what)
+        return last
+
+
+def parse_summary(text: str) -> CallSummaryFields:
+    """The model's summary JSON, tolerating prose around it; plain text becomes the summary."""
+    start, end = text.find("{"), text.rfind("}")
+    try:
+        data = json.loads(text[start : end + 1]) if start >= 0 and end > start else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return CallSummaryFields(summary=text.strip()[:2000] or None, raw=text)
+
+    def string(key: str) -> str | None:
+        value = data.get(key)
+        return (
+            str(value).strip()[:2000] if isinstance(value, str | int | float) and str(value).strip() else None
+        )
+
+    urgency = (string("urgency") or "").lower()
+    follow = data.get("follow_up_needed", data.get("follow_up"))
+    return CallSummaryFields(
+        summary=string("summary"),
+        caller_name=string("caller_name"),
+        reason=string("reason"),
+        follow_up=follow if isinstance(follow, bool) else None,
+        urgency=urgency if urgency in ("low", "normal", "high", "urgent") else None,
+        raw=text,
+    )

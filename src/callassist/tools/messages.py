@@ -1,0 +1,64 @@
+"""take_message: a message for the owner, stored at once and sent to them after the call."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from callassist.tools.registry import ToolContext, ToolError, ToolRegistry
+
+_PHONE = re.compile(r"^\+?[0-9]{6,15}$")
+
+
+class TakeMessageArgs(BaseModel):
+    caller_name: str = Field(min_length=1, max_length=80, description="The caller's name as they gave it")
+    message: str = Field(min_length=1, max_length=2000, description="The message, in the caller's words")
+    callback_number: str | None = Field(
+        default=None, description="Number to call back, if different from the one they call from"
+    )
+    urgency: Literal["low", "normal", "high", "urgent"] = Field(
+        default="normal", description="urgent only if the caller says it can't wait"
+    )
+
+    @field_validator("callback_number")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        cleaned = re.sub(r"[\s().-]", "", value)
+        if not _PHONE.match(cleaned):
+            raise ValueError("must be a phone number; ask the caller to repeat it digit by digit")
+        return cleaned
+
+
+def register_message_tools(registry: ToolRegistry) -> None:
+    @registry.tool()
+    async def take_message(ctx: ToolContext, args: TakeMessageArgs) -> dict[str, Any]:
+        """Take a message for the owner: the caller's name, what they want, how to call them back and how
+        urgent it is. Read it back to the caller before saving it."""
+        if ctx.recorder is None:
+            raise ToolError("Messages can't be saved right now. Apologise and ask them to call back later.")
+        callback = args.callback_number or ctx.caller_number
+        try:
+            await ctx.recorder.message(
+                caller_number=ctx.caller_number,
+                caller_name=args.caller_name.strip(),
+                callback_number=callback,
+                message=args.message.strip(),
+                urgency=args.urgency,
+            )
+        except Exception:
+            ctx.logger.exception("could not store a message")
+            raise ToolError(
+                "The message could not be saved. Apologise and ask them to try again later."
+            ) from None
+        ctx.caller_name = args.caller_name.strip()
+        owner = ctx.services.owner_name if ctx.services is not None else "the owner"
+        when = "right away" if args.urgency in ("high", "urgent") else "after this call"
+        return {
+            "saved": True,
+            "callback_number": callback,
+            "say": f"I've taken your message; {owner} will get it {when}.",
+        }

@@ -16,14 +16,14 @@ from starlette.requests import Request
 from callassist.calendar.base import Calendar
 from callassist.calendar.booking import BookingService
 from callassist.calendar.factory import open_calendar
+from callassist.call.bridge import CallDeps
 from callassist.call.registry import CallRegistry
 from callassist.dashboard import calendar_feed
+from callassist.realtime.pricing import PriceTable
 from callassist.settings import Settings, load_settings
 from callassist.store.db import Database
 from callassist.telephony import webhooks
 from callassist.telephony.signature import SignatureChecker, StreamTokens, is_direct_loopback
-from callassist.call.bridge import CallDeps
-from callassist.realtime.pricing import PriceTable
 from callassist.tools.calendar import register_calendar_tools
 from callassist.tools.messages import register_message_tools
 from callassist.tools.registry import ToolRegistry

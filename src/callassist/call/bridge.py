@@ -25,6 +25,7 @@ from callassist import observability as obs
 from callassist.call.journal import CallJournal
 from callassist.call.playback import PlaybackTracker
 from callassist.call.recorder import CallRecorder, CallSummaryFields, parse_summary
+from callassist.call.speech import InboundAudioTail
 from callassist.realtime.config import CallContext, build_instructions, build_session, session_update
 from callassist.realtime.pricing import PriceTable
 from callassist.realtime.session import (
@@ -176,6 +177,7 @@ class CallBridge:
         self._session_items: set[str] = set()
         self._last_audio_item: str | None = None
         # Turn timing: when the caller stopped speaking, in our clock.
+        self._inbound = InboundAudioTail()
         self._input_bytes = 0
         self._last_input_at = 0.0
         self._turn_ended_at: float | None = None
@@ -523,6 +525,7 @@ class CallBridge:
     async def _pump_twilio(self) -> None:
         receive = self._twilio.receive
         send_audio = self._session.send_audio
+        remember = self._inbound.frames.append
         stats = self.stats
         media_type = Media
         while True:
@@ -549,7 +552,8 @@ class CallBridge:
             if type(parsed) is media_type:
                 stats.frames_in += 1
                 self._input_bytes += parsed.size
-                self._last_input_at = time.monotonic()
+                self._last_input_at = now = time.monotonic()
+                remember((now, parsed.payload))
                 await send_audio(parsed.payload)
             elif isinstance(parsed, Mark):
                 self._tracker.marked(parsed.name)
@@ -716,16 +720,16 @@ class CallBridge:
             self._muted_responses.add(interrupted_response)
 
     async def _on_speech_stopped(self, event: Any) -> None:
-        # Map the end of speech (ms into the audio we appended) back to our clock.
         audio_end_ms = getattr(event, "audio_end_ms", None)
         if self.journal is not None:
             self.journal.speech_stopped(getattr(event, "item_id", None), audio_end_ms)
         now = time.monotonic()
+        # The VAD decided after its silence window; the caller went quiet before that.
+        decided_at = now
         if isinstance(audio_end_ms, int) and self._last_input_at:
             behind_s = max(0.0, (self._input_bytes / 8 - audio_end_ms) / 1000)
-            self._turn_ended_at = min(now, self._last_input_at - behind_s)
-        else:
-            self._turn_ended_at = now
+            decided_at = min(now, self._last_input_at - behind_s)
+        self._turn_ended_at = self._inbound.last_speech_at(before=decided_at) or decided_at
         self._awaiting_first_audio = True
 
     async def _on_caller_transcript(self, event: Any) -> None:
@@ -886,9 +890,9 @@ class CallBridge:
             self._response_requested = None
             if code == "conversation_already_has_active_response" and self._retry_if_busy:
                 self._response_wanted = True
-        if failed_request == f"callassist_{SUMMARY_REQUEST}" and self._summary_text is not None:
-            if not self._summary_text.done():
-                self._summary_text.cancel()
+        summary = self._summary_text
+        if failed_request == f"callassist_{SUMMARY_REQUEST}" and summary is not None and not summary.done():
+            summary.cancel()
         level = logging.INFO if code in RECOVERABLE_ERRORS else logging.WARNING
         self._log.log(level, "OpenAI error %s: %s", code, getattr(error, "message", ""))
 

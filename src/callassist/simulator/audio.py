@@ -14,28 +14,17 @@ import wave
 from functools import lru_cache
 from pathlib import Path
 
-SAMPLE_RATE = 8000
-BYTES_PER_MS = 8
+from callassist.telephony.ulaw import BYTES_PER_MS, SAMPLE_RATE, ULAW_TO_LINEAR, rms
+from callassist.telephony.ulaw import SILENCE as ULAW_SILENCE
+
+__all__ = ["BYTES_PER_MS", "SAMPLE_RATE", "ULAW_SILENCE", "ULAW_TO_LINEAR", "rms"]
+
 FRAME_MS = 20
 FRAME_BYTES = FRAME_MS * BYTES_PER_MS
-ULAW_SILENCE = 0xFF  # μ-law code for 0 (Twilio pads with it)
 
 
 class AudioToolMissing(RuntimeError):
     """espeak-ng or sox is not installed."""
-
-
-def _ulaw_to_linear(code: int) -> int:
-    code = ~code & 0xFF
-    sign = code & 0x80
-    exponent = (code >> 4) & 0x07
-    mantissa = code & 0x0F
-    magnitude = ((mantissa << 3) + 0x84) << exponent
-    magnitude -= 0x84
-    return -magnitude if sign else magnitude
-
-
-ULAW_TO_LINEAR: tuple[int, ...] = tuple(_ulaw_to_linear(code) for code in range(256))
 
 
 def linear_to_ulaw(sample: int) -> int:
@@ -59,18 +48,6 @@ def ulaw_to_pcm16(ulaw: bytes) -> bytes:
     for index, code in enumerate(ulaw):
         out[2 * index : 2 * index + 2] = table[code].to_bytes(2, "little", signed=True)
     return bytes(out)
-
-
-def rms(ulaw: bytes) -> float:
-    """Root-mean-square level of μ-law audio in linear units (0..32124)."""
-    if not ulaw:
-        return 0.0
-    table = ULAW_TO_LINEAR
-    total = 0
-    for code in ulaw:
-        value = table[code]
-        total += value * value
-    return math.sqrt(total / len(ulaw))
 
 
 def silence(ms: int) -> bytes:

@@ -18,9 +18,10 @@ from callassist.calendar.booking import BookingService
 from callassist.calendar.factory import open_calendar
 from callassist.call.bridge import CallDeps
 from callassist.call.registry import CallRegistry
-from callassist.dashboard import calendar_feed
+from callassist.dashboard import api, calendar_feed
 from callassist.realtime.pricing import PriceTable
 from callassist.settings import Settings, load_settings
+from callassist.store.contacts import caller_memory
 from callassist.store.db import Database
 from callassist.telephony import webhooks
 from callassist.telephony.signature import SignatureChecker, StreamTokens, is_direct_loopback
@@ -59,7 +60,17 @@ class Services:
             database=self.database,
             prices=self.prices,
             tool_services=self.tool_services,
+            load_memory=self.load_memory,
         )
+
+    async def load_memory(self, number: str) -> tuple[str | None, list[str]]:
+        """The caller's contact name and what their last calls were about."""
+        async with self.database.session(read_only=True) as session:
+            memory = await caller_memory(
+                session, number, calls=self.settings.history_calls, zone=self.settings.zone
+            )
+        notes = [f"{self.settings.owner_name}'s note about them: {memory.note}"] if memory.note else []
+        return memory.name, notes + list(memory.past_calls)
 
     async def start(self) -> None:
         """The I/O part of start-up: schema upgrade, calendar connection."""
@@ -139,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = services
     app.include_router(webhooks.router)
     app.include_router(calendar_feed.router)
+    app.include_router(api.router)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

@@ -6,11 +6,11 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,6 +19,8 @@ from callassist.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from callassist.calendar.base import Calendar
+    from callassist.store.db import Database
+    from callassist.store.records import CallDetail
 
 app = typer.Typer(
     help="callassist: an AI phone assistant that answers your Twilio number when you can't.",
@@ -293,6 +295,403 @@ def calendar_export(
 
     sys.stdout.buffer.write(asyncio.run(export()))
     sys.stdout.buffer.flush()
+
+
+# Call records: calls, messages, contacts ---------------------------------------------------------
+
+calls_app = typer.Typer(help="Calls the assistant answered: list, show one.", no_args_is_help=True)
+messages_app = typer.Typer(help="Messages callers left for the owner.", no_args_is_help=True)
+contacts_app = typer.Typer(help="People the assistant greets by name.", no_args_is_help=True)
+app.add_typer(calls_app, name="calls")
+app.add_typer(messages_app, name="messages")
+app.add_typer(contacts_app, name="contacts")
+
+_T = TypeVar("_T")
+
+
+@asynccontextmanager
+async def open_records(settings: Settings) -> AsyncIterator[Database]:
+    """The configured database, migrated, for one CLI command."""
+    from callassist.store.db import Database
+
+    database = Database.from_url(settings.database)
+    try:
+        await database.upgrade()
+        yield database
+    finally:
+        await database.close()
+
+
+def run_on_database(work: Coroutine[Any, Any, _T], doing: str = "read the database") -> _T:
+    """asyncio.run(work), a database failure turned into one line on stderr."""
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    from callassist.store.db import DatabaseUrlError
+
+    try:
+        return asyncio.run(work)
+    except (SQLAlchemyError, DatabaseUrlError, OSError) as exc:
+        # A DBAPIError's own text appends the SQL and parameters; the driver's message is enough.
+        reason = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
+        raise fail(f"could not {doing}: {(reason.strip().splitlines() or [type(exc).__name__])[0]}") from None
+
+
+def _echo_json(body: object) -> None:
+    typer.echo(json.dumps(body, indent=2, ensure_ascii=False))  # plain: rich would wrap long lines
+
+
+def _local(moment: datetime, settings: Settings, spec: str = "%a %Y-%m-%d %H:%M") -> str:
+    return moment.astimezone(settings.zone).strftime(spec)
+
+
+def _seconds(total: float | None) -> str:
+    if total is None:
+        return "-"
+    minutes, seconds = divmod(round(total), 60)
+    return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def _who(name: str | None, number: str | None) -> str:
+    return " ".join(part for part in (name, number) if part) or "unknown caller"
+
+
+def _shorten(text: str, width: int = 160) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@calls_app.command("list")
+def calls_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (as GET /api/calls)")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="How many calls, newest first")] = 50,
+    caller: Annotated[str | None, typer.Option(help="Only calls from this number")] = None,
+    before: Annotated[
+        str | None,
+        typer.Option(help="Only calls started before this time (local, or next_before from --json)"),
+    ] = None,
+) -> None:
+    """List the calls the assistant answered, newest first (times in CALLASSIST_TIMEZONE)."""
+    from decimal import Decimal
+
+    from rich.text import Text
+
+    from callassist.calendar.timeutil import TimeError, parse_local_datetime
+    from callassist.dashboard.serialize import calls_json
+    from callassist.store.contacts import phone_for_lookup
+    from callassist.store.records import CallSummary, list_calls
+
+    settings = settings_or_exit()
+    try:
+        started_before = parse_local_datetime(before, settings.zone) if before else None
+    except TimeError as exc:
+        raise fail(str(exc), 2) from None
+
+    async def listing() -> list[CallSummary]:
+        async with open_records(settings) as database, database.session(read_only=True) as session:
+            return await list_calls(
+                session,
+                limit=limit,
+                before=started_before,
+                caller=phone_for_lookup(caller) if caller else None,
+            )
+
+    calls = run_on_database(listing())
+    if as_json:
+        _echo_json(calls_json(calls, settings.zone, limit=limit))
+        return
+    if not calls:
+        console.print("No calls yet." if caller is None else f"No calls from {caller}.", highlight=False)
+        return
+    from rich.padding import Padding
+
+    # Blocks, not a table: a summary and a 34-character sid don't fit beside the rest in 80 columns.
+    for call in calls:
+        outcome = call.outcome or ("in progress" if call.ended_at is None else "-")
+        console.print(
+            Text.assemble(
+                (_local(call.started_at, settings), "bold"),
+                "  ",
+                _who(call.caller_name, call.caller_number),
+                f"  {_seconds(call.duration_s)}  {outcome}  ",
+                f"${call.cost_usd.quantize(Decimal('0.0001'))}",
+            )
+        )
+        notes = []
+        if call.follow_up:
+            notes.append("follow-up")
+        if call.urgency and call.urgency not in ("low", "normal"):
+            notes.append(call.urgency)
+        if call.message_count:
+            notes.append(f"{call.message_count} message{'s' if call.message_count != 1 else ''}")
+        if call.booking_count:
+            notes.append(f"{call.booking_count} booking{'s' if call.booking_count != 1 else ''}")
+        summary = " ".join(filter(None, (call.summary, f"({', '.join(notes)})" if notes else None)))
+        if summary:
+            console.print(Padding(Text(summary), (0, 0, 0, 2), expand=False))
+        console.print(Padding(Text(call.call_sid, style="dim"), (0, 0, 0, 2), expand=False))
+
+
+@calls_app.command("show")
+def calls_show(
+    call_sid: Annotated[str, typer.Argument(help="The call's Twilio CallSid (CA...)")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (as GET /api/calls/<sid>)")] = False,
+) -> None:
+    """Show one call: who, when, cost, latency, summary, then the transcript and tool calls."""
+    from callassist.dashboard.serialize import call_detail_json
+    from callassist.store.records import get_call
+
+    settings = settings_or_exit()
+
+    async def fetch() -> CallDetail | None:
+        async with open_records(settings) as database, database.session(read_only=True) as session:
+            return await get_call(session, call_sid)
+
+    detail = run_on_database(fetch())
+    if detail is None:
+        raise fail(f"no call {call_sid!r} (see `callassist calls list`)")
+    if as_json:
+        _echo_json(call_detail_json(detail, settings.zone))
+        return
+    _print_call(detail, settings)
+
+
+def _print_call(detail: CallDetail, settings: Settings) -> None:
+    from decimal import Decimal
+
+    from rich.table import Table
+    from rich.text import Text
+
+    call = detail.call
+    header = Table.grid(padding=(0, 2))
+    header.add_column(style="bold")
+    header.add_column()
+    caller = _who(call.caller_name, call.caller_number)
+    if detail.called_number:
+        caller += f" -> {detail.called_number}"
+    if detail.is_owner:
+        caller += " (the owner)"
+    header.add_row("Call", Text(f"{call.call_sid}  from {caller}"))
+    when = _local(call.started_at, settings, "%a %Y-%m-%d %H:%M:%S %Z")
+    if call.ended_at is not None:
+        when += f", ended {_local(call.ended_at, settings, '%H:%M:%S')} ({_seconds(call.duration_s)})"
+    else:
+        when += ", not ended"
+    header.add_row("When", when)
+    outcome = [call.outcome or "-"]
+    if detail.dial_status:
+        outcome.append(f"owner's phone: {detail.dial_status}")
+    if call.follow_up:
+        outcome.append("follow-up needed")
+    if call.urgency:
+        outcome.append(f"urgency {call.urgency}")
+    if detail.reconnects:
+        outcome.append(f"{detail.reconnects} reconnect{'s' if detail.reconnects != 1 else ''}")
+    header.add_row("Outcome", Text("; ".join(outcome)))
+    cost = f"${call.cost_usd.quantize(Decimal('0.000001'))}"
+    if detail.model:
+        cost += f" ({detail.model})"
+    header.add_row("Cost", cost)
+    latency = detail.latency
+    figures = []
+    if latency.greeting_ms is not None:
+        figures.append(f"greeting {latency.greeting_ms} ms")
+    if latency.turns_ms:
+        figures.append(
+            f"turns: average {latency.average_ms:.0f} ms, p50 {latency.p50_ms} ms, "
+            f"max {latency.max_ms} ms ({len(latency.turns_ms)} turns)"
+        )
+    header.add_row("Latency", "; ".join(figures) or "-")
+    if call.summary:
+        header.add_row("Summary", Text(call.summary))
+    if detail.reason:
+        header.add_row("Reason", Text(detail.reason))
+    console.print(header)
+
+    # Tool calls go inline, where they happened in the conversation; a grid keeps wrapped text
+    # indented under its own column.
+    lines: list[tuple[datetime, str, Text, Text]] = []
+    for entry in detail.transcript:
+        text = Text(entry.text)
+        if entry.interrupted:
+            heard = f" after {entry.heard_ms / 1000:.1f} s" if entry.heard_ms is not None else ""
+            text.append(f" (interrupted{heard})", style="yellow")
+        role = Text(entry.role.capitalize(), style="bold cyan" if entry.role == "assistant" else "bold")
+        lines.append((entry.spoken_at, _local(entry.spoken_at, settings, "%H:%M:%S"), role, text))
+    for tool in detail.tool_calls:
+        text = Text.assemble(
+            f"{tool.name} ",
+            ("ok", "green") if tool.ok else ("failed", "red"),
+            f" {tool.duration_ms} ms  ",
+            _shorten(json.dumps(tool.arguments, ensure_ascii=False)),
+            " -> ",
+            _shorten(json.dumps(tool.result, ensure_ascii=False)),
+        )
+        started = _local(tool.started_at, settings, "%H:%M:%S")
+        lines.append((tool.started_at, started, Text("Tool", style="bold magenta"), text))
+    console.print()
+    console.print("[bold]Transcript[/]")
+    if not lines:
+        console.print("(nothing was said)")
+    else:
+        transcript = Table.grid(padding=(0, 2))
+        transcript.add_column(style="dim", no_wrap=True)
+        transcript.add_column(no_wrap=True)
+        transcript.add_column()
+        for _, *cells in sorted(lines, key=lambda line: line[0]):
+            transcript.add_row(*cells)
+        console.print(transcript)
+
+    if detail.messages:
+        console.print()
+        console.print("[bold]Messages[/]")
+        for message in detail.messages:
+            console.print(
+                Text(f"[{message.urgency}] {_who(message.caller_name, message.caller_number)}: "),
+                Text(message.message),
+                Text(f" (call back on {message.callback_number})" if message.callback_number else ""),
+                sep="",
+            )
+
+    if detail.usage:
+        usage = Table(
+            "Kind", "Model", "Text", "Audio", "Cached", "Cost",
+            title="Usage (tokens in/out)", title_justify="left", title_style="bold", box=None,
+            pad_edge=False,
+        )  # fmt: skip
+        for record in detail.usage:
+            kind = record.kind if record.purpose is None else f"{record.kind} ({record.purpose})"
+            if record.seconds is not None:
+                kind += f" {record.seconds:.1f} s"
+            usage.add_row(
+                Text(kind),
+                Text(record.model),
+                f"{record.text_in}/{record.text_out}",
+                f"{record.audio_in}/{record.audio_out}",
+                str(record.cached_text + record.cached_audio),
+                f"${record.cost_usd.quantize(Decimal('0.000001'))}",
+            )
+        usage.add_row("Total", "", "", "", "", f"${call.cost_usd.quantize(Decimal('0.000001'))}")
+        console.print()
+        console.print(usage)
+
+
+@messages_app.command("list")
+def messages_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (as GET /api/messages)")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="How many messages, newest first")] = 50,
+) -> None:
+    """List the messages callers left, newest first."""
+    from rich.text import Text
+
+    from callassist.dashboard.serialize import messages_json
+    from callassist.store.records import MessageRecord, list_messages
+
+    settings = settings_or_exit()
+
+    async def listing() -> list[MessageRecord]:
+        async with open_records(settings) as database, database.session(read_only=True) as session:
+            return await list_messages(session, limit=limit)
+
+    messages = run_on_database(listing())
+    if as_json:
+        _echo_json(messages_json(messages, settings.zone))
+        return
+    if not messages:
+        console.print("No messages.")
+        return
+    from rich.padding import Padding
+
+    for message in messages:
+        head = Text.assemble(
+            (_local(message.created_at, settings), "bold"),
+            "  ",
+            _who(message.caller_name, message.caller_number),
+            "  ",
+            (message.urgency, "bold red" if message.urgency in ("high", "urgent") else ""),
+        )
+        if message.callback_number:
+            head.append(f"  call back on {message.callback_number}")
+        console.print(head)
+        console.print(Padding(Text(message.message), (0, 0, 0, 2), expand=False))
+
+
+def _phone_or_exit(number: str) -> str:
+    from callassist.store.contacts import normalize_phone
+
+    try:
+        return normalize_phone(number)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+
+
+@contacts_app.command("add")
+def contacts_add(
+    number: Annotated[str, typer.Argument(help="Their number, with country code: +15551234567")],
+    name: Annotated[str, typer.Argument(help="How the assistant should call them")],
+    note: Annotated[str | None, typer.Option(help="Something the assistant should know")] = None,
+) -> None:
+    """Add a contact, or update the name and note of an existing one."""
+    from callassist.store.contacts import Contact, ContactRepository
+
+    settings = settings_or_exit()
+    phone = _phone_or_exit(number)
+    if not name.strip():
+        raise fail("the contact's name is empty", 2)
+
+    async def save() -> Contact:
+        async with open_records(settings) as database, database.session() as session:
+            return await ContactRepository(session).upsert(phone, name, note)
+
+    contact = run_on_database(save(), "save the contact")
+    console.print(f"Saved {contact.name} ({contact.phone})", highlight=False, markup=False)
+
+
+@contacts_app.command("list")
+def contacts_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (as GET /api/contacts)")] = False,
+) -> None:
+    """List the contacts, by name."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from callassist.dashboard.serialize import contacts_json
+    from callassist.store.contacts import Contact, ContactRepository
+
+    settings = settings_or_exit()
+
+    async def listing() -> list[Contact]:
+        async with open_records(settings) as database, database.session(read_only=True) as session:
+            return await ContactRepository(session).list()
+
+    contacts = run_on_database(listing())
+    if as_json:
+        _echo_json(contacts_json(contacts, settings.zone))
+        return
+    if not contacts:
+        console.print("No contacts. Add one: callassist contacts add +15551234567 'Alex Chen'", markup=False)
+        return
+    table = Table("Number", "Name", "Note", box=None, pad_edge=False)
+    for contact in contacts:
+        table.add_row(contact.phone, Text(contact.name), Text(contact.note or ""))
+    console.print(table)
+
+
+@contacts_app.command("remove")
+def contacts_remove(
+    number: Annotated[str, typer.Argument(help="The contact's number")],
+) -> None:
+    """Forget a contact (their past calls stay in the records)."""
+    from callassist.store.contacts import ContactRepository
+
+    settings = settings_or_exit()
+    phone = _phone_or_exit(number)
+
+    async def remove() -> bool:
+        async with open_records(settings) as database, database.session() as session:
+            return await ContactRepository(session).remove(phone)
+
+    if not run_on_database(remove(), "remove the contact"):
+        raise fail(f"no contact with the number {phone}")
+    console.print(f"Removed {phone}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

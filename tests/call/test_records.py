@@ -287,3 +287,38 @@ async def test_killing_the_server_mid_call_keeps_every_completed_turn(tmp_path: 
         ("assistant", "Second answer."),
     ]
     assert record["call"].ended_at is None  # the process died before the end could be written
+
+
+async def test_a_second_call_from_the_same_number_starts_with_the_first_ones_summary(
+    make_stack: StackFactory,
+) -> None:
+    def script() -> Script:
+        return Script(
+            replies=[
+                Reply([Say("Hello.", audio=tone(300, 400))]),
+                Reply([Say("Noted.", audio=tone(300, 420))]),
+            ],
+            transcripts=["I'm Alex, when is Dana free tomorrow?"],
+            summary=SUMMARY,
+        )
+
+    stack = await make_stack(script)
+    first = await stack.simulator.place_call(from_number="+15551230000")
+    await first.wait_until_quiet(quiet_ms=150, timeout=10)
+    await turn(stack, first, completed=2)
+    await first.hang_up()
+    await stack.fake.wait_until(lambda: len(stack.server.services.registry) == 0, timeout=10)
+    # A stranger's call in between must not borrow Alex's history.
+    stranger = await stack.simulator.place_call(from_number="+15557770000")
+    await stranger.wait_until_quiet(quiet_ms=150, timeout=10)
+    await stranger.hang_up()
+
+    second = await stack.simulator.place_call(from_number="+15551230000")
+    await second.wait_until_quiet(quiet_ms=150, timeout=10)
+    await second.hang_up()
+    first_session, stranger_session, second_session = stack.fake.sessions
+    instructions = second_session.session_config["instructions"]
+    assert "Alex asked when Dana is free tomorrow" in instructions
+    assert "Alex Kim" in instructions  # greeted by the name given last time
+    assert "Alex" not in stranger_session.session_config["instructions"]
+    assert "earlier calls" not in first_session.session_config["instructions"].lower()

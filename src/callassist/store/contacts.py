@@ -158,6 +158,15 @@ async def caller_memory(
     except ValueError:
         return CallerMemory(phone=phone)
     contact = await session.get(ContactRow, number)
+    name = contact.name if contact else None
+    if name is None:
+        # No contact entry: the name they gave on their latest call (the assistant says "probably").
+        name = await session.scalar(
+            select(CallRow.caller_name)
+            .where(CallRow.caller_number == number, CallRow.caller_name.is_not(None))
+            .order_by(CallRow.started_at.desc())
+            .limit(1)
+        )
     past: list[str] = []
     if calls > 0:
         rows = await session.execute(
@@ -174,7 +183,7 @@ async def caller_memory(
         past = [memory_line(started, summary, follow_up, zone) for started, summary, follow_up in rows]
     return CallerMemory(
         phone=number,
-        name=contact.name if contact else None,
+        name=name,
         note=contact.note if contact else None,
         past_calls=past,
     )

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from openai import AsyncOpenAI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
 from callassist.calendar.base import Calendar
 from callassist.calendar.booking import BookingService
 from callassist.calendar.factory import open_calendar
-from callassist.call.bridge import CallDeps
+from callassist.call.aftercall import owner_notice
+from callassist.call.bridge import CallBridge, CallDeps
 from callassist.call.registry import CallRegistry
 from callassist.dashboard import api, calendar_feed
+from callassist.notify.notices import build_notifiers, close_notifiers, enqueue_call_notices
+from callassist.notify.outbox import OutboxWorker, Sender
 from callassist.realtime.pricing import PriceTable
 from callassist.settings import Settings, load_settings
 from callassist.store.contacts import caller_memory
@@ -48,6 +53,8 @@ class Services:
     calendar: Calendar | None = None
     tool_services: ToolServices | None = None
     deps: CallDeps | None = None
+    senders: dict[str, Sender] = field(default_factory=dict)
+    outbox: OutboxWorker | None = None
     ready: bool = False
 
     def call_deps(self) -> CallDeps:
@@ -61,7 +68,24 @@ class Services:
             prices=self.prices,
             tool_services=self.tool_services,
             load_memory=self.load_memory,
+            after_call=self.after_call,
+            notices_queued=self.outbox.wake if self.outbox else None,
         )
+
+    def after_call(self, bridge: CallBridge) -> Callable[[AsyncSession], Awaitable[Any]] | None:
+        """The notices about this call, queued in the same transaction that completes its record."""
+        notice = owner_notice(bridge.facts(), self.settings.zone)
+        if notice is None or not self.senders or bridge.call_sid is None:
+            return None
+        subject, text = notice
+        call_sid, called = bridge.call_sid, bridge.context.called_number
+
+        async def queue(session: AsyncSession) -> None:
+            await enqueue_call_notices(
+                session, self.settings, call_sid=call_sid, text=text, subject=subject, sms_sender=called
+            )
+
+        return queue
 
     async def load_memory(self, number: str) -> tuple[str | None, list[str]]:
         """The caller's contact name and what their last calls were about."""
@@ -79,9 +103,16 @@ class Services:
         self.calendar = await open_calendar(self.settings, self.database)
         booking = BookingService(self.calendar, self.settings.hours, self.settings.zone)
         self.tool_services = ToolServices(owner_name=self.settings.owner_name, booking=booking)
+        self.senders = build_notifiers(self.settings)
+        if self.senders:
+            self.outbox = OutboxWorker(self.database, self.senders)
+            self.outbox.start()
         self.deps = self.call_deps()
 
     async def stop(self) -> None:
+        if self.outbox is not None:
+            await self.outbox.stop()
+        await close_notifiers(self.senders)
         if self.calendar is not None:
             await self.calendar.close()
         await self.database.close()

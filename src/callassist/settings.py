@@ -203,6 +203,14 @@ class Settings(BaseSettings):
             raise ValueError("TWILIO_ACCOUNT_SID must start with 'AC'")
         if self.calendar == "caldav" and not self.caldav_url:
             raise ValueError("CALLASSIST_CALDAV_URL is required when CALLASSIST_CALENDAR=caldav")
+        if self.smtp_url is not None and self.smtp_url.get_secret_value():
+            from callassist.notify.email import parse_smtp_url
+
+            config = parse_smtp_url(self.smtp_url.get_secret_value())  # its errors never quote the URL
+            if not (self.notify_email or config.to):
+                raise ValueError(
+                    "CALLASSIST_NOTIFY_EMAIL (or ?to= in CALLASSIST_SMTP_URL) is required for e-mail"
+                )
         return self
 
     # Derived values -------------------------------------------------------------------------

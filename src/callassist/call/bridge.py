@@ -22,6 +22,7 @@ from openai import AsyncOpenAI
 from starlette.websockets import WebSocket, WebSocketState
 
 from callassist import observability as obs
+from callassist.call.aftercall import CallFacts
 from callassist.call.journal import CallJournal
 from callassist.call.playback import PlaybackTracker
 from callassist.call.recorder import CallRecorder, CallSummaryFields, parse_summary
@@ -153,6 +154,7 @@ class CallBridge:
         self.journal: CallJournal | None = None
         self.summary: CallSummaryFields | None = None
         self.end_reason: EndReason | None = None
+        self.started_at = _utc_now()
         self._ended = asyncio.Event()
         self._twilio_open = True
         # Tools run off the audio path; their results are answered per response.
@@ -238,6 +240,22 @@ class CallBridge:
     @property
     def tool_outcomes(self) -> list[ToolOutcome]:
         return self.journal.tool_outcomes if self.journal else []
+
+    @property
+    def caller_name(self) -> str | None:
+        """The name the caller gave (to a tool) or, failing that, the one we knew them by."""
+        return self._tool_ctx.caller_name or self.context.caller_name
+
+    def facts(self) -> CallFacts:
+        """What the owner's notice is made from."""
+        return CallFacts(
+            caller_number=self.context.caller_number,
+            caller_name=self.caller_name,
+            started_at=self.started_at,
+            duration_s=time.monotonic() - self.stats.started_at,
+            summary=self.summary,
+            tool_outcomes=list(self.tool_outcomes),
+        )
 
     async def run(self) -> EndReason:
         """Run the call to its end. Never raises for problems of either peer."""
@@ -352,7 +370,7 @@ class CallBridge:
             greeting_latency_s=self.stats.greeting_latency_s,
             reconnects=self.stats.reconnects,
             summary=self.summary,
-            caller_name=self._tool_ctx.caller_name or self.context.caller_name,
+            caller_name=self.caller_name,
             after=after,
         )
         await self.journal.recorder.close()
@@ -493,7 +511,7 @@ class CallBridge:
         recorder = CallRecorder(self._deps.database, parsed.call_sid, logger=self._log)
         recorder.start()
         recorder.call_started(
-            started_at=_utc_now(),
+            started_at=self.started_at,
             stream_sid=parsed.stream_sid,
             caller_number=caller,
             called_number=self.context.called_number,

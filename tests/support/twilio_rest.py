@@ -1,0 +1,165 @@
+"""A local stand-in for Twilio's REST Messages API, strict the way Twilio is, for SMS tests.
+
+POST /2010-04-01/Accounts/{AccountSid}/Messages.json with HTTP Basic auth AccountSid:AuthToken and
+form fields To, From, Body answers 201 with a message resource, as Twilio does. Wrong credentials
+get 401 (error 20003), a missing or malformed field 400 (21211 To, 21212 From, 21602 Body), in
+Twilio's error body shape. It can be told to answer 503 (or any status), or be stopped and
+started again on the same port, to play a Twilio that is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import BasicAuth, web
+
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+AUTH_TOKEN = "stand-in-auth-token-0123456789ab"
+API_VERSION = "2010-04-01"
+# Twilio's own wording: https://www.twilio.com/docs/glossary/what-e164
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_STATUS_TEXT = {429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedMessage:
+    sid: str
+    account_sid: str
+    to: str
+    from_: str
+    body: str
+
+
+def _error(status: int, code: int, message: str) -> web.Response:
+    body = {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
+    return web.json_response(body, status=status)
+
+
+class TwilioRestStandIn:
+    """Serves on 127.0.0.1 (a free port chosen at first start, kept across restarts)."""
+
+    def __init__(self, account_sid: str = ACCOUNT_SID, auth_token: str = AUTH_TOKEN) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.messages: list[AcceptedMessage] = []
+        self.requests = 0  # every request that reached us, refused ones included
+        self.failure_status: int | None = None  # answer every request with this while set
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._arrived = asyncio.Condition()
+
+    @property
+    def base_url(self) -> str:
+        assert self.port, "start the stand-in first"
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
+
+    async def start(self) -> None:
+        assert self._runner is None, "already running"
+        app = web.Application()
+        app.router.add_post(f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json", self._create_message)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = runner.addresses[0][1]
+        self._runner = runner
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def wait_for_messages(self, count: int, within_s: float = 5.0) -> list[AcceptedMessage]:
+        """Until `count` messages were accepted in all (raises TimeoutError otherwise)."""
+        async with asyncio.timeout(within_s), self._arrived:
+            await self._arrived.wait_for(lambda: len(self.messages) >= count)
+        return list(self.messages)
+
+    async def _create_message(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if self.failure_status is not None:
+            status = self.failure_status
+            return _error(status, 20000 + status, _STATUS_TEXT.get(status, "Error"))
+        account_sid = request.match_info["account_sid"]
+        try:
+            auth = BasicAuth.decode(request.headers.get("Authorization", ""))
+        except ValueError:
+            auth = None
+        if auth is None or auth.login != account_sid or account_sid != self.account_sid:
+            return self._unauthenticated()
+        if not secrets.compare_digest(auth.password.encode(), self.auth_token.encode()):
+            return self._unauthenticated()
+        form = await request.post()
+        fields: dict[str, str] = {name: str(form.get(name, "")) for name in ("To", "From", "Body")}
+        if not _E164.match(fields["To"]):
+            return _error(400, 21211, f"Invalid 'To' Phone Number: {fields['To']}")
+        if not _E164.match(fields["From"]):
+            return _error(400, 21212, f"Invalid From Number (caller ID): {fields['From']}")
+        if not fields["Body"]:
+            return _error(400, 21602, "Message body is required.")
+        if len(fields["Body"]) > 1600:
+            return _error(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
+        sid = "SM" + secrets.token_hex(16)
+        message = AcceptedMessage(
+            sid=sid, account_sid=account_sid, to=fields["To"], from_=fields["From"], body=fields["Body"]
+        )
+        async with self._arrived:
+            self.messages.append(message)
+            self._arrived.notify_all()
+        return web.json_response(self._resource(message), status=201)
+
+    def _unauthenticated(self) -> web.Response:
+        response = _error(401, 20003, "Authenticate")
+        response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
+        return response
+
+    def _resource(self, message: AcceptedMessage) -> dict[str, Any]:
+        now = format_datetime(datetime.now(UTC), usegmt=True)
+        uri = f"/{API_VERSION}/Accounts/{message.account_sid}/Messages/{message.sid}"
+        return {
+            "account_sid": message.account_sid,
+            "api_version": API_VERSION,
+            "body": message.body,
+            "date_created": now,
+            "date_sent": None,
+            "date_updated": now,
+            "direction": "outbound-api",
+            "error_code": None,
+            "error_message": None,
+            "from": message.from_,
+            "messaging_service_sid": None,
+            "num_media": "0",
+            "num_segments": str(1 if len(message.body) <= 160 else -(-len(message.body) // 153)),
+            "price": None,
+            "price_unit": "USD",
+            "sid": message.sid,
+            "status": "queued",
+            "subresource_uris": {"media": f"{uri}/Media.json"},
+            "to": message.to,
+            "uri": f"{uri}.json",
+        }

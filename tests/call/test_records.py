@@ -95,7 +95,7 @@ async def test_a_two_turn_call_is_recorded_as_it_happened(make_stack: StackFacto
     await call.hang_up()
     session = stack.fake.sessions[0]
     await stack.fake.wait_until(lambda: session.closed, timeout=10)
-    await stack.fake.wait_until(lambda: len(stack.server.services.registry) == 0, timeout=10)
+    await stack.server.services.registry.wait_idle(10)
     record = await record_of(stack.server.services.database, call.call_sid)
 
     row = record["call"]
@@ -175,7 +175,7 @@ async def test_an_interrupted_turn_is_stored_only_as_far_as_it_was_heard(make_st
     await interrupting
     await call.wait_until_quiet(quiet_ms=150, timeout=10, after=cleared.t)
     await call.hang_up()
-    await stack.fake.wait_until(lambda: len(stack.server.services.registry) == 0, timeout=10)
+    await stack.server.services.registry.wait_idle(10)
     record = await record_of(stack.server.services.database, call.call_sid)
 
     [truncation] = stack.fake.sessions[0].truncations
@@ -307,7 +307,7 @@ async def test_a_second_call_from_the_same_number_starts_with_the_first_ones_sum
     await first.wait_until_quiet(quiet_ms=150, timeout=10)
     await turn(stack, first, completed=2)
     await first.hang_up()
-    await stack.fake.wait_until(lambda: len(stack.server.services.registry) == 0, timeout=10)
+    await stack.server.services.registry.wait_idle(10)
     # A stranger's call in between must not borrow Alex's history.
     stranger = await stack.simulator.place_call(from_number="+15557770000")
     await stranger.wait_until_quiet(quiet_ms=150, timeout=10)

@@ -100,8 +100,15 @@ class TwilioRestStandIn:
             await self._arrived.wait_for(lambda: len(self.messages) >= count)
         return list(self.messages)
 
+    async def wait_for_requests(self, count: int, within_s: float = 5.0) -> None:
+        """Until `count` requests reached the stand-in, refused ones included."""
+        async with asyncio.timeout(within_s), self._arrived:
+            await self._arrived.wait_for(lambda: self.requests >= count)
+
     async def _create_message(self, request: web.Request) -> web.Response:
-        self.requests += 1
+        async with self._arrived:
+            self.requests += 1
+            self._arrived.notify_all()
         if self.failure_status is not None:
             status = self.failure_status
             return _error(status, 20000 + status, _STATUS_TEXT.get(status, "Error"))

@@ -29,6 +29,10 @@ class CallRegistry:
         if not self._calls:
             self._empty.set()
 
+    async def wait_idle(self, within_s: float) -> None:
+        """Until no call is live (and its record is complete); TimeoutError after `within_s`."""
+        await asyncio.wait_for(self._empty.wait(), within_s)
+
     async def drain(self, grace_s: float) -> None:
         """Stop taking calls; let each live call say goodbye and end within `grace_s` (plus 1 s)."""
         self.accepting = False

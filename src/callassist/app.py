@@ -20,6 +20,7 @@ from callassist.calendar.booking import BookingService
 from callassist.calendar.factory import open_calendar
 from callassist.call.aftercall import owner_notice
 from callassist.call.bridge import CallBridge, CallDeps
+from callassist.call.recorder import RecordWriter
 from callassist.call.registry import CallRegistry
 from callassist.dashboard import api, calendar_feed
 from callassist.notify.notices import build_notifiers, close_notifiers, enqueue_call_notices
@@ -50,6 +51,7 @@ class Services:
     database: Database
     tools: ToolRegistry
     prices: PriceTable
+    records: RecordWriter
     calendar: Calendar | None = None
     tool_services: ToolServices | None = None
     deps: CallDeps | None = None
@@ -64,7 +66,7 @@ class Services:
             openai=self.openai,
             stream_tokens=self.stream_tokens,
             tools=self.tools,
-            database=self.database,
+            records=self.records,
             prices=self.prices,
             tool_services=self.tool_services,
             load_memory=self.load_memory,
@@ -100,6 +102,7 @@ class Services:
         """The I/O part of start-up: schema upgrade, calendar connection."""
         revision = await self.database.upgrade()
         log.info("database %s at revision %s", self.database.url_for_display, revision)
+        self.records.start()
         self.calendar = await open_calendar(self.settings, self.database)
         booking = BookingService(self.calendar, self.settings.hours, self.settings.zone)
         self.tool_services = ToolServices(owner_name=self.settings.owner_name, booking=booking)
@@ -110,6 +113,7 @@ class Services:
         self.deps = self.call_deps()
 
     async def stop(self) -> None:
+        await self.records.stop()
         if self.outbox is not None:
             await self.outbox.stop()
         await close_notifiers(self.senders)
@@ -126,6 +130,7 @@ def build_services(settings: Settings) -> Services:
     tools = ToolRegistry(default_timeout_s=settings.tool_timeout_seconds)
     register_calendar_tools(tools)
     register_message_tools(tools)
+    database = Database.from_url(settings.database)
     return Services(
         settings=settings,
         openai=openai,
@@ -133,9 +138,10 @@ def build_services(settings: Settings) -> Services:
         # Derived from the auth token when there is one, so tokens survive a restart mid-call set-up.
         stream_tokens=StreamTokens(secret=token),
         registry=CallRegistry(),
-        database=Database.from_url(settings.database),
+        database=database,
         tools=tools,
         prices=PriceTable.from_json(settings.prices),
+        records=RecordWriter(database),
     )
 
 

@@ -71,3 +71,10 @@ async def stack_factory(data_dir: Path) -> AsyncIterator[StackFactory]:
         yield factory
     finally:
         await factory.close()
+
+
+def without_clock(session: dict[str, Any]) -> dict[str, Any]:
+    """A session.update's session with the "Right now it is ..." line taken out of the instructions."""
+    lines = str(session.get("instructions", "")).splitlines()
+    kept = [line for line in lines if not line.startswith("Right now it is")]
+    return {**session, "instructions": "\n".join(kept)}

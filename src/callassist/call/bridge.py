@@ -25,7 +25,7 @@ from callassist import observability as obs
 from callassist.call.aftercall import CallFacts
 from callassist.call.journal import CallJournal
 from callassist.call.playback import PlaybackTracker
-from callassist.call.recorder import CallRecorder, CallSummaryFields, parse_summary
+from callassist.call.recorder import CallRecorder, CallSummaryFields, RecordWriter, parse_summary
 from callassist.call.speech import InboundAudioTail
 from callassist.realtime.config import CallContext, build_instructions, build_session, session_update
 from callassist.realtime.pricing import PriceTable
@@ -39,7 +39,6 @@ from callassist.realtime.session import (
     TranscriptDelta,
 )
 from callassist.settings import Settings
-from callassist.store.db import Database
 from callassist.telephony.media_stream import (
     Connected,
     Dtmf,
@@ -97,7 +96,7 @@ class CallDeps:
     openai: AsyncOpenAI
     stream_tokens: StreamTokens
     tools: ToolRegistry
-    database: Database
+    records: RecordWriter
     prices: PriceTable
     tool_services: Any = None
     load_memory: MemoryLoader | None = None
@@ -508,8 +507,7 @@ class CallBridge:
             is_owner=bool(owner_phone and caller == owner_phone),
             owner_missed_call=params.get("dialStatus") or None,
         )
-        recorder = CallRecorder(self._deps.database, parsed.call_sid, logger=self._log)
-        recorder.start()
+        recorder = CallRecorder(self._deps.records, parsed.call_sid, logger=self._log)
         recorder.call_started(
             started_at=self.started_at,
             stream_sid=parsed.stream_sid,

@@ -1,8 +1,10 @@
-"""CallRecorder: writes a call's record to the store as it happens, off the audio path.
+"""Call records, written as they happen and off the audio path.
 
-The bridge hands it small snapshots (a turn, a tool call, a response's usage) and moves on; one
-writer task per call commits each in its own transaction, in order, retrying briefly if the
-database is busy. A crash therefore loses at most the turn in flight.
+Each call has a CallRecorder the bridge hands small snapshots to (a turn, a tool call, a response's
+usage) without waiting. One RecordWriter per server commits them in order: whatever is queued at a
+moment goes into one transaction (cheap with a hundred live calls), and a failed batch is retried
+job by job so one bad write can't take the others with it. A crash loses at most what was queued
+in the last few milliseconds: the turn in flight.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callassist.call.transcript import Turn
@@ -30,8 +32,118 @@ log = logging.getLogger(__name__)
 
 NANO = Decimal(1_000_000_000)
 RETRY_DELAYS_S = (0.1, 0.5, 2.0, 5.0)
+MAX_BATCH = 256
 
 Operation = Callable[[AsyncSession], Awaitable[Any]]
+
+
+@dataclass
+class _Job:
+    what: str
+    operation: Operation
+    done: asyncio.Future[Any] | None
+    logger: logging.Logger | logging.LoggerAdapter[Any]
+
+
+class RecordWriter:
+    """The server's one writer of call records."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.failed_writes = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="record-writer")
+
+    def submit(self, job: _Job) -> None:
+        self._queue.put_nowait(job)
+
+    async def flushed(self, within_s: float) -> bool:
+        """Wait until everything submitted so far is written (False if that took too long)."""
+        barrier: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.submit(_Job("barrier", _nothing, barrier, log))
+        try:
+            await asyncio.wait_for(asyncio.shield(barrier), within_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self, within_s: float = 10.0) -> None:
+        """Write what is queued (bounded), then end."""
+        if self._task is None:
+            return
+        self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), within_s)
+        except TimeoutError:
+            log.error("call records: %d write(s) not done at shutdown", self._queue.qsize())
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                job = self._queue.get_nowait()
+                if job is None:
+                    stopping = True
+                    break
+                batch.append(job)
+            await self._write(batch)
+
+    async def _write(self, batch: list[_Job]) -> None:
+        try:
+            results = []
+            async with self._database.session() as session:
+                for job in batch:
+                    results.append(await job.operation(session))
+        except Exception as exc:
+            if len(batch) > 1:
+                log.warning("call records: a batch of %d failed (%s); writing one by one", len(batch), exc)
+            for job in batch:
+                _settle(job, await self._write_one(job))
+            return
+        for job, result in zip(batch, results, strict=True):
+            _settle(job, result)
+
+    async def _write_one(self, job: _Job) -> Any:
+        last: BaseException | None = None
+        for attempt, delay in enumerate((0.0, *RETRY_DELAYS_S)):
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                async with self._database.session() as session:
+                    return await job.operation(session)
+            except Exception as exc:
+                last = exc
+                job.logger.warning(
+                    "call record: writing %s failed (attempt %d): %s", job.what, attempt + 1, exc
+                )
+        self.failed_writes += 1
+        job.logger.error("call record: gave up writing %s", job.what)
+        return last
+
+
+async def _nothing(session: AsyncSession) -> None:
+    return None
+
+
+def _settle(job: _Job, result: Any) -> None:
+    if job.done is None or job.done.done():
+        return
+    if isinstance(result, BaseException):
+        job.done.set_exception(result)
+    else:
+        job.done.set_result(result)
 
 
 def nanodollars(cost: Decimal) -> int:
@@ -51,18 +163,18 @@ class CallSummaryFields:
 
 
 class CallRecorder:
+    """One call's side of the record: snapshots in, nothing awaited (except a message's commit)."""
+
     def __init__(
-        self, database: Database, call_sid: str, *, logger: logging.LoggerAdapter[Any] | None = None
-    ):
-        self._database = database
+        self,
+        writer: RecordWriter,
+        call_sid: str,
+        *,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+    ) -> None:
+        self._writer = writer
         self.call_sid = call_sid
         self._log = logger or log
-        self._queue: asyncio.Queue[tuple[str, Operation, asyncio.Future[Any] | None] | None] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
-        self.failed_writes = 0
-
-    def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name=f"recorder-{self.call_sid}")
 
     # What the bridge reports ---------------------------------------------------------------------
 
@@ -90,7 +202,7 @@ class CallRecorder:
             "started_at": started_at,
         }
 
-        async def insert(session: AsyncSession) -> None:
+        async def write(session: AsyncSession) -> None:
             existing = await session.get(CallRow, self.call_sid)
             if existing is None:
                 session.add(CallRow(**row))
@@ -98,7 +210,7 @@ class CallRecorder:
                 existing.ended_at = None
                 existing.outcome = None
 
-        self._submit("call started", insert)
+        self._submit("call started", write)
 
     def turn(self, turn: Turn) -> None:
         """A new transcript entry, or a change to one already recorded (an interrupted turn cut)."""
@@ -116,10 +228,10 @@ class CallRecorder:
         if not turn.recorded or turn.item_id is None:
             turn.recorded = True
 
-            async def insert(session: AsyncSession) -> None:
-                session.add(TranscriptEntryRow(call_sid=self.call_sid, **values))
+            async def write(session: AsyncSession) -> None:
+                await session.execute(insert(TranscriptEntryRow).values(call_sid=self.call_sid, **values))
 
-            self._submit(f"{turn.role} turn", insert)
+            self._submit(f"{turn.role} turn", write)
             return
 
         async def change(session: AsyncSession) -> None:
@@ -145,10 +257,10 @@ class CallRecorder:
             "duration_ms": round(outcome.duration_s * 1000),
         }
 
-        async def insert(session: AsyncSession) -> None:
-            session.add(ToolCallRow(**row))
+        async def write(session: AsyncSession) -> None:
+            await session.execute(insert(ToolCallRow).values(**row))
 
-        self._submit(f"tool call {outcome.name}", insert)
+        self._submit(f"tool call {outcome.name}", write)
 
     def usage(
         self,
@@ -180,15 +292,15 @@ class CallRecorder:
             "cost_nanousd": cost_nano,
         }
 
-        async def insert(session: AsyncSession) -> None:
-            session.add(UsageRow(**row))
+        async def write(session: AsyncSession) -> None:
+            await session.execute(insert(UsageRow).values(**row))
             await session.execute(
                 update(CallRow)
                 .where(CallRow.call_sid == self.call_sid)
                 .values(cost_nanousd=CallRow.cost_nanousd + cost_nano)
             )
 
-        self._submit(f"{kind} usage", insert)
+        self._submit(f"{kind} usage", write)
 
     async def message(
         self,
@@ -201,21 +313,24 @@ class CallRecorder:
     ) -> int:
         """Store a message and wait until it is committed (the assistant only then confirms it)."""
 
-        async def insert(session: AsyncSession) -> int:
-            row = MessageRow(
-                call_sid=self.call_sid,
-                caller_number=caller_number,
-                caller_name=caller_name,
-                callback_number=callback_number,
-                message=message,
-                urgency=urgency,
+        async def write(session: AsyncSession) -> int:
+            created = await session.execute(
+                insert(MessageRow)
+                .values(
+                    call_sid=self.call_sid,
+                    caller_number=caller_number,
+                    caller_name=caller_name,
+                    callback_number=callback_number,
+                    message=message,
+                    urgency=urgency,
+                    created_at=datetime.now(UTC),
+                )
+                .returning(MessageRow.id)
             )
-            session.add(row)
-            await session.flush()
-            return row.id
+            return int(created.scalar_one())
 
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._submit("message", insert, done)
+        self._submit("message", write, done)
         return int(await done)
 
     def call_ended(
@@ -256,49 +371,13 @@ class CallRecorder:
 
         self._submit("call ended", finish)
 
-    async def close(self, timeout_s: float = 10.0) -> None:
-        """Write everything still queued (bounded), then stop the writer."""
-        if self._writer is None:
-            return
-        self._queue.put_nowait(None)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._writer), timeout_s)
-        except TimeoutError:
-            self._log.error(
-                "call record: %d write(s) still pending after %.0fs", self._queue.qsize(), timeout_s
-            )
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-
-    # The writer ----------------------------------------------------------------------------------
+    async def close(self, within_s: float = 10.0) -> None:
+        """Wait until everything this call recorded is written (bounded)."""
+        if not await self._writer.flushed(within_s):
+            self._log.error("call record: writes still pending after %.0fs", within_s)
 
     def _submit(self, what: str, operation: Operation, done: asyncio.Future[Any] | None = None) -> None:
-        self._queue.put_nowait((what, operation, done))
-
-    async def _write_loop(self) -> None:
-        while (job := await self._queue.get()) is not None:
-            what, operation, done = job
-            result = await self._write(what, operation)
-            if done is not None and not done.done():
-                if isinstance(result, BaseException):
-                    done.set_exception(result)
-                else:
-                    done.set_result(result)
-
-    async def _write(self, what: str, operation: Operation) -> Any:
-        for attempt, delay in enumerate((0.0, *RETRY_DELAYS_S)):
-            if delay:
-                await asyncio.sleep(delay)
-            try:
-                async with self._database.session() as session:
-                    return await operation(session)
-            except Exception as exc:
-                last = exc
-                self._log.warning("call record: writing %s failed (attempt %d): %s", what, attempt + 1, exc)
-        self.failed_writes += 1
-        self._log.error("call record: gave up writing %s", what)
-        return last
+        self._writer.submit(_Job(what, operation, done, self._log))
 
 
 def parse_summary(text: str) -> CallSummaryFields:

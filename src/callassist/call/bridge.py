@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from callassist import observability as obs
 from callassist.call.aftercall import CallFacts
 from callassist.call.journal import CallJournal
-from callassist.call.playback import PlaybackTracker
+from callassist.call.playback import ItemAudio, PlaybackTracker
 from callassist.call.recorder import CallRecorder, CallSummaryFields, RecordWriter, parse_summary
 from callassist.call.speech import InboundAudioTail
 from callassist.realtime.config import CallContext, build_instructions, build_session, session_update
@@ -71,6 +71,7 @@ RECOVERABLE_ERRORS = frozenset(
     }
 )
 SUMMARY_REQUEST = "summary"
+REQUEST_EXPIRY_S = 5.0  # a response.create with neither response.created nor an error by then is lost
 _LOGGED_BAD_FRAMES = 5
 
 
@@ -111,7 +112,6 @@ class _ToolBatch:
 
     tasks: list[asyncio.Task[ToolOutcome]] = field(default_factory=list)
     response_done: bool = False
-    cancelled: bool = False
     generation: int = 0  # which OpenAI session asked (a reconnect starts a new one)
 
 
@@ -128,6 +128,9 @@ class CallStats:
     barge_ins: int = 0
     reconnects: int = 0
     openai_errors: dict[str, int] = field(default_factory=dict)
+
+
+_NO_AUDIO = ItemAudio()
 
 
 class CallBridge:
@@ -155,6 +158,7 @@ class CallBridge:
         self.end_reason: EndReason | None = None
         self.started_at = _utc_now()
         self._ended = asyncio.Event()
+        self._closing = False  # the call is over; cleanup is running
         self._twilio_open = True
         # Tools run off the audio path; their results are answered per response.
         self._tool_ctx = ToolContext(call_sid=None, caller_number=None, is_owner=False, services=None)
@@ -166,8 +170,10 @@ class CallBridge:
         # response.create carries an event_id and the same id in metadata, so its fate is known exactly.
         self._active_response: str | None = None
         self._response_requested: str | None = None  # event_id of our response.create in flight
-        self._retry_if_busy = False
-        self._response_wanted = False
+        self._requested_at = 0.0
+        self._wanted: str | None = None  # purpose of a response to ask for once the active one is over
+        self._wanted_instructions: str | None = None
+        self._outputs_unanswered = False  # tool outputs added that no response has seen yet
         self._request_count = 0
         self._purposes: dict[str, str] = {}  # our request id -> why we asked (for the usage record)
         self._response_settled = asyncio.Event()  # set whenever no response is active any more
@@ -283,13 +289,18 @@ class CallBridge:
         # Who is calling (name, earlier calls) is looked up while OpenAI connects.
         remembering = asyncio.create_task(self._remember_caller(), name="caller-memory")
         try:
+            # The caller may hang up while OpenAI is still connecting: don't wait for it then.
+            await asyncio.wait({connecting, ended}, return_when=asyncio.FIRST_COMPLETED)
             try:
-                await connecting
+                if not connecting.done():
+                    raise RealtimeUnavailable("the call ended before OpenAI answered")
+                connecting.result()
                 await remembering
                 await self._session.configure()
             except RealtimeUnavailable as exc:
-                self._log.error("assistant unavailable: %s", exc)
-                self._end(EndReason.openai_unavailable)
+                if not self._ended.is_set():
+                    self._log.error("assistant unavailable: %s", exc)
+                    self._end(EndReason.openai_unavailable)
             else:
                 openai_pump = asyncio.create_task(self._pump_openai(), name="openai-pump")
             pumps = {twilio_pump, ended} | ({openai_pump} if openai_pump else set())
@@ -322,13 +333,19 @@ class CallBridge:
         if self.end_reason is None:
             self.end_reason = EndReason.twilio_disconnected
         ended.cancel()
-        await self._finish_pending_tools()
+        self._closing = True
         if self.journal is not None:
-            # Whatever was still queued at Twilio was never heard.
+            # Whatever was still queued at Twilio when the line closed was never heard.
             for cut in self._tracker.interrupt():
                 self.journal.interrupted(cut.item_id, cut.heard_ms)
+        if self._active_response is not None and self._session.ready:
+            # Nobody is listening: stop generating (and paying for) audio.
+            await self._session.send({"type": "response.cancel"})
+        shutting_down = self.end_reason is EndReason.server_shutdown
+        await self._finish_pending_tools(within_s=1.0 if shutting_down else None)
         if openai_pump is not None and not openai_pump.done():
-            self.summary = await self._summarize()
+            self.summary = await self._summarize(within_s=1.5 if shutting_down else None)
+            await self._finish_pending_tools(within_s=1.0)
         # Close OpenAI (within a second), so no more audio is produced for a gone caller.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._session.close(), CLOSE_AFTER_STOP_S)
@@ -376,7 +393,7 @@ class CallBridge:
         if after is not None and self._deps.notices_queued is not None:
             self._deps.notices_queued()
 
-    async def _summarize(self) -> CallSummaryFields | None:
+    async def _summarize(self, within_s: float | None = None) -> CallSummaryFields | None:
         """Before closing the socket, ask for a short summary out of band (text, not added to the
         conversation). The call's record is complete without it if it fails or takes too long."""
         if self.journal is None or not self.journal.transcript.has_conversation or not self._session.ready:
@@ -405,12 +422,13 @@ class CallBridge:
         )
         if not sent:
             return None
+        timeout = within_s or self._settings.summary_timeout_seconds
         try:
-            text = await asyncio.wait_for(self._summary_text, self._settings.summary_timeout_seconds)
-        except (TimeoutError, asyncio.CancelledError):
-            self._log.warning("no call summary within %.0fs", self._settings.summary_timeout_seconds)
+            text = await asyncio.wait_for(self._summary_text, timeout)
+        except TimeoutError:
+            self._log.warning("no call summary within %.1fs", timeout)
             return None
-        return parse_summary(text)
+        return parse_summary(text) if text else None
 
     def _end(self, reason: EndReason) -> None:
         if self.end_reason is None:
@@ -434,7 +452,7 @@ class CallBridge:
         if self._session.ready and self._twilio_open:
             owner = self._settings.owner_name
             await self._wait_for_no_response(deadline - time.monotonic() - 2.0)
-            self._response_wanted = False
+            self._wanted = self._wanted_instructions = None
             await self._request_response(
                 purpose="goodbye",
                 instructions=(
@@ -570,7 +588,10 @@ class CallBridge:
                 self._input_bytes += parsed.size
                 self._last_input_at = now = time.monotonic()
                 remember((now, parsed.payload))
-                await send_audio(parsed.payload)
+                try:
+                    await send_audio(parsed.payload)
+                except Exception as exc:  # never lose the caller over one frame
+                    self._bad_frame(f"could not forward audio: {exc}")
             elif isinstance(parsed, Mark):
                 self._tracker.marked(parsed.name)
             elif isinstance(parsed, Stop):
@@ -631,12 +652,20 @@ class CallBridge:
         """The old session's response and items are gone; audio still queued at Twilio plays out."""
         self._active_response = None
         self._response_requested = None
-        self._response_wanted = False
+        self._wanted = self._wanted_instructions = None
         self._response_settled.set()
         self._input_bytes = 0
         self._session_items.clear()
         self._last_audio_item = None
         self._generation += 1
+        if self.journal is not None:
+            # Words of the lost response already sent to the caller become a turn, as far as sent.
+            self.journal.session_lost(lambda item: (self._tracker.item(item) or _NO_AUDIO).sent_ms)
+        # Responses of the old session will never report `done`: their tool calls are answered (to
+        # the new session, as notes) as soon as the tools finish.
+        for response_id, batch in list(self._tool_batches.items()):
+            batch.response_done = True
+            self._deliver_when_ready(response_id)
 
     async def _pump_openai(self) -> None:
         try:
@@ -760,12 +789,16 @@ class CallBridge:
 
     async def _on_response_created(self, event: Any) -> None:
         response = event.response
-        if getattr(response, "conversation_id", "x") is None:
-            return  # out-of-band response: it doesn't occupy the conversation
-        self._active_response = response.id
         metadata = getattr(response, "metadata", None) or {}
+        if metadata.get("callassist") == SUMMARY_REQUEST:
+            return  # out-of-band: it doesn't occupy the conversation
+        self._active_response = response.id
         if self._response_requested and metadata.get("callassist") == self._response_requested:
             self._response_requested = None
+        if self._wanted == "tool" and self._outputs_unanswered:
+            # Created after the tool outputs were added, so it answers them: no second response.
+            self._wanted = None
+        self._outputs_unanswered = False
 
     async def _on_response_done(self, event: Any) -> None:
         response = event.response
@@ -787,20 +820,19 @@ class CallBridge:
         batch = self._tool_batches.get(response.id)
         if batch is not None:
             batch.response_done = True
-            batch.cancelled = getattr(response, "status", None) == "cancelled"
-        if response.id != self._active_response:
-            return
-        self._active_response = None
-        self._response_settled.set()
+        if response.id == self._active_response:
+            self._active_response = None
+            self._response_settled.set()
         status = getattr(response, "status", None)
         if status == "failed":
             details = getattr(response, "status_details", None)
             self._log.warning("response failed: %s", getattr(details, "error", details))
-        if self._response_wanted:
-            self._response_wanted = False
-            await self._request_response(retry_if_busy=True, purpose="tool")
         if batch is not None:
-            self._deliver_when_ready(response.id)
+            self._deliver_when_ready(response.id)  # its own request follows the outputs
+        elif self._wanted is not None and self._active_response is None:
+            purpose, instructions = self._wanted, self._wanted_instructions
+            self._wanted = self._wanted_instructions = None
+            await self._request_response(purpose=purpose, instructions=instructions)
 
     # Tools ---------------------------------------------------------------------------------------
 
@@ -835,8 +867,11 @@ class CallBridge:
 
     async def _deliver_tool_results(self, batch: _ToolBatch) -> None:
         """Every output of the response's calls, then a single response.create."""
+        if not await self._session.wait_ready(20.0):
+            self._log.warning("tool results not delivered: no OpenAI session")
+            return
         for task in batch.tasks:
-            if task.cancelled():
+            if task.cancelled() or task.exception() is not None:
                 continue
             outcome = task.result()
             if batch.generation == self._generation:
@@ -855,43 +890,45 @@ class CallBridge:
                     ],
                 }
             await self._session.send({"type": "conversation.item.create", "item": item})
-        # After a barge-in the caller's new turn gets its own response, which sees these results.
-        await self._request_response(retry_if_busy=not batch.cancelled, purpose="tool")
+        self._outputs_unanswered = True
+        # If a response is under way (the caller spoke meanwhile), ask again once it is over, unless
+        # a response created after these outputs answers them first.
+        await self._request_response(purpose="tool")
 
-    async def _finish_pending_tools(self) -> None:
-        """At the end of a call, let running tools finish (a booking in flight must not be lost)."""
+    async def _finish_pending_tools(self, within_s: float | None = None) -> None:
+        """At the end of a call, let running tools finish (a booking or message in flight must not
+        be lost); their outcomes are recorded as they complete."""
         tasks = [task for batch in self._tool_batches.values() for task in batch.tasks if not task.done()]
         if tasks:
             self._log.info("waiting for %d tool call(s) to finish", len(tasks))
-            await asyncio.wait(tasks, timeout=self._tools.default_timeout_s + 1)
-        self._tool_batches.clear()
+            await asyncio.wait(tasks, timeout=within_s or self._tools.default_timeout_s + 1)
 
     # Responses -----------------------------------------------------------------------------------
 
-    def _response_create(
-        self, *, purpose: str, retry_if_busy: bool = False, instructions: str | None = None
-    ) -> dict[str, Any]:
+    def _response_create(self, *, purpose: str, instructions: str | None = None) -> dict[str, Any]:
         """A response.create we can recognise later: its event_id echoes in errors, its metadata in
         response.created and response.done."""
         self._request_count += 1
         request_id = f"callassist_{self._request_count}"
         self._response_requested = request_id
-        self._retry_if_busy = retry_if_busy
+        self._requested_at = time.monotonic()
         self._purposes[request_id] = purpose
         response: dict[str, Any] = {"metadata": {"callassist": request_id}}
         if instructions:
             response["instructions"] = instructions
         return {"type": "response.create", "event_id": request_id, "response": response}
 
-    async def _request_response(
-        self, *, purpose: str, retry_if_busy: bool = False, instructions: str | None = None
-    ) -> None:
-        """Ask for a response now; if one is active or ours is in flight, either ask again right after
-        it (tool results must be answered) or not at all (the active one already answers)."""
+    async def _request_response(self, *, purpose: str, instructions: str | None = None) -> None:
+        """Ask for a response now, or right after the one that is active or in flight."""
+        if self._response_requested and time.monotonic() - self._requested_at > REQUEST_EXPIRY_S:
+            # Neither response.created nor an error came back: the request was lost.
+            self._log.warning("response request %s got no answer; asking again", self._response_requested)
+            self._response_requested = None
         if self._active_response is not None or self._response_requested:
-            self._response_wanted = self._response_wanted or retry_if_busy
+            if self._wanted is None or instructions:
+                self._wanted, self._wanted_instructions = purpose, instructions
             return
-        event = self._response_create(purpose=purpose, retry_if_busy=retry_if_busy, instructions=instructions)
+        event = self._response_create(purpose=purpose, instructions=instructions)
         if not await self._session.send(event):
             self._response_requested = None
 
@@ -902,13 +939,15 @@ class CallBridge:
         obs.REALTIME_ERRORS.labels(code=code).inc()
         failed_request = getattr(error, "event_id", None)
         if failed_request and failed_request == self._response_requested:
-            # Our response.create was refused (typically it lost a race with a VAD-started response).
+            # Our response.create was refused (typically it lost a race with a VAD-started response):
+            # ask again when that one is over, unless it answers what we wanted answered.
+            purpose = self._purposes.pop(failed_request, "turn")
             self._response_requested = None
-            if code == "conversation_already_has_active_response" and self._retry_if_busy:
-                self._response_wanted = True
+            if code == "conversation_already_has_active_response" and purpose in ("tool", "goodbye"):
+                self._wanted = self._wanted or purpose
         summary = self._summary_text
         if failed_request == f"callassist_{SUMMARY_REQUEST}" and summary is not None and not summary.done():
-            summary.cancel()
+            summary.set_result("")
         level = logging.INFO if code in RECOVERABLE_ERRORS else logging.WARNING
         self._log.log(level, "OpenAI error %s: %s", code, getattr(error, "message", ""))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -139,6 +140,24 @@ class CallJournal:
                 tokens=tokens,
                 cost=cost,
             )
+
+    def session_lost(self, sent_ms: Callable[[str], float]) -> None:
+        """The OpenAI session dropped mid-response: what the caller was sent of its unfinished items
+        becomes assistant turns (so the new session knows what was already said)."""
+        for item_id, parts in list(self._partial_text.items()):
+            if self.transcript.get(item_id) is not None:
+                continue
+            text = "".join(parts).strip()
+            generated = self.generated_bytes[item_id] / BYTES_PER_MS
+            if not text or not generated:
+                continue
+            spoken_at = wall_clock(self._first_audio_at.get(item_id, time.monotonic()))
+            turn = self.transcript.add(
+                Turn("assistant", text, spoken_at, item_id=item_id, audio_ms=round(generated))
+            )
+            self.transcript.cut(item_id, sent_ms(item_id), generated)
+            self.recorder.turn(turn)
+        self._partial_text.clear()
 
     def _assistant_turn(self, item: Any, response_id: str) -> None:
         item_id = item.id

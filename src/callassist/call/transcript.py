@@ -84,10 +84,11 @@ class Transcript:
 
     @property
     def awaiting_answer(self) -> bool:
-        """Did the caller speak last (so a new session must answer them)?"""
+        """Did the caller speak, or a tool answer, after the assistant last spoke (so a new session
+        must respond)?"""
         ordered = sorted(self.turns, key=lambda t: t.spoken_at)
         for turn in reversed(ordered):
-            if turn.role == "caller":
+            if turn.role in ("caller", "system"):
                 return True
             if turn.role == "assistant" and turn.text:
                 return False
@@ -103,6 +104,16 @@ class Transcript:
             if used + len(turn.text) > max_chars:
                 break
             used += len(turn.text)
+            if turn.role == "assistant" and turn.interrupted:
+                # A separate note, so the model doesn't take the marker for its own words.
+                events.append(
+                    {
+                        "type": "conversation.item.create",
+                        "item": _message(
+                            "system", "input_text", "(The caller interrupted the assistant here.)"
+                        ),
+                    }
+                )
             events.append({"type": "conversation.item.create", "item": _item(turn)})
         events.reverse()
         if events:
@@ -129,8 +140,7 @@ def _item(turn: Turn) -> dict[str, Any]:
     if turn.role == "caller":
         return _message("user", "input_text", turn.text)
     if turn.role == "assistant":
-        suffix = " [the caller interrupted here]" if turn.interrupted else ""
-        return _message("assistant", "output_text", turn.text + suffix)
+        return _message("assistant", "output_text", turn.text)
     return _message("system", "input_text", turn.text)
 
 

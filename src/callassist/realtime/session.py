@@ -26,8 +26,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 log = logging.getLogger(__name__)
 
-# Delays before each reconnect attempt: the first is immediate (the 60-minute cap, a blip).
-RECONNECT_BACKOFF: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+# Delays before each (re)connect attempt: the first is immediate (the 60-minute cap, a blip).
+RECONNECT_BACKOFF: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+# A caller hears silence meanwhile: give up after this long, so the call can end with an apology.
+CONNECT_DEADLINE_S = 8.0
+RECONNECT_DEADLINE_S = 15.0
 # Caller audio kept while reconnecting, replayed to the new session so nothing said is lost.
 MAX_BUFFERED_AUDIO_FRAMES = 10 * 50  # ~10 s of 20 ms frames
 _APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
@@ -101,6 +104,7 @@ class RealtimeSession:
         self._connect_timeout = connect_timeout
         self._connection: AsyncRealtimeConnection | None = None
         self._ready = False  # configured and accepting audio
+        self._ready_event = asyncio.Event()
         self._closing = False
         self._buffered_audio: deque[str] = deque(maxlen=MAX_BUFFERED_AUDIO_FRAMES)
         self.reconnects = 0
@@ -127,24 +131,58 @@ class RealtimeSession:
         self._connection = await self._connect_with_retries(first=True)
 
     async def configure(self, *, reconnect: bool = False) -> None:
-        """Send the bridge's setup events, then any caller audio buffered meanwhile."""
+        """Send the bridge's setup events, then any caller audio buffered meanwhile. If the new
+        socket drops while this happens, a fresh one is set up (within the reconnect deadline)."""
+        try:
+            await self._configure(reconnect)
+        except ConnectionClosed as exc:
+            self._log.warning("OpenAI closed the session during setup: %s", _describe(exc))
+            await self._reestablish(reconnect=reconnect)
+
+    async def _configure(self, reconnect: bool) -> None:
         connection = self._require_connection()
+        # Audio that arrived meanwhile follows the setup, all of it and in order (a caller's "Hello?"
+        # as the line opens may interrupt the greeting; the model then answers that instead).
         for event in await self._setup(reconnect):
             await connection.send_raw(json.dumps(event))
         while self._buffered_audio:
             await connection.send_raw(_APPEND_PREFIX + self._buffered_audio.popleft() + '"}')
         self._ready = True
+        self._ready_event.set()
         self.connected_at = time.monotonic()
+
+    async def wait_ready(self, within_s: float) -> bool:
+        """Wait until a configured session accepts events (after a reconnect, say)."""
+        if self._ready:
+            return True
+        try:
+            await asyncio.wait_for(self._ready_event.wait(), within_s)
+        except TimeoutError:
+            return False
+        return self._ready
+
+    def _not_ready(self) -> None:
+        self._ready = False
+        self._ready_event.clear()
 
     async def _connect_with_retries(self, *, first: bool) -> AsyncRealtimeConnection:
         last_error: BaseException | None = None
+        deadline = time.monotonic() + (CONNECT_DEADLINE_S if first else RECONNECT_DEADLINE_S)
         for attempt, delay in enumerate(self._backoff, start=1):
             if self._closing:
                 break
             if delay:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
             try:
-                return await self._connect()
+                connection = await asyncio.wait_for(self._connect(), min(self._connect_timeout, remaining))
+                if self._closing:  # the call ended while we were connecting: don't leave it open
+                    with contextlib.suppress(Exception):
+                        await connection.close()
+                    raise RealtimeUnavailable("the call ended while connecting")
+                return connection
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 if status in (401, 403):
@@ -183,7 +221,7 @@ class RealtimeSession:
         try:
             await self._connection.send_raw(_APPEND_PREFIX + payload + '"}')  # type: ignore[union-attr]
         except ConnectionClosed:
-            self._ready = False
+            self._not_ready()
             self._buffered_audio.append(payload)
 
     async def send(self, event: dict[str, Any]) -> bool:
@@ -194,7 +232,7 @@ class RealtimeSession:
         try:
             await self._connection.send_raw(json.dumps(event))
         except ConnectionClosed:
-            self._ready = False
+            self._not_ready()
             return False
         return True
 
@@ -211,7 +249,7 @@ class RealtimeSession:
                     return
                 close_code = exc.rcvd.code if exc.rcvd is not None else None
                 reason = exc.rcvd.reason if exc.rcvd is not None else ""
-                self._ready = False
+                self._not_ready()
                 self._log.warning("OpenAI closed the session (%s %s); reconnecting", close_code, reason)
                 dropped_at = time.monotonic()
                 await self._reestablish()
@@ -222,13 +260,13 @@ class RealtimeSession:
             if event is not None:
                 yield event
 
-    async def _reestablish(self) -> None:
+    async def _reestablish(self, *, reconnect: bool = True) -> None:
         """Connect and configure a new server session; a session that drops while being set up
         is retried too, a bounded number of times."""
-        for _ in self._backoff:
+        for _ in range(3):
             self._connection = await self._connect_with_retries(first=False)
             try:
-                await self.configure(reconnect=True)
+                await self._configure(reconnect)
                 return
             except ConnectionClosed as exc:
                 self._log.warning("OpenAI closed the new session during setup: %s", _describe(exc))
@@ -256,7 +294,7 @@ class RealtimeSession:
     async def close(self) -> None:
         """Close the socket normally; `events()` then ends."""
         self._closing = True
-        self._ready = False
+        self._not_ready()
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(TimeoutError, ConnectionClosed, OSError):

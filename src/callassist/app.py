@@ -32,6 +32,7 @@ from callassist.store.db import Database
 from callassist.telephony import webhooks
 from callassist.telephony.signature import SignatureChecker, StreamTokens, is_direct_loopback
 from callassist.tools.calendar import register_calendar_tools
+from callassist.tools.call_control import register_call_tools
 from callassist.tools.messages import register_message_tools
 from callassist.tools.registry import ToolRegistry
 from callassist.tools.services import ToolServices
@@ -130,6 +131,7 @@ def build_services(settings: Settings) -> Services:
     tools = ToolRegistry(default_timeout_s=settings.tool_timeout_seconds)
     register_calendar_tools(tools)
     register_message_tools(tools)
+    register_call_tools(tools)
     database = Database.from_url(settings.database)
     return Services(
         settings=settings,

@@ -141,8 +141,11 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=1, le=65535)] = Field(
         default=DEFAULT_PORT, validation_alias=_env("CALLASSIST_PORT")
     )
-    shutdown_grace_seconds: Annotated[float, Field(ge=0, le=60)] = Field(
-        default=6.0, validation_alias=_env("CALLASSIST_SHUTDOWN_GRACE_SECONDS")
+    shutdown_grace_seconds: Annotated[float, Field(ge=0, le=7)] = Field(
+        default=5.0, validation_alias=_env("CALLASSIST_SHUTDOWN_GRACE_SECONDS")
+    )
+    max_call_minutes: Annotated[float, Field(ge=0, le=240)] = Field(
+        default=30.0, validation_alias=_env("CALLASSIST_MAX_CALL_MINUTES")
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", validation_alias=_env("CALLASSIST_LOG_LEVEL")

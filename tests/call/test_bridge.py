@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from callassist.simulator.audio import speak, tone
-from tests.fakes.realtime_server import FakeSession, Reply, Say, Script
+from tests.fakes.realtime_server import CallFunction, FakeSession, Reply, Say, Script
 from tests.support.server import ACCOUNT_SID, AUTH_TOKEN
 from tests.support.stack import Stack, StackFactory, stack_factory, without_clock
 
@@ -450,3 +450,44 @@ async def test_barge_in_after_a_reconnect_clears_but_does_not_truncate_the_old_s
     assert first.truncations == [] and second_session.truncations == []
     assert first.errors_sent == [] and second_session.errors_sent == []
     await call.hang_up()
+
+
+async def test_the_assistant_hangs_up_after_its_goodbye_is_heard(make_stack: StackFactory) -> None:
+    greeting, goodbye = noise(300, 21), noise(1200, 22)
+    script = Script(
+        replies=[
+            Reply([Say("Hi", audio=greeting)]),
+            Reply([Say("Goodbye!", audio=goodbye), CallFunction("end_call", {"reason": "caller is done"})]),
+        ]
+    )
+    stack = await make_stack(script)
+    call = await stack.simulator.place_call()
+    await call.wait_until_quiet(quiet_ms=150, timeout=10)
+    await call.say(tone(800, 300))
+    await call.wait_closed(timeout=15)
+    # The whole goodbye was heard, then the server closed the stream normally (Twilio: <Hangup/>).
+    assert bytes(call.audio_heard) == greeting + goodbye
+    assert call.close_code == 1000
+    assert "Hangup" in call.verbs
+    session = stack.fake.sessions[0]
+    requests = [
+        e.event
+        for e in session.client_events
+        if e.type == "response.create" and e.event["response"].get("conversation") != "none"
+    ]
+    assert len(requests) == 1  # the greeting only: no reply after the goodbye (the summary is apart)
+    await stack.server.services.registry.wait_idle(10)
+
+
+async def test_a_call_ends_politely_at_the_time_limit(make_stack: StackFactory) -> None:
+    greeting, goodbye = noise(300, 23), noise(800, 24)
+    script = Script(
+        replies=[Reply([Say("Hi", audio=greeting)]), Reply([Say("Time is up, goodbye.", audio=goodbye)])]
+    )
+    stack = await make_stack(script, max_call_minutes=0.05)  # three seconds
+    call = await stack.simulator.place_call()
+    await call.wait_closed(timeout=15)
+    assert bytes(call.audio_heard) == greeting + goodbye
+    session = stack.fake.sessions[0]
+    last_request = [e.event for e in session.client_events if e.type == "response.create"][-1]
+    assert "time limit" in last_request["response"]["instructions"]

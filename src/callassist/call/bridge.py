@@ -81,6 +81,7 @@ class EndReason(StrEnum):
     assistant_hung_up = "assistant-hung-up"
     openai_unavailable = "openai-unavailable"
     server_shutdown = "server-shutdown"
+    time_limit = "time-limit"
     rejected = "rejected"
     no_start = "no-start"
 
@@ -165,6 +166,7 @@ class CallBridge:
         self._tool_batches: dict[str, _ToolBatch] = {}
         self._seen_tool_calls: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
+        self._timers: set[asyncio.Task[Any]] = set()
         self._generation = 0
         # Response bookkeeping: only one response may write to the conversation at a time. Our own
         # response.create carries an event_id and the same id in metadata, so its fate is known exactly.
@@ -182,6 +184,7 @@ class CallBridge:
         self._muted_responses: set[str] = set()
         # Items of the current OpenAI session (a reconnect starts a new one that can't truncate them).
         self._session_items: set[str] = set()
+        self._item_response: dict[str, str] = {}
         self._last_audio_item: str | None = None
         # Turn timing: when the caller stopped speaking, in our clock.
         self._inbound = InboundAudioTail()
@@ -303,6 +306,8 @@ class CallBridge:
                     self._end(EndReason.openai_unavailable)
             else:
                 openai_pump = asyncio.create_task(self._pump_openai(), name="openai-pump")
+                if self._settings.max_call_minutes:
+                    self._spawn(self._time_limit())
             pumps = {twilio_pump, ended} | ({openai_pump} if openai_pump else set())
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -357,6 +362,8 @@ class CallBridge:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         await self._close_twilio()
+        for timer in list(self._timers):
+            timer.cancel()
         self.stats.reconnects = self._session.reconnects
         await self._close_record()
         obs.CALLS_TOTAL.labels(outcome=self.end_reason.value).inc()
@@ -444,25 +451,65 @@ class CallBridge:
         """End the call from our side: Twilio continues with the TwiML after <Connect> (<Hangup/>)."""
         self._end(reason)
 
+    def _hang_up_after_goodbye(self, reason: str) -> None:
+        """The assistant decided the call is over (end_call): close once its goodbye is heard."""
+        self._log.info("the assistant ends the call (%s)", reason)
+        self._spawn(self._close_after_playback(EndReason.assistant_hung_up, within_s=20.0))
+
+    async def _close_after_playback(self, reason: EndReason, within_s: float) -> None:
+        deadline = time.monotonic() + within_s
+        await self._wait_for_no_response(deadline - time.monotonic() - 1.0)
+        await self._tracker.wait_drained(max(0.0, deadline - time.monotonic()))
+        self._end(reason)
+
     async def wind_down(self, grace_s: float) -> None:
         """The server is stopping: let the assistant say a short goodbye, then end the call."""
+        owner = self._settings.owner_name
+        await self._say_goodbye_and_end(
+            "The line has to close now for a technical restart. In one short sentence, apologise, "
+            f"say {owner} will get back to them, and say goodbye. Ask nothing.",
+            EndReason.server_shutdown,
+            grace_s,
+        )
+
+    async def _say_goodbye_and_end(self, instructions: str, reason: EndReason, grace_s: float) -> None:
         if self._ended.is_set():
             return
         deadline = time.monotonic() + grace_s
         if self._session.ready and self._twilio_open:
-            owner = self._settings.owner_name
             await self._wait_for_no_response(deadline - time.monotonic() - 2.0)
             self._wanted = self._wanted_instructions = None
-            await self._request_response(
-                purpose="goodbye",
-                instructions=(
-                    "The line has to close now for a technical restart. In one short sentence, "
-                    f"apologise, say {owner} will get back to them, and say goodbye. Ask nothing."
-                ),
-            )
+            await self._request_response(purpose="goodbye", instructions=instructions)
             await self._wait_for_no_response(deadline - time.monotonic() - 0.5)
             await self._tracker.wait_drained(max(0.0, deadline - time.monotonic()))
-        self._end(EndReason.server_shutdown)
+        self._end(reason)
+
+    async def _time_limit(self) -> None:
+        """CALLASSIST_MAX_CALL_MINUTES: a minute's warning, then a goodbye and the end."""
+        limit_s = self._settings.max_call_minutes * 60
+        warning_at = limit_s - 60
+        if warning_at > 0:
+            await asyncio.sleep(warning_at)
+            await self._request_response(
+                purpose="time-warning",
+                instructions="At a natural pause, say briefly that you must wrap up within a minute.",
+            )
+            await asyncio.sleep(limit_s - warning_at)
+        else:
+            await asyncio.sleep(limit_s)
+        owner = self._settings.owner_name
+        await self._say_goodbye_and_end(
+            f"The call has reached its time limit. In one short sentence, say {owner} will follow up, and "
+            "say goodbye. Ask nothing.",
+            EndReason.time_limit,
+            10.0,
+        )
+
+    def _spawn(self, coroutine: Any) -> None:
+        """A timer of this call (time limit, hang-up after a goodbye): cancelled when the call ends."""
+        task = asyncio.create_task(coroutine)
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
 
     async def _wait_for_no_response(self, within_s: float) -> None:
         end = time.monotonic() + max(0.0, within_s)
@@ -549,6 +596,7 @@ class CallBridge:
             is_owner=self.context.is_owner,
             services=self._deps.tool_services,
             recorder=recorder,
+            hang_up=self._hang_up_after_goodbye,
             logger=self._log,
         )
         self._log.info("stream started (caller %s)", caller or "hidden")
@@ -727,6 +775,7 @@ class CallBridge:
         if delta.item_id != self._last_audio_item:
             self._last_audio_item = delta.item_id
             self._session_items.add(delta.item_id)
+            self._item_response[delta.item_id] = delta.response_id
             if journal is not None:
                 journal.first_audio(delta.item_id, now)
         mark = self._tracker.sent(delta.item_id, size)
@@ -740,29 +789,49 @@ class CallBridge:
             self.journal.speech_started(
                 getattr(event, "item_id", None), getattr(event, "audio_start_ms", None)
             )
-        if self._tracker.audible and self._out is not None:
-            # Stop the caller's playback first: every ms here is the assistant talking over them.
+        cuts = self._tracker.interrupt() if self._tracker.audible else []
+        if cuts and self._out is not None:
+            # What was heard is fixed now; then stop the caller's playback at once.
             await self._send_twilio(self._out.clear())
             self.stats.barge_ins += 1
             obs.BARGE_INS.inc()
-            for cut in self._tracker.interrupt():
-                self._muted_items.add(cut.item_id)
-                # Tell the model what was actually heard; an item heard in full needs no truncate.
-                if cut.heard_ms < cut.sent_ms and cut.item_id in self._session_items:
-                    await self._session.send(
-                        {
-                            "type": "conversation.item.truncate",
-                            "item_id": cut.item_id,
-                            "content_index": 0,
-                            "audio_end_ms": cut.heard_ms,
-                        }
-                    )
-                if self.journal is not None:
-                    self.journal.interrupted(cut.item_id, cut.heard_ms)
-                self._log.info("barge-in: caller heard %d of %d ms", cut.heard_ms, cut.sent_ms)
+        truncated: set[str] = set()
+        for cut in cuts:
+            self._muted_items.add(cut.item_id)
+            # Tell the model what was actually heard; an item heard in full needs no truncate.
+            if cut.heard_ms < cut.sent_ms and cut.item_id in self._session_items:
+                await self._truncate(cut.item_id, cut.heard_ms)
+                truncated.add(cut.item_id)
+            if self.journal is not None:
+                self.journal.interrupted(cut.item_id, cut.heard_ms)
+            self._log.info("barge-in: caller heard %d of %d ms", cut.heard_ms, cut.sent_ms)
         if interrupted_response is not None:
             # The server cancels its own response on speech (interrupt_response); drop what is in flight.
             self._muted_responses.add(interrupted_response)
+            item = self._last_audio_item
+            if (
+                item is not None
+                and item not in truncated
+                and self._item_response.get(item) == interrupted_response
+            ):
+                # Generation was slower than playback: all that was sent was heard, and the rest of
+                # what the server generated must not count as said.
+                heard = int(self._tracker.heard_ms(item))
+                self._muted_items.add(item)
+                if item in self._session_items:
+                    await self._truncate(item, heard)
+                if self.journal is not None:
+                    self.journal.interrupted(item, heard)
+
+    async def _truncate(self, item_id: str, heard_ms: int) -> None:
+        await self._session.send(
+            {
+                "type": "conversation.item.truncate",
+                "item_id": item_id,
+                "content_index": 0,
+                "audio_end_ms": heard_ms,
+            }
+        )
 
     async def _on_speech_stopped(self, event: Any) -> None:
         audio_end_ms = getattr(event, "audio_end_ms", None)
@@ -891,6 +960,11 @@ class CallBridge:
                 }
             await self._session.send({"type": "conversation.item.create", "item": item})
         self._outputs_unanswered = True
+        if any(
+            not t.cancelled() and t.exception() is None and t.result().output.get("hanging_up")
+            for t in batch.tasks
+        ):
+            return  # the goodbye was said with the call to end_call: nothing more to say
         # If a response is under way (the caller spoke meanwhile), ask again once it is over, unless
         # a response created after these outputs answers them first.
         await self._request_response(purpose="tool")

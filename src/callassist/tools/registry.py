@@ -43,6 +43,7 @@ class ToolContext:
     services: Any
     caller_name: str | None = None
     recorder: Any = None  # this call's CallRecorder (messages are stored through it)
+    hang_up: Callable[[str], None] | None = None  # ends the call once the goodbye has been heard
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log
 
 
@@ -55,7 +56,7 @@ class ToolOutcome:
     arguments: str
     output: dict[str, Any]
     duration_s: float
-    started_at: float = field(default_factory=time.time)
+    started_at: float = field(default_factory=time.time)  # wall clock, when the call began
 
     @property
     def ok(self) -> bool:
@@ -160,9 +161,9 @@ class ToolRegistry:
 
     async def call(self, name: str, call_id: str, arguments: str, ctx: ToolContext) -> ToolOutcome:
         """Run one tool call. Always returns an outcome; never raises (except cancellation)."""
-        started = time.monotonic()
+        started, started_wall = time.monotonic(), time.time()
         output = await self._run(name, arguments, ctx)
-        outcome = ToolOutcome(name, call_id, arguments, output, time.monotonic() - started)
+        outcome = ToolOutcome(name, call_id, arguments, output, time.monotonic() - started, started_wall)
         ctx.logger.info(
             "tool %s %s in %.0f ms", name, "ok" if outcome.ok else f"refused: {output.get('error')}",
             outcome.duration_s * 1000,

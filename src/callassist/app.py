@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ class Services:
     tool_services: ToolServices | None = None
     deps: CallDeps | None = None
     senders: dict[str, Sender] = field(default_factory=dict)
+    # Calls whose assistant failed (OpenAI unreachable): /voice/stream-ended apologises to them.
+    assistant_failures: OrderedDict[str, None] = field(default_factory=OrderedDict)
     outbox: OutboxWorker | None = None
     ready: bool = False
 
@@ -72,8 +75,14 @@ class Services:
             tool_services=self.tool_services,
             load_memory=self.load_memory,
             after_call=self.after_call,
+            assistant_failed=self.assistant_failed,
             notices_queued=self.outbox.wake if self.outbox else None,
         )
+
+    def assistant_failed(self, call_sid: str) -> None:
+        self.assistant_failures[call_sid] = None
+        while len(self.assistant_failures) > 1000:
+            self.assistant_failures.popitem(last=False)
 
     def after_call(self, bridge: CallBridge) -> Callable[[AsyncSession], Awaitable[Any]] | None:
         """The notices about this call, queued in the same transaction that completes its record."""

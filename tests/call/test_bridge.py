@@ -491,3 +491,15 @@ async def test_a_call_ends_politely_at_the_time_limit(make_stack: StackFactory) 
     session = stack.fake.sessions[0]
     last_request = [e.event for e in session.client_events if e.type == "response.create"][-1]
     assert "time limit" in last_request["response"]["instructions"]
+
+
+async def test_when_openai_refuses_the_caller_hears_an_apology_not_silence(make_stack: StackFactory) -> None:
+    # The fake only accepts another key: like a revoked OPENAI_API_KEY (HTTP 401, no retry).
+    stack = await make_stack(fake_options={"api_key": "sk-someone-else"})
+    call = await stack.simulator.place_call()
+    await call.wait_ended(timeout=15)
+    assert call.verbs[-1] == "Hangup"
+    assert any(verb.startswith("Say") and "can't take your call right now" in verb for verb in call.verbs)
+    assert stack.fake.sessions == []
+    assert stack.fake.validation_failures == ["handshake: wrong API key"]
+    stack.fake.validation_failures.clear()  # expected here: it's what the test is about

@@ -51,6 +51,7 @@ async def test_signed_webhook_connects_the_assistant(server: RunningServer) -> N
     assert status == 200
     root = ET.fromstring(body)
     assert [child.tag for child in root] == ["Connect", "Hangup"]
+    assert root.find("Connect").get("action") == server.settings.public_url + "/voice/stream-ended"  # type: ignore[union-attr]
     stream = root.find("Connect/Stream")
     assert stream is not None
     assert stream.get("url") == server.settings.stream_url()
@@ -69,7 +70,7 @@ async def test_owner_is_rung_first_and_the_assistant_answers_only_when_missed(tm
         dial = ET.fromstring(body).find("Dial")
         assert status == 200 and dial is not None
         assert dial.get("timeout") == "15" and dial.get("answerOnBridge") == "true"
-        assert dial.get("action") == "/voice/dial-result"
+        assert dial.get("action") == server.settings.public_url + "/voice/dial-result"
         assert dial.findtext("Number") == "+15550001111"
 
         for missed in ("busy", "no-answer", "failed"):
@@ -98,7 +99,7 @@ async def test_owner_is_rung_first_and_the_assistant_answers_only_when_missed(tm
 async def test_without_auth_token_loopback_is_served(tmp_path: Path) -> None:
     async with running_server(NO_OPENAI, tmp_path, twilio_auth_token=None) as server:
         status, body = await post(server, "/voice/incoming", CALL, None)
-        assert status == 200 and "<Connect>" in body
+        assert status == 200 and "<Connect" in body
 
 
 async def test_healthz(server: RunningServer) -> None:

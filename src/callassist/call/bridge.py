@@ -105,6 +105,7 @@ class CallDeps:
     # Given the ended bridge, a store operation to run in the call's final transaction (notices).
     after_call: Callable[[CallBridge], Any] | None = None
     notices_queued: Callable[[], None] | None = None
+    assistant_failed: Callable[[str], None] | None = None  # OpenAI unusable for this call
 
 
 @dataclass
@@ -361,6 +362,8 @@ class CallBridge:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        if self.end_reason is EndReason.openai_unavailable and self.call_sid and self._deps.assistant_failed:
+            self._deps.assistant_failed(self.call_sid)  # before Twilio asks /voice/stream-ended
         await self._close_twilio()
         for timer in list(self._timers):
             timer.cancel()

@@ -22,6 +22,8 @@ XML = "application/xml"
 # Twilio's DialCallStatus values after which the assistant picks up (the owner didn't).
 OWNER_MISSED = frozenset({"busy", "no-answer", "failed"})
 RESTARTING = "Sorry, the assistant is restarting. Please call again in a minute."
+UNAVAILABLE = "Sorry, the assistant can't take your call right now. Please try again a little later."
+BUSY = "Sorry, all lines are busy right now. Please call again in a few minutes."
 
 
 def _services(request: Request | WebSocket) -> Services:
@@ -52,7 +54,8 @@ def _assistant_twiml(services: Services, form: FormData, dial_status: str | None
     }
     if dial_status:
         parameters["dialStatus"] = dial_status
-    return twiml.connect_assistant(services.settings.stream_url(), parameters)
+    after = services.settings.public_url + "/voice/stream-ended"
+    return twiml.connect_assistant(services.settings.stream_url(), parameters, after)
 
 
 @router.post("/voice/incoming")
@@ -68,7 +71,10 @@ async def incoming_call(request: Request) -> Response:
         return Response(twiml.unavailable(RESTARTING), media_type=XML)
     owner = settings.owner_phone
     if owner and settings.ring_owner_seconds > 0 and caller != owner:
-        document = twiml.ring_owner(owner, settings.ring_owner_seconds, "/voice/dial-result")
+        # Absolute: a relative action resolves against the host root, wrong if PUBLIC_BASE_URL has a path.
+        document = twiml.ring_owner(
+            owner, settings.ring_owner_seconds, settings.public_url + "/voice/dial-result"
+        )
         return Response(document, media_type=XML)
     return Response(_assistant_twiml(services, form), media_type=XML)
 
@@ -89,10 +95,23 @@ async def dial_result(request: Request) -> Response:
     return Response(_assistant_twiml(services, form, dial_status=status), media_type=XML)
 
 
+@router.post("/voice/stream-ended")
+async def stream_ended(request: Request) -> Response:
+    """Twilio asks what next once our stream has closed with the caller still on the line."""
+    form = await _signed_form(request, "stream-ended")
+    if form is None:
+        return Response("invalid signature", status_code=403, media_type="text/plain")
+    services = _services(request)
+    if _field(form, "CallSid") in services.assistant_failures:
+        return Response(twiml.unavailable(UNAVAILABLE), media_type=XML)
+    return Response(twiml.hang_up(), media_type=XML)
+
+
 @router.websocket("/voice/stream")
 async def media_stream(websocket: WebSocket) -> None:
     services = _services(websocket)
-    # Both checks happen before accept() and before any OpenAI connection is opened.
+    # The signature is checked before accept() and before any OpenAI connection is opened; the
+    # per-call token (start.customParameters) once Twilio sends `start`, before OpenAI is configured.
     if not services.signatures.check_stream(websocket):
         obs.WEBHOOKS_REJECTED.labels(endpoint="stream", reason="signature").inc()
         log.warning("refused a Media Stream: invalid or missing X-Twilio-Signature")

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from callassist.simulator import CallerSimulator
+from callassist.simulator.audio import tone
+from callassist.store.db import Database
+from callassist.store.models import CallRow
 from tests.fakes.realtime_server import FakeRealtimeServer, Reply, Say, Script
 from tests.support.process import ChildProcess, callassist_command, free_port
 from tests.support.server import AUTH_TOKEN
@@ -81,8 +84,16 @@ async def test_sigterm_says_goodbye_and_exits_within_ten_seconds(
     tmp_path: Path, children: list[ChildProcess]
 ) -> None:
     greeting = b"\x10\x20\x30\x40" * 1000
+    answer = b"\x11\x22\x33\x44" * 1000
     goodbye = b"\x50\x60\x70\x80" * 2000
-    script = Script(replies=[Reply([Say("Hi", audio=greeting)]), Reply([Say("Bye", audio=goodbye)])])
+    script = Script(
+        replies=[
+            Reply([Say("Hi", audio=greeting)]),
+            Reply([Say("Sure", audio=answer)]),
+            Reply([Say("Bye", audio=goodbye)]),
+        ],
+        transcripts=["Is Dana around?"],
+    )
     async with FakeRealtimeServer(script) as fake:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -101,6 +112,9 @@ async def test_sigterm_says_goodbye_and_exits_within_ten_seconds(
         await serve.wait_for_line("Uvicorn running on")
         call = await CallerSimulator(base, auth_token=AUTH_TOKEN).place_call()
         await call.wait_until_quiet(quiet_ms=200, timeout=10)
+        said = time.monotonic()
+        await call.say(tone(800, 300))  # a conversation: the call will want a summary at the end
+        await call.wait_until_quiet(quiet_ms=200, timeout=10, after=said)
 
         signalled = time.monotonic()
         serve.send_signal(signal.SIGTERM)
@@ -108,11 +122,23 @@ async def test_sigterm_says_goodbye_and_exits_within_ten_seconds(
         assert time.monotonic() - signalled < 10
         # The caller heard the goodbye before the line closed, normally.
         await call.wait_closed(timeout=2)
-        assert bytes(call.audio_heard) == greeting + goodbye
+        assert bytes(call.audio_heard) == greeting + answer + goodbye
         assert call.close_code == 1000
         session = fake.sessions[0]
-        goodbye_request = [e.event for e in session.client_events if e.type == "response.create"][-1]
+        goodbye_request = [
+            e.event
+            for e in session.client_events
+            if e.type == "response.create" and e.event["response"].get("conversation") != "none"
+        ][-1]
         assert "restart" in goodbye_request["response"]["instructions"]
         assert session.closed
         assert "call ended: server-shutdown" in serve.output
         assert fake.validation_failures == []
+    # The record was completed before the process exited.
+    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'callassist.db'}")
+    try:
+        async with database.session(read_only=True) as session:
+            row = await session.get(CallRow, call.call_sid)
+    finally:
+        await database.close()
+    assert row is not None and row.outcome == "server-shutdown" and row.ended_at is not None

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from callassist.calendar.base import Calendar
 from callassist.calendar.booking import BookingService
 from callassist.calendar.factory import open_calendar
-from callassist.call.aftercall import owner_notice
+from callassist.call.aftercall import close_unfinished_calls, owner_notice
 from callassist.call.bridge import CallBridge, CallDeps
 from callassist.call.recorder import RecordWriter
 from callassist.call.registry import CallRegistry
@@ -117,6 +117,7 @@ class Services:
         booking = BookingService(self.calendar, self.settings.hours, self.settings.zone)
         self.tool_services = ToolServices(owner_name=self.settings.owner_name, booking=booking)
         self.senders = build_notifiers(self.settings)
+        await close_unfinished_calls(self.database, self.settings, notify=bool(self.senders))
         if self.senders:
             self.outbox = OutboxWorker(self.database, self.senders)
             self.outbox.start()
@@ -125,7 +126,7 @@ class Services:
     async def stop(self) -> None:
         await self.records.stop()
         if self.outbox is not None:
-            await self.outbox.stop()
+            await self.outbox.stop(grace_s=1.0)  # what is not sent yet stays queued for the next start
         await close_notifiers(self.senders)
         if self.calendar is not None:
             await self.calendar.close()

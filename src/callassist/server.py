@@ -22,8 +22,7 @@ class CallAwareServer(uvicorn.Server):
         self.services = services
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        for server in self.servers:
-            server.close()  # no new connections while calls wind down
+        # Still listening while calls wind down: a new call hears "restarting" instead of an error.
         await self.services.registry.drain(self.services.settings.shutdown_grace_seconds)
         await super().shutdown(sockets)
         # uvicorn re-raises the signal it caught once serving ends, so the process dies of SIGTERM;

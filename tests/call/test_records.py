@@ -274,11 +274,29 @@ async def test_killing_the_server_mid_call_keeps_every_completed_turn(tmp_path: 
         finally:
             await serve.stop()
 
-    database = Database.from_url(f"sqlite+aiosqlite:///{data_dir / 'callassist.db'}")
-    try:
-        record = await record_of(database, call.call_sid)
-    finally:
-        await database.close()
+        database = Database.from_url(f"sqlite+aiosqlite:///{data_dir / 'callassist.db'}")
+        try:
+            record = await record_of(database, call.call_sid)
+            assert record["call"].ended_at is None  # the process died before the end could be written
+            # The next start closes the record the dead process left open.
+            port = free_port()
+            restarted = await ChildProcess(
+                callassist_command("serve"),
+                env={
+                    "OPENAI_API_KEY": "sk-test",
+                    "OPENAI_BASE_URL": fake.base_url,
+                    "CALLASSIST_PORT": str(port),
+                    "CALLASSIST_DATA_DIR": str(data_dir),
+                },
+            ).start()
+            try:
+                await restarted.wait_for_line("Uvicorn running on")
+                assert "closed 1 call record(s) left open" in restarted.output
+                reopened = await record_of(database, call.call_sid)
+            finally:
+                await restarted.stop()
+        finally:
+            await database.close()
     texts = [(t.role, t.text) for t in record["turns"]]
     assert texts[:5] == [
         ("assistant", "Hello."),
@@ -287,7 +305,7 @@ async def test_killing_the_server_mid_call_keeps_every_completed_turn(tmp_path: 
         ("caller", "Two?"),
         ("assistant", "Second answer."),
     ]
-    assert record["call"].ended_at is None  # the process died before the end could be written
+    assert reopened["call"].outcome == "interrupted" and reopened["call"].ended_at is not None
 
 
 async def test_a_second_call_from_the_same_number_starts_with_the_first_ones_summary(

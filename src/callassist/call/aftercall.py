@@ -7,12 +7,21 @@ don't notify anyone (the record is in `callassist calls list` and the API).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import func, select
+
 from callassist.call.recorder import CallSummaryFields
+from callassist.notify.notices import enqueue_call_notices
+from callassist.settings import Settings
+from callassist.store.db import Database
+from callassist.store.models import CallRow, ToolCallRow, TranscriptEntryRow
 from callassist.tools.registry import ToolOutcome
+
+log = logging.getLogger(__name__)
 
 BOOKING_TOOLS = {"create_event": "Booked", "reschedule_event": "Moved", "cancel_event": "Cancelled"}
 
@@ -71,3 +80,60 @@ def _arguments(outcome: ToolOutcome) -> dict[str, str]:
     except ValueError:
         return {}
     return parsed if isinstance(parsed, dict) else {}
+
+
+async def close_unfinished_calls(database: Database, settings: Settings, *, notify: bool) -> int:
+    """At start-up: calls a killed process never closed get an end (their last words) and the
+    outcome "interrupted", and the owner is still told about their messages and bookings."""
+    closed = 0
+    async with database.session() as session:
+        calls = list(await session.scalars(select(CallRow).where(CallRow.ended_at.is_(None))))
+        for call in calls:
+            last_words = await session.scalar(
+                select(func.max(TranscriptEntryRow.spoken_at)).where(
+                    TranscriptEntryRow.call_sid == call.call_sid
+                )
+            )
+            call.ended_at = max(last_words or call.started_at, call.started_at)
+            call.outcome = "interrupted"
+            closed += 1
+            if not notify:
+                continue
+            tools = await session.scalars(select(ToolCallRow).where(ToolCallRow.call_sid == call.call_sid))
+            outcomes = [_stored_outcome(row) for row in tools]
+            facts = CallFacts(
+                caller_number=call.caller_number,
+                caller_name=call.caller_name,
+                started_at=call.started_at,
+                duration_s=(call.ended_at - call.started_at).total_seconds(),
+                summary=None,
+                tool_outcomes=outcomes,
+            )
+            notice = owner_notice(facts, settings.zone)
+            if notice is not None:
+                subject, text = notice
+                await enqueue_call_notices(
+                    session,
+                    settings,
+                    call_sid=call.call_sid,
+                    text=text,
+                    subject=subject,
+                    sms_sender=call.called_number,
+                )
+    if closed:
+        log.warning("closed %d call record(s) left open by a previous run", closed)
+    return closed
+
+
+def _stored_outcome(row: ToolCallRow) -> ToolOutcome:
+    try:
+        output = json.loads(row.result)
+    except ValueError:
+        output = {}
+    return ToolOutcome(
+        row.name,
+        row.call_id,
+        row.arguments,
+        output if isinstance(output, dict) else {},
+        row.duration_ms / 1000,
+    )

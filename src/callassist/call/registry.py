@@ -8,6 +8,7 @@ import logging
 from callassist.call.bridge import CallBridge
 
 log = logging.getLogger(__name__)
+CLEANUP_S = 3.5  # after the goodbye: tools (1 s), summary (1.5 s), close (1 s), record flush
 
 
 class CallRegistry:
@@ -34,13 +35,14 @@ class CallRegistry:
         await asyncio.wait_for(self._empty.wait(), within_s)
 
     async def drain(self, grace_s: float) -> None:
-        """Stop taking calls; let each live call say goodbye and end within `grace_s` (plus 1 s)."""
+        """Stop taking calls; let each live call say goodbye and end within `grace_s`, and its record
+        be completed (a few seconds more: summary, socket close, last writes)."""
         self.accepting = False
         if not self._calls:
             return
         log.info("shutting down: ending %d live call(s) within %.0fs", len(self._calls), grace_s)
         await asyncio.gather(*(call.wind_down(grace_s) for call in list(self._calls)), return_exceptions=True)
         try:
-            await asyncio.wait_for(self._empty.wait(), timeout=1.5)
+            await self.wait_idle(CLEANUP_S)
         except TimeoutError:
             log.warning("%d call(s) still open after the grace period", len(self._calls))

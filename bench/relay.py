@@ -404,6 +404,7 @@ async def _orchestrate(
         "CALLASSIST_PORT": str(server_port),
         "CALLASSIST_DATA_DIR": f"/tmp/callassist-bench-data-{os.getpid()}",
         "CALLASSIST_LOG_LEVEL": "warning",
+        "CALLASSIST_MAX_CALLS": "10000",
     }
     callassist = str(Path(sys.executable).with_name("callassist"))
     server = await asyncio.create_subprocess_exec(

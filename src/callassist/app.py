@@ -57,6 +57,7 @@ class Services:
     calendar: Calendar | None = None
     tool_services: ToolServices | None = None
     deps: CallDeps | None = None
+    streams_open: int = 0  # Media Streams accepted and not yet closed (started or not)
     senders: dict[str, Sender] = field(default_factory=dict)
     # Calls whose assistant failed (OpenAI unreachable): /voice/stream-ended apologises to them.
     assistant_failures: OrderedDict[str, None] = field(default_factory=OrderedDict)
@@ -105,7 +106,8 @@ class Services:
             memory = await caller_memory(
                 session, number, calls=self.settings.history_calls, zone=self.settings.zone
             )
-        notes = [f"{self.settings.owner_name}'s note about them: {memory.note}"] if memory.note else []
+        owner = self.settings.owner_name
+        notes = [f"{owner}'s private note about them (never repeat it): {memory.note}"] if memory.note else []
         return memory.name, notes + list(memory.past_calls)
 
     async def start(self) -> None:

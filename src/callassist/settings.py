@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     ring_owner_seconds: Annotated[int, Field(ge=0, le=600)] = Field(
         default=20, validation_alias=_env("CALLASSIST_RING_OWNER_SECONDS")
     )
+    trust_owner_caller_id: bool = Field(
+        default=False, validation_alias=_env("CALLASSIST_TRUST_OWNER_CALLER_ID")
+    )
+    max_calls: Annotated[int, Field(ge=1, le=10000)] = Field(
+        default=50, validation_alias=_env("CALLASSIST_MAX_CALLS")
+    )
 
     # The owner
     owner_name: str = Field(default="the owner", validation_alias=_env("OWNER_NAME"))
@@ -204,6 +210,15 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.twilio_account_sid and not self.twilio_account_sid.startswith("AC"):
             raise ValueError("TWILIO_ACCOUNT_SID must start with 'AC'")
+        if (
+            self.public_base_url
+            and not _is_loopback_url(self.public_base_url)
+            and not self.signatures_required
+        ):
+            raise ValueError(
+                "TWILIO_AUTH_TOKEN is required when PUBLIC_BASE_URL is not local: without it anyone "
+                "who finds the URL could place calls on your OpenAI account"
+            )
         if self.calendar == "caldav" and not self.caldav_url:
             raise ValueError("CALLASSIST_CALDAV_URL is required when CALLASSIST_CALENDAR=caldav")
         if self.smtp_url is not None and self.smtp_url.get_secret_value():
@@ -242,11 +257,20 @@ class Settings(BaseSettings):
         return WorkingHours.parse(self.working_hours)
 
     @property
+    def local_only(self) -> bool:
+        """Not reachable from outside (no public URL configured): trials with the simulator."""
+        return self.public_base_url is None or _is_loopback_url(self.public_base_url)
+
+    @property
     def signatures_required(self) -> bool:
         return self.twilio_auth_token is not None and self.twilio_auth_token.get_secret_value() != ""
 
     def local_now(self) -> datetime:
         return datetime.now(self.zone)
+
+
+def _is_loopback_url(url: str) -> bool:
+    return (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
 
 
 class SettingsError(Exception):

@@ -272,11 +272,19 @@ async def test_callers_hear_only_free_busy_and_the_owner_hears_the_agenda(make_s
     assert agenda["ok"] is False  # not offered to callers, and refused if called anyway
     assert "get_my_agenda" not in {tool["name"] for tool in session.session_config["tools"]}
 
-    owner_call = await stack.simulator.place_call(from_number=OWNER_PHONE)
+    # The owner's number without the carrier's attestation could be spoofed: just a caller.
+    spoofed = await stack.simulator.place_call(from_number=OWNER_PHONE)
+    await spoofed.wait_until_quiet(quiet_ms=150, timeout=10)
+    await spoofed.hang_up()
+    assert "get_my_agenda" not in {tool["name"] for tool in stack.fake.sessions[1].session_config["tools"]}
+
+    owner_call = await stack.simulator.place_call(
+        from_number=OWNER_PHONE, extra_params={"StirVerstat": "TN-Validation-Passed-A"}
+    )
     await owner_call.wait_until_quiet(quiet_ms=150, timeout=10)
     await caller_turn(stack, owner_call, expected_responses=3)
     await owner_call.hang_up()
-    owner_session = stack.fake.sessions[1]
+    owner_session = stack.fake.sessions[2]
     assert "get_my_agenda" in {tool["name"] for tool in owner_session.session_config["tools"]}
     *_, owner_agenda = function_outputs(owner_session)
     assert [event["title"] for event in owner_agenda["events"]] == [

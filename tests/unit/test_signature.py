@@ -71,3 +71,20 @@ def test_stream_tokens_are_bound_to_the_call_and_single_use() -> None:
     old = StreamTokens(secret="s", ttl_seconds=60)
     issued = str(int(time.time()) - 3600)
     assert not old.redeem("CA1", f"{issued}.{old._digest('CA1', issued)}")
+
+
+def test_withheld_and_malformed_numbers_are_no_identity() -> None:
+    from callassist.call.bridge import caller_identity
+
+    assert caller_identity("+15551230000") == "+15551230000"
+    for hidden in (
+        None,
+        "",
+        "anonymous",
+        "Restricted",
+        "+266696687",
+        "+7378742833",
+        "client:alice",
+        "555-1234",
+    ):
+        assert caller_identity(hidden) is None

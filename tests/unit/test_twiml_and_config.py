@@ -82,6 +82,7 @@ def test_instructions_know_the_owner_and_local_date() -> None:
         ({"owner_phone": "555-1234"}, "OWNER_PHONE"),
         ({"vad_threshold": 3}, "CALLASSIST_VAD_THRESHOLD"),
         ({"turn_detection": "psychic"}, "CALLASSIST_TURN_DETECTION"),
+        ({"public_base_url": "https://x.ngrok.app"}, "TWILIO_AUTH_TOKEN is required"),
     ],
 )
 def test_bad_settings_give_one_clear_line(overrides: dict[str, object], needle: str) -> None:
@@ -92,7 +93,6 @@ def test_bad_settings_give_one_clear_line(overrides: dict[str, object], needle: 
 
 
 def test_stream_url_follows_the_public_url_scheme() -> None:
-    assert (
-        load_settings(public_base_url="https://x.ngrok.app").stream_url() == "wss://x.ngrok.app/voice/stream"
-    )
+    public = load_settings(public_base_url="https://x.ngrok.app", twilio_auth_token="t")
+    assert public.stream_url() == "wss://x.ngrok.app/voice/stream"
     assert load_settings(port=9001).stream_url() == "ws://127.0.0.1:9001/voice/stream"

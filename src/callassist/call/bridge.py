@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -567,12 +568,22 @@ class CallBridge:
             self._log.warning("unexpected media format %s/%s", parsed.encoding, parsed.sample_rate)
         self._out = Outbound(parsed.stream_sid)
         params = parsed.custom_parameters
-        caller = params.get("callerNumber") or None
+        caller = caller_identity(params.get("callerNumber"))
         owner_phone = self._settings.owner_phone
+        # Caller ID alone is easy to fake: the owner's own view needs the carrier's attestation
+        # (SHAKEN/STIR level A) unless the owner chose to trust caller ID.
+        attested = params.get("stirVerstat", "").startswith("TN-Validation-Passed-A")
+        is_owner = bool(
+            owner_phone and caller == owner_phone and (attested or self._settings.trust_owner_caller_id)
+        )
+        if owner_phone and caller == owner_phone and not is_owner:
+            self._log.warning(
+                "a call from the owner's number without caller-ID attestation: treated as a caller"
+            )
         self.context = CallContext(
             caller_number=caller,
             called_number=params.get("calledNumber") or None,
-            is_owner=bool(owner_phone and caller == owner_phone),
+            is_owner=is_owner,
             owner_missed_call=params.get("dialStatus") or None,
         )
         recorder = CallRecorder(self._deps.records, parsed.call_sid, logger=self._log)
@@ -1035,6 +1046,18 @@ class CallBridge:
             event.downtime_s,
             event.close_code,
         )
+
+
+# What Twilio reports for withheld numbers: shared by every such caller, so never an identity.
+_WITHHELD = frozenset({"+266696687", "+86282452253", "+7378742833", "+2562533", "+8656696"})
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+def caller_identity(number: str | None) -> str | None:
+    """The caller's number if it can identify them, None for hidden or withheld numbers."""
+    if not number or number in _WITHHELD or not _E164.match(number):
+        return None
+    return number
 
 
 def _response_text(response: Any) -> str:

@@ -77,7 +77,9 @@ class StreamTokens:
     """
 
     def __init__(self, secret: str | None = None, ttl_seconds: float = 900.0) -> None:
-        self._key = (secret or secrets.token_hex(32)).encode()
+        # A key of its own, derived from the secret: the auth token itself never signs our tokens.
+        base = (secret or secrets.token_hex(32)).encode()
+        self._key = hmac.new(base, b"callassist stream token", hashlib.sha256).digest()
         self._ttl = ttl_seconds
         self._used: dict[str, float] = {}
 

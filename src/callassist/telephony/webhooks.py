@@ -52,6 +52,9 @@ def _assistant_twiml(services: Services, form: FormData, dial_status: str | None
         "calledNumber": _field(form, "To"),
         "token": services.stream_tokens.issue(call_sid),
     }
+    if _field(form, "StirVerstat"):
+        # SHAKEN/STIR: "TN-Validation-Passed-A" means the carrier vouches for the caller ID.
+        parameters["stirVerstat"] = _field(form, "StirVerstat")
     if dial_status:
         parameters["dialStatus"] = dial_status
     after = services.settings.public_url + "/voice/stream-ended"
@@ -69,6 +72,9 @@ async def incoming_call(request: Request) -> Response:
     log.info("incoming call %s from %s", _field(form, "CallSid"), caller or "hidden number")
     if not services.registry.accepting:
         return Response(twiml.unavailable(RESTARTING), media_type=XML)
+    if services.streams_open >= settings.max_calls:
+        log.warning("all %d lines busy: call %s refused", settings.max_calls, _field(form, "CallSid"))
+        return Response(twiml.unavailable(BUSY), media_type=XML)
     owner = settings.owner_phone
     if owner and settings.ring_owner_seconds > 0 and caller != owner:
         # Absolute: a relative action resolves against the host root, wrong if PUBLIC_BASE_URL has a path.
@@ -117,12 +123,18 @@ async def media_stream(websocket: WebSocket) -> None:
         log.warning("refused a Media Stream: invalid or missing X-Twilio-Signature")
         await websocket.close(code=1008)
         return
-    if not services.registry.accepting or services.deps is None:
+    if (
+        not services.registry.accepting
+        or services.deps is None
+        or services.streams_open >= services.settings.max_calls
+    ):
         await websocket.close(code=1013)  # try again later
         return
     await websocket.accept()
+    services.streams_open += 1
     bridge = CallBridge(websocket, services.deps, on_started=services.registry.add)
     try:
         await bridge.run()
     finally:
+        services.streams_open -= 1
         services.registry.remove(bridge)

@@ -175,6 +175,10 @@ def describe_startup(settings: Settings) -> list[str]:
         lines.append(f"Ringing the owner for {settings.ring_owner_seconds}s before the assistant answers.")
     if settings.openai_base_url:
         lines.append(f"OpenAI endpoint: {settings.openai_base_url}")
+    if PriceTable.from_json(settings.prices).prices_for(settings.realtime_model) is None:
+        lines.append(
+            f"No prices known for {settings.realtime_model}: call costs will read $0 (set CALLASSIST_PRICES)."
+        )
     lines.append(f"Calendar: {settings.calendar}; working hours {settings.hours.describe()}")
     return lines
 

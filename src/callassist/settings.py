@@ -7,6 +7,7 @@ clear line by `load_settings()` instead of a traceback.
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -20,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from callassist.calendar.timeutil import WorkingHours
 
 DEFAULT_PORT = 8000
+VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"})
 
 
 class TurnDetection(StrEnum):
@@ -165,6 +167,20 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r} (e.g. Europe/Paris)") from exc
         return value
+
+    @field_validator("voice")
+    @classmethod
+    def _voice(cls, value: str) -> str:
+        if value not in VOICES:
+            raise ValueError(f"unknown voice {value!r}; one of {', '.join(sorted(VOICES))}")
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"[a-z]{2,3}", value):
+            raise ValueError(f"must be an ISO-639-1 code such as en, fr or de, not {value!r}")
+        return value or None
 
     @field_validator("working_hours")
     @classmethod

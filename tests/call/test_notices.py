@@ -102,7 +102,7 @@ async def test_a_message_reaches_the_owner_by_sms_and_email(make_stack: StackFac
     assert stored.message == MESSAGE["message"] and stored.callback_number == "+15551230000"
     assert [(row.channel, row.status) for row in outbox] == [("email", "sent"), ("sms", "sent")]
     said = stack.fake.sessions[0].responses[-2]["output"][0]["content"][0]["transcript"]
-    assert said == "I've taken your message; Dana will get it right away."
+    assert said == "I've taken your message; Dana will get it as soon as this call ends."
 
 
 async def test_with_the_notifiers_down_the_notice_arrives_when_they_are_back_exactly_once(
@@ -143,7 +143,8 @@ async def test_with_the_notifiers_down_the_notice_arrives_when_they_are_back_exa
         assert len(twilio.messages) == 1 and len(smtp.received) == 1
         rows = await outbox()
         assert [(r.channel, r.status) for r in rows] == [("email", "sent"), ("sms", "sent")]
-        assert all(r.attempts >= 2 for r in rows)
+        sms_row = next(r for r in rows if r.channel == "sms")
+        assert sms_row.attempts >= 2  # refused once while Twilio was down (we waited for that)
     finally:
         await twilio.stop()
         await smtp.stop()

@@ -147,7 +147,12 @@ def parse_local_datetime(text: str, zone: ZoneInfo) -> datetime:
             f"{text!r} is not a date and time; use the form 2026-11-25T14:00 in the owner's time zone"
         ) from None
     if parsed.tzinfo is not None:
-        return parsed.astimezone(UTC)
+        wall = parsed.replace(tzinfo=None)
+        if exists(wall, zone) and localize(wall, zone).utcoffset() == parsed.utcoffset():
+            return parsed.astimezone(UTC)
+        # An offset that isn't the owner's at that time (a model that appends "Z" out of habit):
+        # the tools ask for owner-local times, so the wall-clock time is what was meant.
+        parsed = wall
     if not exists(parsed, zone):
         raise TimeError(
             f"{parsed:%H:%M} doesn't exist on {parsed:%B} {parsed.day}: the clocks change that night"

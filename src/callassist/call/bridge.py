@@ -28,7 +28,13 @@ from callassist.call.journal import CallJournal
 from callassist.call.playback import ItemAudio, PlaybackTracker
 from callassist.call.recorder import CallRecorder, CallSummaryFields, RecordWriter, parse_summary
 from callassist.call.speech import InboundAudioTail
-from callassist.realtime.config import CallContext, build_instructions, build_session, session_update
+from callassist.realtime.config import (
+    SESSION_UPDATE_ID,
+    CallContext,
+    build_instructions,
+    build_session,
+    session_update,
+)
 from callassist.realtime.pricing import PriceTable
 from callassist.realtime.session import (
     AudioDelta,
@@ -1026,6 +1032,11 @@ class CallBridge:
         self.stats.openai_errors[code] = self.stats.openai_errors.get(code, 0) + 1
         obs.REALTIME_ERRORS.labels(code=code).inc()
         failed_request = getattr(error, "event_id", None)
+        if failed_request == SESSION_UPDATE_ID:
+            # Without our configuration the audio formats are wrong: the caller would hear noise.
+            self._log.error("OpenAI refused the session configuration: %s", getattr(error, "message", ""))
+            self._end(EndReason.openai_unavailable)
+            return
         if failed_request and failed_request == self._response_requested:
             # Our response.create was refused (typically it lost a race with a VAD-started response):
             # ask again when that one is over, unless it answers what we wanted answered.

@@ -147,5 +147,10 @@ def build_session(
     return cast(RealtimeSessionCreateRequestParam, session)
 
 
+SESSION_UPDATE_ID = "callassist_session"
+
+
 def session_update(session: RealtimeSessionCreateRequestParam) -> SessionUpdateEventParam:
-    return {"type": "session.update", "session": session}
+    # The event_id comes back in an error if the configuration is refused (a voice or model the
+    # account lacks): the bridge must not carry on with the service's defaults (24 kHz PCM).
+    return {"type": "session.update", "event_id": SESSION_UPDATE_ID, "session": session}

@@ -144,7 +144,7 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
         try:
             days = await booking.availability(first, last)
         except CalendarError as exc:
-            raise ToolError(f"The calendar can't be reached right now ({exc}).") from None
+            raise _unavailable(ctx, exc) from None
         duration = timedelta(minutes=args.duration_minutes)
         today = booking.today()
         described = [
@@ -194,7 +194,7 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
         except BookingRefused as refused:
             raise _refusal(booking, refused) from None
         except CalendarError as exc:
-            raise ToolError(f"The calendar can't be written right now ({exc}).") from None
+            raise _unavailable(ctx, exc) from None
         ctx.caller_name = new.caller_name
         shown = _event(booking, event, details=True)
         return {
@@ -212,7 +212,7 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
         try:
             events = await booking.caller_events(number, first, last)
         except CalendarError as exc:
-            raise ToolError(f"The calendar can't be reached right now ({exc}).") from None
+            raise _unavailable(ctx, exc) from None
         return {"events": [_event(booking, event, details=True) for event in events]}
 
     @registry.tool()
@@ -225,7 +225,7 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
         except (EventNotFound, NotYours):
             raise ToolError(_not_found(args.event_id)) from None
         except CalendarError as exc:
-            raise ToolError(f"The calendar can't be written right now ({exc}).") from None
+            raise _unavailable(ctx, exc) from None
         shown = _event(booking, event, details=True)
         return {"cancelled": shown, "say": f"Cancelled: {shown['spoken']}."}
 
@@ -243,7 +243,7 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
         except TimeError as exc:
             raise ToolError(str(exc)) from None
         except CalendarError as exc:
-            raise ToolError(f"The calendar can't be reached right now ({exc}).") from None
+            raise _unavailable(ctx, exc) from None
         duration = (
             timedelta(minutes=args.duration_minutes) if args.duration_minutes else current.end - current.start
         )
@@ -254,7 +254,7 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
         except BookingRefused as refused:
             raise _refusal(booking, refused) from None
         except CalendarError as exc:
-            raise ToolError(f"The calendar can't be written right now ({exc}).") from None
+            raise _unavailable(ctx, exc) from None
         moved = _event(booking, after, details=True)
         return {
             "event": moved,
@@ -271,8 +271,17 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
         try:
             events = await booking.agenda(first, last)
         except CalendarError as exc:
-            raise ToolError(f"The calendar can't be reached right now ({exc}).") from None
+            raise _unavailable(ctx, exc) from None
         return {"events": [_event(booking, event, details=True) for event in events]}
+
+
+def _unavailable(ctx: ToolContext, exc: Exception) -> ToolError:
+    # The details (server, account) are for the log, not for the caller or the model.
+    ctx.logger.warning("calendar unavailable: %s", exc)
+    return ToolError(
+        "The calendar can't be reached right now. Apologise, and offer to take a message so the owner "
+        "can confirm a time."
+    )
 
 
 def _not_found(event_id: str) -> str:

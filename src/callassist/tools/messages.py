@@ -56,7 +56,7 @@ def register_message_tools(registry: ToolRegistry) -> None:
             ) from None
         ctx.caller_name = args.caller_name.strip()
         owner = ctx.services.owner_name if ctx.services is not None else "the owner"
-        when = "right away" if args.urgency in ("high", "urgent") else "after this call"
+        when = "as soon as this call ends" if args.urgency in ("high", "urgent") else "after this call"
         return {
             "saved": True,
             "callback_number": callback,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, Literal
 
@@ -34,7 +35,7 @@ class TakeMessageArgs(BaseModel):
 
 
 def register_message_tools(registry: ToolRegistry) -> None:
-    @registry.tool()
+    @registry.tool(timeout_s=15.0)
     async def take_message(ctx: ToolContext, args: TakeMessageArgs) -> dict[str, Any]:
         """Take a message for the owner: the caller's name, what they want, how to call them back and how
         urgent it is. Read it back to the caller before saving it."""
@@ -42,12 +43,15 @@ def register_message_tools(registry: ToolRegistry) -> None:
             raise ToolError("Messages can't be saved right now. Apologise and ask them to call back later.")
         callback = args.callback_number or ctx.caller_number
         try:
-            await ctx.recorder.message(
-                caller_number=ctx.caller_number,
-                caller_name=args.caller_name.strip(),
-                callback_number=callback,
-                message=args.message.strip(),
-                urgency=args.urgency,
+            # Shielded: if the tool times out, the write still completes (and the owner still gets it).
+            await asyncio.shield(
+                ctx.recorder.message(
+                    caller_number=ctx.caller_number,
+                    caller_name=args.caller_name.strip(),
+                    callback_number=callback,
+                    message=args.message.strip(),
+                    urgency=args.urgency,
+                )
             )
         except Exception:
             ctx.logger.exception("could not store a message")

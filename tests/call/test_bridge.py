@@ -8,8 +8,6 @@ import json
 import random
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -20,7 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from callassist.simulator.audio import speak, tone
 from tests.fakes.realtime_server import CallFunction, FakeSession, Reply, Say, Script
 from tests.support.server import ACCOUNT_SID, AUTH_TOKEN
-from tests.support.stack import Stack, StackFactory, stack_factory, without_clock
+from tests.support.stack import Stack, StackFactory, heard_chunks, talk_over, without_clock
 
 CALLER_QUESTION = "Hi, can you add a meeting tomorrow at 2pm?"
 
@@ -28,14 +26,6 @@ CALLER_QUESTION = "Hi, can you add a meeting tomorrow at 2pm?"
 def noise(ms: int, seed: int) -> bytes:
     """Distinct, deterministic 'audio': any reordering, loss or duplication shows up byte for byte."""
     return random.Random(seed).randbytes(ms * 8)
-
-
-@pytest.fixture
-async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
-    async with stack_factory(tmp_path) as factory:
-        yield factory
-        # Every event the bridge sent validated against the SDK's types; the fake stayed on protocol.
-        assert factory.protocol_problems() == []
 
 
 def audio_out_of(session: FakeSession, item_id: str) -> bytes:
@@ -116,21 +106,12 @@ async def test_barge_in_after_generation_clears_and_truncates_to_what_was_heard(
     await call.say(tone(900, 300))
     answer_started = await call.wait_for("media_in", after=asked, timeout=10)
     # Let ~1.5 s of the answer play (15 chunks of 100 ms echoed), then talk over it.
-    await call.wait_for(
-        "mark_echo",
-        after=answer_started.t,
-        predicate=lambda _: (
-            sum(1 for e in call.events if e.kind == "mark_echo" and e.t >= answer_started.t) >= 15
-        ),
-        timeout=10,
-    )
+    await heard_chunks(call, answer_started.t, 15)
     session = stack.fake.sessions[0]
     answer_item = response_item_ids(session)[1]
     # By now the whole answer was generated (8x real time): only the bridge can stop it.
     assert session.active_response_id is None
-    interrupting = asyncio.create_task(call.say(tone(700, 350)))
-    cleared = await call.wait_for("clear_in", after=answer_started.t, timeout=5)
-    await interrupting
+    cleared = await talk_over(call, answer_started.t, tone(700, 350))
 
     started = next(
         e
@@ -178,19 +159,10 @@ async def test_barge_in_while_generating_drops_late_audio(make_stack: StackFacto
     asked = time.monotonic()
     await call.say(tone(900, 300))
     answer_started = await call.wait_for("media_in", after=asked, timeout=10)
-    await call.wait_for(
-        "mark_echo",
-        after=answer_started.t,
-        predicate=lambda _: (
-            sum(1 for e in call.events if e.kind == "mark_echo" and e.t >= answer_started.t) >= 8
-        ),
-        timeout=10,
-    )
+    await heard_chunks(call, answer_started.t, 8)
     session = stack.fake.sessions[0]
     assert session.active_response_id is not None
-    interrupting = asyncio.create_task(call.say(tone(700, 350)))
-    cleared = await call.wait_for("clear_in", after=answer_started.t, timeout=5)
-    await interrupting
+    cleared = await talk_over(call, answer_started.t, tone(700, 350))
     await call.wait_until_quiet(quiet_ms=200, timeout=10, after=cleared.t)
 
     cancelled = [r for r in session.responses if r["status"] == "cancelled"]
@@ -441,9 +413,7 @@ async def test_barge_in_after_a_reconnect_clears_but_does_not_truncate_the_old_s
     second_session = await stack.fake.wait_for_session(1)
     await second_session.wait_for_client_event("session.update")
     # The old answer is still playing at Twilio; the caller talks over it.
-    interrupting = asyncio.create_task(call.say(tone(700, 350)))
-    cleared = await call.wait_for("clear_in", after=answer_started.t, timeout=5)
-    await interrupting
+    cleared = await talk_over(call, answer_started.t, tone(700, 350))
     await call.wait_until_quiet(quiet_ms=200, timeout=10, after=cleared.t)
     received_at_clear = cleared.detail["heard_bytes"] + cleared.detail["dropped_bytes"]
     assert bytes(call.audio_received[received_at_clear:]) == second

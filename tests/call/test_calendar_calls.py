@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from callassist.calendar.timeutil import localize
 from callassist.simulator.audio import tone
 from tests.fakes.realtime_server import CallFunction, FakeSession, Reply, ResponseContext, Say, Script
 from tests.support.process import ChildProcess, callassist_command
-from tests.support.stack import Stack, StackFactory, stack_factory
+from tests.support.stack import Stack, StackFactory
 
 ZONE = ZoneInfo("America/New_York")
 OWNER_PHONE = "+15550001111"
@@ -39,13 +38,6 @@ def speak_tool_result(ctx: ResponseContext) -> Reply:
     """The model's next turn: say what the tool told it to say (or its error)."""
     output = json.loads(ctx.last_function_output or "{}")
     return Reply([Say(output.get("say") or output.get("error") or "Sorry.", audio=tone(400, 500))])
-
-
-@pytest.fixture
-async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
-    async with stack_factory(tmp_path) as factory:
-        yield factory
-        assert factory.protocol_problems() == []
 
 
 async def caller_turn(stack: Stack, call: Any, expected_responses: int) -> None:

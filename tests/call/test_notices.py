@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from callassist.simulator.audio import tone
@@ -16,7 +13,7 @@ from callassist.store.models import MessageRow, OutboxRow
 from tests.fakes.realtime_server import CallFunction, Reply, ResponseContext, Say, Script
 from tests.support.server import ACCOUNT_SID, AUTH_TOKEN
 from tests.support.smtp import SmtpTestServer
-from tests.support.stack import Stack, StackFactory, stack_factory
+from tests.support.stack import Stack, StackFactory
 from tests.support.twilio_rest import TwilioRestStandIn
 
 OWNER_PHONE = "+15550001111"
@@ -31,13 +28,6 @@ MESSAGE = {
 def speak_tool_result(ctx: ResponseContext) -> Reply:
     output = json.loads(ctx.last_function_output or "{}")
     return Reply([Say(output.get("say") or output.get("error") or "Sorry.", audio=tone(400, 500))])
-
-
-@pytest.fixture
-async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
-    async with stack_factory(tmp_path) as factory:
-        yield factory
-        assert factory.protocol_problems() == []
 
 
 def notifying(twilio: TwilioRestStandIn, smtp: SmtpTestServer) -> dict[str, Any]:

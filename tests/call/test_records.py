@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from callassist.call.recorder import nanodollars
@@ -23,7 +20,7 @@ from callassist.store.models import CallRow, ToolCallRow, TranscriptEntryRow, Us
 from tests.fakes.realtime_server import CallFunction, FakeRealtimeServer, Reply, Say, Script
 from tests.support.process import ChildProcess, callassist_command, free_port
 from tests.support.server import AUTH_TOKEN
-from tests.support.stack import Stack, StackFactory, stack_factory, without_clock
+from tests.support.stack import Stack, StackFactory, heard_chunks, talk_over, without_clock
 
 SUMMARY = json.dumps(
     {
@@ -35,13 +32,6 @@ SUMMARY = json.dumps(
     }
 )
 WORDS = " ".join(f"word{n}" for n in range(60))
-
-
-@pytest.fixture
-async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
-    async with stack_factory(tmp_path) as factory:
-        yield factory
-        assert factory.protocol_problems() == []
 
 
 async def record_of(database: Database, call_sid: str) -> dict[str, Any]:
@@ -164,15 +154,8 @@ async def test_an_interrupted_turn_is_stored_only_as_far_as_it_was_heard(make_st
     asked = time.monotonic()
     await call.say(tone(800, 300))
     answer = await call.wait_for("media_in", after=asked, timeout=10)
-    await call.wait_for(
-        "mark_echo",
-        after=answer.t,
-        predicate=lambda _: sum(1 for e in call.events if e.kind == "mark_echo" and e.t >= answer.t) >= 15,
-        timeout=10,
-    )
-    interrupting = asyncio.create_task(call.say(tone(700, 350)))
-    cleared = await call.wait_for("clear_in", after=answer.t, timeout=5)
-    await interrupting
+    await heard_chunks(call, answer.t, 15)
+    cleared = await talk_over(call, answer.t, tone(700, 350))
     await call.wait_until_quiet(quiet_ms=150, timeout=10, after=cleared.t)
     await call.hang_up()
     await stack.server.services.registry.wait_idle(10)

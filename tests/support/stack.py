@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from callassist.simulator import CallerSimulator
+from callassist.simulator.caller import CallEvent, SimulatedCall
 from tests.fakes.protocol import validate_server_event
 from tests.fakes.realtime_server import FakeRealtimeServer, Script
 from tests.support.server import AUTH_TOKEN, RunningServer, running_server
@@ -78,3 +80,20 @@ def without_clock(session: dict[str, Any]) -> dict[str, Any]:
     lines = str(session.get("instructions", "")).splitlines()
     kept = [line for line in lines if not line.startswith("Right now it is")]
     return {**session, "instructions": "\n".join(kept)}
+
+
+async def heard_chunks(call: SimulatedCall, since: float, chunks: int) -> None:
+    """Until `chunks` of the assistant's audio (one mark each) have played since `since`."""
+
+    def enough(_: CallEvent) -> bool:
+        return sum(1 for event in call.events if event.kind == "mark_echo" and event.t >= since) >= chunks
+
+    await call.wait_for("mark_echo", after=since, predicate=enough, timeout=10)
+
+
+async def talk_over(call: SimulatedCall, since: float, speech: bytes) -> CallEvent:
+    """The caller talks over the assistant; returns Twilio's `clear` that follows."""
+    talking = asyncio.create_task(call.say(speech))
+    cleared = await call.wait_for("clear_in", after=since, timeout=5)
+    await talking
+    return cleared

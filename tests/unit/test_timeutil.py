@@ -59,9 +59,14 @@ def test_localize_and_parse_across_dst() -> None:
     # Fall back: 01:30 happens twice; the first (daylight time) wins.
     first = parse_local_datetime("2026-11-01T01:30", NY)
     assert first.astimezone(NY).utcoffset() == timedelta(hours=-4)
-    # The owner's own offset is honoured; any other (a habitual "Z") means the wall-clock time.
-    assert parse_local_datetime("2026-11-25T14:00-05:00", NY) == datetime(2026, 11, 25, 14, tzinfo=NY)
-    assert parse_local_datetime("2026-11-25T14:00Z", NY) == datetime(2026, 11, 25, 14, tzinfo=NY)
+    # Offsets are honoured; for the model's arguments only the owner's own offset is, and any other
+    # (a habitual "Z") means the wall-clock time.
+    assert parse_local_datetime("2026-11-25T19:00Z", NY) == datetime(2026, 11, 25, 14, tzinfo=NY)
+    lenient = {"offsets_are_local_times": True}
+    assert parse_local_datetime("2026-11-25T14:00-05:00", NY, **lenient) == datetime(
+        2026, 11, 25, 14, tzinfo=NY
+    )
+    assert parse_local_datetime("2026-11-25T14:00Z", NY, **lenient) == datetime(2026, 11, 25, 14, tzinfo=NY)
     assert parse_local_datetime("2026-11-25 14:00", NY) == datetime(2026, 11, 25, 19, tzinfo=UTC)
     assert parse_local_datetime("2026-07-01T14:00", NY) == datetime(2026, 7, 1, 18, tzinfo=UTC)
     # Returned instants are UTC, so durations across the change are real durations.

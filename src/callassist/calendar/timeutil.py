@@ -135,8 +135,12 @@ def exists(naive: datetime, zone: ZoneInfo) -> bool:
     return aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == naive
 
 
-def parse_local_datetime(text: str, zone: ZoneInfo) -> datetime:
-    """'2026-11-25T14:00' (owner-local) or with an offset -> UTC instant. TimeError if unusable."""
+def parse_local_datetime(text: str, zone: ZoneInfo, *, offsets_are_local_times: bool = False) -> datetime:
+    """'2026-11-25T14:00' (owner-local) or with an offset -> UTC instant. TimeError if unusable.
+
+    `offsets_are_local_times`: for the model's tool arguments, which are owner-local by contract; an
+    offset other than the owner's there (a habitual "Z") is a mislabel, and the wall time is meant.
+    """
     cleaned = text.strip().replace(" ", "T", 1) if "T" not in text else text.strip()
     if cleaned.endswith(("Z", "z")):
         cleaned = cleaned[:-1] + "+00:00"
@@ -148,10 +152,10 @@ def parse_local_datetime(text: str, zone: ZoneInfo) -> datetime:
         ) from None
     if parsed.tzinfo is not None:
         wall = parsed.replace(tzinfo=None)
-        if exists(wall, zone) and localize(wall, zone).utcoffset() == parsed.utcoffset():
+        if not offsets_are_local_times or (
+            exists(wall, zone) and localize(wall, zone).utcoffset() == parsed.utcoffset()
+        ):
             return parsed.astimezone(UTC)
-        # An offset that isn't the owner's at that time (a model that appends "Z" out of habit):
-        # the tools ask for owner-local times, so the wall-clock time is what was meant.
         parsed = wall
     if not exists(parsed, zone):
         raise TimeError(

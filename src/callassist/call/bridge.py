@@ -49,6 +49,7 @@ from callassist.settings import Settings
 from callassist.telephony.media_stream import (
     Connected,
     Dtmf,
+    InboundMessage,
     Mark,
     Media,
     MediaStreamError,
@@ -535,20 +536,10 @@ class CallBridge:
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
                 while True:
-                    message = await self._twilio.receive()
-                    if message["type"] == "websocket.disconnect":
-                        self._twilio_open = False
+                    parsed = await self._next_message()
+                    if parsed is None:
                         self.end_reason = EndReason.twilio_disconnected
                         return False
-                    text = message.get("text")
-                    if text is None:
-                        self._bad_frame("binary frame")
-                        continue
-                    try:
-                        parsed = parse_inbound(text)
-                    except MediaStreamError as exc:
-                        self._bad_frame(str(exc))
-                        continue
                     if isinstance(parsed, Start):
                         break
                     if isinstance(parsed, Stop):
@@ -624,33 +615,39 @@ class CallBridge:
             self._on_started(self)
         return True
 
+    async def _next_message(self) -> InboundMessage | None:
+        """The next usable message from Twilio (bad frames are counted and skipped), or None once
+        the stream is gone."""
+        while True:
+            try:
+                message = await self._twilio.receive()
+            except Exception as exc:  # the socket died under us
+                self._log.info("Twilio stream lost: %s", exc)
+                self._twilio_open = False
+                return None
+            text = message.get("text")
+            if text is None:
+                if message["type"] == "websocket.disconnect":
+                    self._twilio_open = False
+                    return None
+                self._bad_frame("binary frame")
+                continue
+            try:
+                return parse_inbound(text)
+            except MediaStreamError as exc:
+                self._bad_frame(str(exc))
+
     async def _pump_twilio(self) -> None:
-        receive = self._twilio.receive
+        next_message = self._next_message
         send_audio = self._session.send_audio
         remember = self._inbound.frames.append
         stats = self.stats
         media_type = Media
         while True:
-            try:
-                message = await receive()
-            except Exception as exc:  # the socket died under us
-                self._log.info("Twilio stream lost: %s", exc)
-                self._twilio_open = False
+            parsed = await next_message()
+            if parsed is None:
                 self._end(EndReason.twilio_disconnected)
                 return
-            text = message.get("text")
-            if text is None:
-                if message["type"] == "websocket.disconnect":
-                    self._twilio_open = False
-                    self._end(EndReason.twilio_disconnected)
-                    return
-                self._bad_frame("binary frame")
-                continue
-            try:
-                parsed = parse_inbound(text)
-            except MediaStreamError as exc:
-                self._bad_frame(str(exc))
-                continue
             if type(parsed) is media_type:
                 stats.frames_in += 1
                 self._input_bytes += parsed.size

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Request, Response, WebSocket
+from fastapi import APIRouter, HTTPException, Request, Response, WebSocket
 from starlette.datastructures import FormData
 
 from callassist import observability as obs
@@ -30,13 +30,14 @@ def _services(request: Request | WebSocket) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
-async def _signed_form(request: Request, endpoint: str) -> FormData | None:
+async def _signed_form(request: Request, endpoint: str) -> FormData:
+    """The webhook's form, if Twilio signed it; otherwise the request ends here with a 403."""
     services = _services(request)
     form = await request.form()
     if not services.signatures.check_webhook(request, form):
         obs.WEBHOOKS_REJECTED.labels(endpoint=endpoint, reason="signature").inc()
         log.warning("refused %s: invalid or missing X-Twilio-Signature", request.url.path)
-        return None
+        raise HTTPException(status_code=403, detail="invalid signature")
     return form
 
 
@@ -64,8 +65,6 @@ def _assistant_twiml(services: Services, form: FormData, dial_status: str | None
 @router.post("/voice/incoming")
 async def incoming_call(request: Request) -> Response:
     form = await _signed_form(request, "incoming")
-    if form is None:
-        return Response("invalid signature", status_code=403, media_type="text/plain")
     services = _services(request)
     settings = services.settings
     caller = _field(form, "From")
@@ -88,8 +87,6 @@ async def incoming_call(request: Request) -> Response:
 @router.post("/voice/dial-result")
 async def dial_result(request: Request) -> Response:
     form = await _signed_form(request, "dial-result")
-    if form is None:
-        return Response("invalid signature", status_code=403, media_type="text/plain")
     services = _services(request)
     status = _field(form, "DialCallStatus")
     log.info("owner dial for %s ended: %s", _field(form, "CallSid"), status or "unknown")
@@ -105,8 +102,6 @@ async def dial_result(request: Request) -> Response:
 async def stream_ended(request: Request) -> Response:
     """Twilio asks what next once our stream has closed with the caller still on the line."""
     form = await _signed_form(request, "stream-ended")
-    if form is None:
-        return Response("invalid signature", status_code=403, media_type="text/plain")
     services = _services(request)
     if _field(form, "CallSid") in services.assistant_failures:
         return Response(twiml.unavailable(UNAVAILABLE), media_type=XML)

@@ -174,9 +174,9 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
         why and offers the nearest free times: offer those."""
         booking = _booking(ctx)
         try:
-            start = parse_local_datetime(args.start, booking.zone)
+            start = parse_local_datetime(args.start, booking.zone, offsets_are_local_times=True)
             if args.end:
-                end = parse_local_datetime(args.end, booking.zone)
+                end = parse_local_datetime(args.end, booking.zone, offsets_are_local_times=True)
             else:
                 end = start + timedelta(minutes=args.duration_minutes or 60)
         except TimeError as exc:
@@ -237,7 +237,7 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
         number = _require_number(ctx)
         try:
             current = await booking.own_event(args.event_id, number)
-            start = parse_local_datetime(args.start, booking.zone)
+            start = parse_local_datetime(args.start, booking.zone, offsets_are_local_times=True)
         except (EventNotFound, NotYours):
             raise ToolError(_not_found(args.event_id)) from None
         except TimeError as exc:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import binascii
 from collections import deque
 
-from callassist.telephony.ulaw import rms
+from callassist.telephony.ulaw import loudness
 
 FRAME_S = 0.020
 _KEEP_FRAMES = 250  # 5 s of 20 ms frames
-_FLOOR_RMS = 300.0  # below this, line noise rather than a voice
-_RELATIVE = 0.1  # a frame counts as speech above 10% of the loudest recent one
+_FLOOR = 4  # peaks below octave 4 (|x| < ~1000 of 32k) are line noise rather than a voice
+_BELOW_PEAK = 3  # a frame counts as speech within three octaves (1/8) of the loudest recent one
 
 
 class InboundAudioTail:
@@ -26,15 +26,15 @@ class InboundAudioTail:
     def last_speech_at(self, before: float, window_s: float = 3.0) -> float | None:
         """Arrival time (our clock) of the end of the last loud frame before `before`, or None."""
         recent = [(at, payload) for at, payload in self.frames if before - window_s <= at <= before]
-        levels: list[tuple[float, float]] = []
+        levels: list[tuple[float, int]] = []
         for at, payload in recent:
             try:
-                levels.append((at, rms(binascii.a2b_base64(payload))))
+                levels.append((at, loudness(binascii.a2b_base64(payload))))
             except (binascii.Error, ValueError):
                 continue
         if not levels:
             return None
-        threshold = max(_FLOOR_RMS, _RELATIVE * max(level for _, level in levels))
+        threshold = max(_FLOOR, max(level for _, level in levels) - _BELOW_PEAK)
         for at, level in reversed(levels):
             if level >= threshold:
                 return at

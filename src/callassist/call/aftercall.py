@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
-from callassist.call.recorder import CallSummaryFields
+from callassist.call.recorder import CallSummaryFields, call_cost
 from callassist.notify.notices import enqueue_call_notices
 from callassist.settings import Settings
 from callassist.store.db import Database
@@ -96,6 +96,7 @@ async def close_unfinished_calls(database: Database, settings: Settings, *, noti
             )
             call.ended_at = max(last_words or call.started_at, call.started_at)
             call.outcome = "interrupted"
+            call.cost_nanousd = int(await session.scalar(select(call_cost(call.call_sid))) or 0)
             closed += 1
             if not notify:
                 continue

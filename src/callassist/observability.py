@@ -15,6 +15,9 @@ WEBHOOKS_REJECTED = Counter(
     "callassist_webhooks_rejected_total", "Webhooks and streams refused", ["endpoint", "reason"]
 )
 REALTIME_RECONNECTS = Counter("callassist_realtime_reconnects_total", "OpenAI sessions re-established")
+REALTIME_ROTATIONS = Counter(
+    "callassist_realtime_rotations_total", "Calls moved to a fresh OpenAI session ahead of its time cap"
+)
 REALTIME_ERRORS = Counter("callassist_realtime_errors_total", "OpenAI error events, by code", ["code"])
 BARGE_INS = Counter("callassist_barge_ins_total", "Times a caller interrupted the assistant")
 TWILIO_BAD_FRAMES = Counter("callassist_twilio_bad_frames_total", "Unusable Media Stream frames survived")

@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     max_call_minutes: Annotated[float, Field(ge=0, le=240)] = Field(
         default=30.0, validation_alias=_env("CALLASSIST_MAX_CALL_MINUTES")
     )
+    # OpenAI ends a Realtime session at 60 minutes: longer calls move to a fresh one at a quiet moment.
+    session_rotate_minutes: Annotated[float, Field(ge=0, le=58)] = Field(
+        default=50.0, validation_alias=_env("CALLASSIST_SESSION_ROTATE_MINUTES")
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", validation_alias=_env("CALLASSIST_LOG_LEVEL")
     )

@@ -6,6 +6,7 @@ import json
 import signal
 import time
 from decimal import Decimal
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,93 @@ async def test_a_dropped_session_gets_the_conversation_back_and_no_second_greeti
     assert answer["output"][0]["content"][0]["transcript"] == "Yes, still Tuesday at ten."
     assert [item.get("role") for item in second.items[:4]] == ["system", "assistant", "user", "assistant"]
     await call.hang_up()
+
+
+async def test_a_long_call_moves_to_a_fresh_session_at_a_quiet_moment_and_loses_nothing(
+    make_stack: StackFactory,
+) -> None:
+    script = Script(
+        replies=[
+            Reply([Say("Hello, Dana's assistant.", audio=tone(400, 400))]),
+            Reply([Say("Tuesday at ten works.", audio=tone(500, 420))]),
+            Reply([Say("Yes, still Tuesday at ten.", audio=tone(500, 440))]),
+        ],
+        transcripts=["Can we meet Tuesday?", "So we agreed on Tuesday?"],
+    )
+    # Sessions are moved on after three seconds instead of fifty, and the fake's cap is at eight.
+    stack = await make_stack(script, session_rotate_minutes=0.05, fake_options={"max_session_seconds": 8})
+    call = await stack.simulator.place_call()
+    await call.wait_until_quiet(quiet_ms=150, timeout=10)
+    await turn(stack, call, completed=2)
+    first = stack.fake.sessions[0]
+    second = await stack.fake.wait_for_session(1, timeout=10)
+    await stack.fake.wait_until(lambda: first.closed, timeout=5)
+    assert first.close_code == 1000  # closed by us once the new session was ready, not cut off
+    # The new session has the same configuration and the conversation; nothing asks it to speak.
+    update = await second.wait_for_client_event("session.update", timeout=3)
+    assert without_clock(update["session"]) == without_clock(first.client_events[0].event["session"])
+    replayed = [
+        (e.event["item"]["role"], e.event["item"]["content"][0]["text"])
+        for e in second.client_events
+        if e.type == "conversation.item.create"
+    ]
+    assert replayed[1:] == [
+        ("assistant", "Hello, Dana's assistant."),
+        ("user", "Can we meet Tuesday?"),
+        ("assistant", "Tuesday at ten works."),
+    ]
+    assert not [e for e in second.client_events if e.type == "response.create"]
+    # Nothing was in flight when it moved: no response of the first session was cut short.
+    assert [r["status"] for r in first.responses] == ["completed", "completed"]
+    await turn(stack, call, completed=1)
+    [answer] = second.responses
+    assert answer["output"][0]["content"][0]["transcript"] == "Yes, still Tuesday at ten."
+    await call.hang_up()
+    await stack.fake.wait_until(lambda: second.closed, timeout=10)
+    await stack.server.services.registry.wait_idle(10)
+    # Every frame the caller sent reached OpenAI exactly once and in order, across both sessions.
+    assert bytes(first.audio_in) + bytes(second.audio_in) == bytes(call.audio_sent)
+    record = await record_of(stack.server.services.database, call.call_sid)
+    assert [t.text for t in record["turns"]] == [
+        "Hello, Dana's assistant.",
+        "Can we meet Tuesday?",
+        "Tuesday at ten works.",
+        "So we agreed on Tuesday?",
+        "Yes, still Tuesday at ten.",
+    ]
+    assert record["call"].reconnects == 0
+
+
+async def test_while_no_new_session_can_be_opened_the_call_carries_on_in_the_old_one(
+    make_stack: StackFactory,
+) -> None:
+    script = Script(
+        replies=[
+            Reply([Say("Hello.", audio=tone(400, 400))]),
+            Reply([Say("First answer.", audio=tone(500, 420))]),
+            Reply([Say("Second answer.", audio=tone(500, 440))]),
+        ],
+        transcripts=["One?", "Two?"],
+    )
+    stack = await make_stack(script, session_rotate_minutes=0.05)
+    call = await stack.simulator.place_call()
+    first = await stack.fake.wait_for_session(0, timeout=5)
+    stack.fake.refuse_new_sessions = HTTPStatus.SERVICE_UNAVAILABLE
+    await call.wait_until_quiet(quiet_ms=150, timeout=10)
+    # The bridge tries to move on (and is turned away) while the caller is still talking to the old session.
+    await stack.fake.wait_until(lambda: stack.fake.refused >= 1, timeout=10)
+    await turn(stack, call, completed=2)
+    assert len(stack.fake.sessions) == 1 and not first.closed
+    # Once the service takes connections again, the move completes at the next quiet moment.
+    stack.fake.refuse_new_sessions = None
+    second = await stack.fake.wait_for_session(1, timeout=15)
+    await stack.fake.wait_until(lambda: first.closed, timeout=5)
+    assert first.close_code == 1000
+    await turn(stack, call, completed=1)
+    assert [r["output"][0]["content"][0]["transcript"] for r in second.responses] == ["Second answer."]
+    await call.hang_up()
+    await stack.fake.wait_until(lambda: second.closed, timeout=10)
+    assert bytes(first.audio_in) + bytes(second.audio_in) == bytes(call.audio_sent)
 
 
 async def test_killing_the_server_mid_call_keeps_every_completed_turn(tmp_path: Path) -> None:

@@ -1644,6 +1644,10 @@ class FakeRealtimeServer:
         self.speed = speed
         self.first_delta_ms = first_delta_ms
         self.max_session_seconds = max_session_seconds
+        # Set to an HTTP status (e.g. 503) to turn new connections away as an overloaded service
+        # would; `refused` counts them.
+        self.refuse_new_sessions: HTTPStatus | None = None
+        self.refused = 0
         self.host = host
         self.requested_port = port
         self.api_key = api_key
@@ -1756,7 +1760,8 @@ class FakeRealtimeServer:
     def _http_error(
         self, connection: ServerConnection, status: HTTPStatus, message: str, code: str | None
     ) -> Response:
-        body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
         response = connection.respond(status, json.dumps(body) + "\n")
         del response.headers["Content-Type"]
         response.headers["Content-Type"] = "application/json"
@@ -1782,6 +1787,12 @@ class FakeRealtimeServer:
             self.fail(None, "wrong API key")
             return self._http_error(
                 connection, HTTPStatus.UNAUTHORIZED, "Incorrect API key provided.", "invalid_api_key"
+            )
+        if self.refuse_new_sessions is not None:
+            self.refused += 1
+            self.notify()
+            return self._http_error(
+                connection, self.refuse_new_sessions, "The server is overloaded. Please try again.", None
             )
         query = parse_qs(url.query)
         if not query.get("model") and not query.get("call_id"):

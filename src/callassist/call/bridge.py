@@ -81,6 +81,11 @@ RECOVERABLE_ERRORS = frozenset(
 SUMMARY_REQUEST = "summary"
 REQUEST_EXPIRY_S = 5.0  # a response.create with neither response.created nor an error by then is lost
 _LOGGED_BAD_FRAMES = 5
+# Session rotation ahead of OpenAI's 60-minute cap: how often to look for a quiet moment, how long
+# the caller's line must have been quiet, and how long to wait after a failed attempt.
+QUIET_POLL_S = 0.25
+QUIET_WINDOW_S = 1.0
+ROTATE_RETRY_S = 5.0
 
 
 class EndReason(StrEnum):
@@ -137,6 +142,7 @@ class CallStats:
     bad_frames: int = 0
     barge_ins: int = 0
     reconnects: int = 0
+    rotations: int = 0
     openai_errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -201,6 +207,7 @@ class CallBridge:
         self._last_input_at = 0.0
         self._turn_ended_at: float | None = None
         self._awaiting_first_audio = True
+        self._caller_speaking = False  # between the VAD's speech_started and speech_stopped
         self._unknown_events: set[str] = set()
         self._handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             "input_audio_buffer.speech_started": self._on_speech_started,
@@ -317,6 +324,8 @@ class CallBridge:
                 openai_pump = asyncio.create_task(self._pump_openai(), name="openai-pump")
                 if self._settings.max_call_minutes:
                     self._spawn(self._time_limit())
+                if self._settings.session_rotate_minutes:
+                    self._spawn(self._rotate_sessions())
             pumps = {twilio_pump, ended} | ({openai_pump} if openai_pump else set())
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -376,17 +385,19 @@ class CallBridge:
         for timer in list(self._timers):
             timer.cancel()
         self.stats.reconnects = self._session.reconnects
+        self.stats.rotations = self._session.rotations
         await self._close_record()
         obs.CALLS_TOTAL.labels(outcome=self.end_reason.value).inc()
         self._log.info(
             "call ended: %s after %.1fs (frames in %d, chunks out %d, barge-ins %d, reconnects %d, "
-            "bad frames %d)",
+            "rotations %d, bad frames %d)",
             self.end_reason,
             time.monotonic() - self.stats.started_at,
             self.stats.frames_in,
             self.stats.chunks_out,
             self.stats.barge_ins,
             self.stats.reconnects,
+            self.stats.rotations,
             self.stats.bad_frames,
         )
 
@@ -514,6 +525,37 @@ class CallBridge:
             "say goodbye. Ask nothing.",
             EndReason.time_limit,
             10.0,
+        )
+
+    async def _rotate_sessions(self) -> None:
+        """Move the call to a fresh OpenAI session at a quiet moment before the 60-minute cap cuts
+        it off mid-sentence. If no quiet moment comes in time, the cap's close is reconnected like
+        any other drop."""
+        rotate_after_s = self._settings.session_rotate_minutes * 60
+        while True:
+            wait_s = rotate_after_s - self._session.session_age
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)  # a reconnect meanwhile starts the clock again
+            elif not self._quiet_moment():
+                await asyncio.sleep(QUIET_POLL_S)
+            elif not await self._session.rotate(self._quiet_moment):
+                await asyncio.sleep(ROTATE_RETRY_S)
+
+    def _quiet_moment(self) -> bool:
+        """Nothing in flight that a new session could not take over: no response or tool under
+        way, the caller neither speaking nor awaiting a transcript, nothing left to play at Twilio."""
+        return (
+            self._session.ready
+            and self._active_response is None
+            and self._response_requested is None
+            and self._wanted is None
+            and not self._tool_batches
+            and not self._background
+            and not self._caller_speaking
+            and not self._tracker.audible
+            and (self.journal is None or not self.journal.caller_turn_pending)
+            # The VAD notices speech a little late: its first syllables must not go to the old session.
+            and self._inbound.last_speech_at(before=time.monotonic(), window_s=QUIET_WINDOW_S) is None
         )
 
     def _spawn(self, coroutine: Any) -> None:
@@ -720,6 +762,7 @@ class CallBridge:
         self._wanted = self._wanted_instructions = None
         self._response_settled.set()
         self._input_bytes = 0
+        self._caller_speaking = False
         self._session_items.clear()
         self._last_audio_item = None
         self._generation += 1
@@ -801,6 +844,7 @@ class CallBridge:
         await self._send_twilio(self._out.mark(mark))
 
     async def _on_speech_started(self, event: Any) -> None:
+        self._caller_speaking = True
         interrupted_response = self._active_response
         if self.journal is not None:
             self.journal.speech_started(
@@ -851,6 +895,7 @@ class CallBridge:
         )
 
     async def _on_speech_stopped(self, event: Any) -> None:
+        self._caller_speaking = False
         audio_end_ms = getattr(event, "audio_end_ms", None)
         if self.journal is not None:
             self.journal.speech_stopped(getattr(event, "item_id", None), audio_end_ms)
@@ -1048,6 +1093,13 @@ class CallBridge:
         self._log.log(level, "OpenAI error %s: %s", code, getattr(error, "message", ""))
 
     async def _on_reconnected(self, event: Reconnected) -> None:
+        if event.rotated:
+            obs.REALTIME_ROTATIONS.inc()
+            self._log.info(
+                "moved to a fresh OpenAI session ahead of its time cap (%.2fs); conversation replayed",
+                event.downtime_s,
+            )
+            return
         obs.REALTIME_RECONNECTS.inc()
         self._log.info(
             "OpenAI session re-established after %.2fs (close code %s); conversation replayed",

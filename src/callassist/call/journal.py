@@ -23,6 +23,8 @@ from callassist.realtime.pricing import PriceTable, Usage
 from callassist.tools.registry import ToolOutcome
 
 BYTES_PER_MS = 8
+# A caller turn whose transcript hasn't come within this long is taken as never coming.
+PENDING_TRANSCRIPT_S = 15.0
 
 
 def wall_clock(monotonic_at: float) -> datetime:
@@ -68,6 +70,12 @@ class CallJournal:
     def speech_stopped(self, item_id: str | None, audio_end_ms: int | None) -> None:
         if item_id and item_id in self._speech_ms and audio_end_ms is not None:
             self._speech_ms[item_id][1] = audio_end_ms
+
+    @property
+    def caller_turn_pending(self) -> bool:
+        """Has the caller spoken recently without their words being transcribed yet?"""
+        recent = time.monotonic() - PENDING_TRANSCRIPT_S
+        return any(at > recent for at in self._speech_started_at.values())
 
     def caller_transcribed(self, item_id: str, text: str, usage: Any) -> None:
         started = self._speech_started_at.pop(item_id, time.monotonic())

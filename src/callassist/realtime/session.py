@@ -3,7 +3,8 @@
 The session owns the socket. On the audio hot path it uses the SDK's raw `send_raw`/`recv_bytes`
 (the typed calls cost ~10x more CPU per message) and hands the bridge small typed events; everything
 else is parsed with the SDK's own event types. When the socket drops it reconnects with backoff,
-lets the bridge re-send its configuration (and context) before any audio, then carries on.
+lets the bridge re-send its configuration (and context) before any audio, then carries on. Before
+the 60-minute cap, the bridge can `rotate()` the call to a fresh session at a quiet moment instead.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ CONNECT_DEADLINE_S = 8.0
 RECONNECT_DEADLINE_S = 15.0
 # Caller audio kept while reconnecting, replayed to the new session so nothing said is lost.
 MAX_BUFFERED_AUDIO_FRAMES = 10 * 50  # ~10 s of 20 ms frames
+# Moving to a fresh session ahead of the cap: how long an opened spare waits for a quiet moment.
+ROTATE_WAIT_S = 30.0
+ROTATE_POLL_S = 0.1
 _APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
 
 
@@ -68,6 +72,7 @@ class Reconnected:
     attempt: int
     downtime_s: float
     close_code: int | None
+    rotated: bool = False  # moved on purpose, ahead of the session cap (nothing was lost)
 
 
 SessionEvent = AudioDelta | TranscriptDelta | Reconnected | OtherEvent | RealtimeServerEvent
@@ -107,7 +112,11 @@ class RealtimeSession:
         self._ready_event = asyncio.Event()
         self._closing = False
         self._buffered_audio: deque[str] = deque(maxlen=MAX_BUFFERED_AUDIO_FRAMES)
+        # Held while the socket is being replaced (a reconnect or a rotation), so only one happens.
+        self._switching = asyncio.Lock()
+        self._rotated: Reconnected | None = None  # a rotation events() has yet to report
         self.reconnects = 0
+        self.rotations = 0
         self.connected_at: float | None = None
 
     # Connection ---------------------------------------------------------------------------------
@@ -247,12 +256,19 @@ class RealtimeSession:
             except ConnectionClosed as exc:
                 if self._closing:
                     return
+                if connection is not self._connection:
+                    # Rotated away from: its successor already carries the call.
+                    rotated, self._rotated = self._rotated, None
+                    if rotated is not None:
+                        yield rotated
+                    continue
                 close_code = exc.rcvd.code if exc.rcvd is not None else None
                 reason = exc.rcvd.reason if exc.rcvd is not None else ""
                 self._not_ready()
                 self._log.warning("OpenAI closed the session (%s %s); reconnecting", close_code, reason)
                 dropped_at = time.monotonic()
-                await self._reestablish()
+                async with self._switching:
+                    await self._reestablish()
                 self.reconnects += 1
                 yield Reconnected(self.reconnects, time.monotonic() - dropped_at, close_code)
                 continue
@@ -288,6 +304,53 @@ class RealtimeSession:
         if self._typed_events is not None and kind not in self._typed_events:
             return OtherEvent(kind)
         return connection.parse_event(raw)
+
+    async def rotate(self, quiet: Callable[[], bool], *, within_s: float = ROTATE_WAIT_S) -> bool:
+        """Move the call to a fresh server session before the old one hits OpenAI's 60-minute cap.
+
+        The new socket is opened while the old one still carries the call. The switch itself waits
+        for `quiet()` (nobody speaking, no response or tool under way: the bridge knows): then the
+        caller's audio is held for the few milliseconds the setup takes, replayed to the new session,
+        and the old socket is closed. False if nothing changed (no new session could be opened, no
+        quiet moment came, or the socket was being replaced already): the old session carries on
+        and the cap's reconnect remains.
+        """
+        if self._closing or not self._ready or self._switching.locked():
+            return False
+        old = self._connection
+        started = time.monotonic()
+        try:
+            fresh = await self._connect_with_retries(first=False)
+        except RealtimeUnavailable as exc:
+            self._log.warning("could not open a new OpenAI session to move to: %s", exc)
+            return False
+        deadline = time.monotonic() + within_s
+        switched = False
+        try:
+            while not (quiet() and self._ready and self._connection is old and not self._closing):
+                if time.monotonic() > deadline or self._closing or self._connection is not old:
+                    return False
+                await asyncio.sleep(ROTATE_POLL_S)
+            async with self._switching:
+                if self._closing or not self._ready or self._connection is not old or not quiet():
+                    return False
+                self._not_ready()  # caller audio waits in the buffer until the new session is set up
+                self._connection = fresh
+                switched = True
+                try:
+                    await self._configure(reconnect=True)
+                except ConnectionClosed as exc:
+                    # events() finds the new socket closed (once the old one is) and reconnects.
+                    self._log.warning("OpenAI closed the new session during setup: %s", _describe(exc))
+                self.rotations += 1
+                self._rotated = Reconnected(self.reconnects, time.monotonic() - started, None, rotated=True)
+        finally:
+            # Longer than the socket's own close timeout, so a close is never cut half-way.
+            retired = old if switched else fresh
+            if retired is not None:
+                with contextlib.suppress(TimeoutError, ConnectionClosed, OSError):
+                    await asyncio.wait_for(retired.close(), timeout=2.0)
+        return True
 
     # Closing -------------------------------------------------------------------------------------
 

@@ -33,6 +33,14 @@ TURN_LATENCY = Histogram(
 )
 
 
+def masked_number(number: str | None) -> str:
+    """A phone number as logs show it: enough to tell calls apart, not enough to dial. The full
+    number stays in the store, which only the owner reads."""
+    if not number:
+        return "hidden number"
+    return number[:2] + "…" + number[-4:] if len(number) > 8 else "…" + number[-2:]
+
+
 def setup_logging(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import random
 import time
 import xml.etree.ElementTree as ET
@@ -242,6 +243,23 @@ async def test_twilio_stop_closes_openai_within_a_second(make_stack: StackFactor
     await stack.fake.wait_until(lambda: session.closed, timeout=2)
     assert time.monotonic() - stop.t < 1.0
     assert session.close_code == 1000
+
+
+async def test_logs_show_neither_the_callers_number_nor_the_keys_they_press(
+    make_stack: StackFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = await make_stack(Script(replies=[Reply([Say("Hi", audio=noise(300, 14))])]))
+    caplog.set_level(logging.DEBUG, logger="callassist")
+    call = await stack.simulator.place_call(from_number="+15557654321")
+    await call.wait_until_quiet(quiet_ms=100, timeout=10)
+    for digit in "4711":
+        await call.send_dtmf(digit)
+    await call.hang_up()
+    await stack.server.services.registry.wait_idle(10)
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert "call ended" in text and "caller pressed a key" in text
+    assert "…4321" in text  # enough to tell calls apart
+    assert "7654321" not in text and "4711" not in text and "pressed 4" not in text
 
 
 async def test_unsigned_stream_is_refused_before_any_openai_connection(make_stack: StackFactory) -> None:

@@ -345,7 +345,8 @@ class CallBridge:
         self.context.history = tuple(history)
         self._tool_ctx.caller_name = name
         if name or history:
-            self._log.info("known caller %s (%d earlier call(s))", name or "(no name)", len(history))
+            named = "by name" if name else "by number"
+            self._log.info("known caller, %s (%d earlier call(s))", named, len(history))
 
     async def _cleanup(
         self,
@@ -652,7 +653,7 @@ class CallBridge:
             hang_up=self._hang_up_after_goodbye,
             logger=self._log,
         )
-        self._log.info("stream started (caller %s)", caller or "hidden")
+        self._log.info("stream started (caller %s)", obs.masked_number(caller))
         if self._on_started is not None:
             self._on_started(self)
         return True
@@ -706,7 +707,8 @@ class CallBridge:
                 self._end(EndReason.caller_hung_up)
                 return
             elif isinstance(parsed, Dtmf):
-                self._log.info("caller pressed %s", parsed.digit)
+                # Keys can be a PIN or a card number: the digit itself is never logged.
+                self._log.info("caller pressed a key")
             elif isinstance(parsed, (Start, Connected)):
                 self._log.info("ignored a repeated %s message", type(parsed).__name__.lower())
 

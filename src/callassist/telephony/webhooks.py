@@ -68,7 +68,7 @@ async def incoming_call(request: Request) -> Response:
     services = _services(request)
     settings = services.settings
     caller = _field(form, "From")
-    log.info("incoming call %s from %s", _field(form, "CallSid"), caller or "hidden number")
+    log.info("incoming call %s from %s", _field(form, "CallSid"), obs.masked_number(caller))
     if not services.registry.accepting:
         return Response(twiml.unavailable(RESTARTING), media_type=XML)
     if services.streams_open >= settings.max_calls:

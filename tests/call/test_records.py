@@ -302,6 +302,41 @@ async def test_while_no_new_session_can_be_opened_the_call_carries_on_in_the_old
     assert bytes(first.audio_in) + bytes(second.audio_in) == bytes(call.audio_sent)
 
 
+async def test_a_new_session_that_fails_during_the_move_is_replaced_and_the_call_goes_on(
+    make_stack: StackFactory,
+) -> None:
+    script = Script(
+        replies=[
+            Reply([Say("Hello.", audio=tone(400, 400))]),
+            Reply([Say("First answer.", audio=tone(500, 420))]),
+            Reply([Say("Second answer.", audio=tone(500, 440))]),
+        ],
+        transcripts=["One?", "Two?"],
+    )
+    stack = await make_stack(script, session_rotate_minutes=0.05)
+    stack.fake.fail_during_setup = {1}
+    call = await stack.simulator.place_call()
+    await call.wait_until_quiet(quiet_ms=150, timeout=10)
+    await turn(stack, call, completed=2)
+    first = stack.fake.sessions[0]
+    failed = await stack.fake.wait_for_session(1, timeout=10)
+    await stack.fake.wait_until(lambda: failed.closed, timeout=5)
+    assert failed.close_code == 1011
+    # The new session died while being set up: a third one gets the conversation instead.
+    third = await stack.fake.wait_for_session(2, timeout=5)
+    await third.wait_for_client_event("session.update", timeout=3)
+    await stack.fake.wait_until(lambda: first.closed, timeout=5)
+    created = [e.event["item"] for e in third.client_events if e.type == "conversation.item.create"]
+    replayed = [item["content"][0]["text"] for item in created]
+    assert replayed[1:] == ["Hello.", "One?", "First answer."]
+    await turn(stack, call, completed=1)
+    assert [r["output"][0]["content"][0]["transcript"] for r in third.responses] == ["Second answer."]
+    await call.hang_up()
+    await stack.server.services.registry.wait_idle(10)
+    record = await record_of(stack.server.services.database, call.call_sid)
+    assert [t.text for t in record["turns"]] == ["Hello.", "One?", "First answer.", "Two?", "Second answer."]
+
+
 async def test_killing_the_server_mid_call_keeps_every_completed_turn(tmp_path: Path) -> None:
     script = Script(
         replies=[

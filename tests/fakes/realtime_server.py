@@ -637,6 +637,10 @@ class FakeSession:
     # -- session ------------------------------------------------------------------------------
 
     async def _on_session_update(self, data: dict[str, Any], client_event_id: str | None) -> None:
+        if self.index in self._server.fail_during_setup:
+            # An internal failure as the session is being configured (the service's 1011).
+            await self.close(code=1011, reason="Internal server error.")
+            return
         update: dict[str, Any] = data["session"]
         raw = f"session.update {json.dumps(update)[:300]}"
         if update.get("type") != "realtime":
@@ -1648,6 +1652,8 @@ class FakeRealtimeServer:
         # would; `refused` counts them.
         self.refuse_new_sessions: HTTPStatus | None = None
         self.refused = 0
+        # Indices of sessions that fail (close 1011) on their first session.update.
+        self.fail_during_setup: set[int] = set()
         self.host = host
         self.requested_port = port
         self.api_key = api_key

@@ -86,6 +86,7 @@ _LOGGED_BAD_FRAMES = 5
 QUIET_POLL_S = 0.25
 QUIET_WINDOW_S = 1.0
 ROTATE_RETRY_S = 5.0
+SWITCH_WAIT_S = 2.0  # how long a request waits for a session being replaced
 
 
 class EndReason(StrEnum):
@@ -208,6 +209,7 @@ class CallBridge:
         self._turn_ended_at: float | None = None
         self._awaiting_first_audio = True
         self._caller_speaking = False  # between the VAD's speech_started and speech_stopped
+        self._winding_down = False  # a goodbye is under way: the call ends after it
         self._unknown_events: set[str] = set()
         self._handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             "input_audio_buffer.speech_started": self._on_speech_started,
@@ -358,6 +360,8 @@ class CallBridge:
             self.end_reason = EndReason.twilio_disconnected
         ended.cancel()
         self._closing = True
+        # A switch to a new OpenAI session under way finishes first (what follows needs a session).
+        await self._session.settled(SWITCH_WAIT_S)
         if self.journal is not None:
             # Whatever was still queued at Twilio when the line closed was never heard.
             for cut in self._tracker.interrupt():
@@ -477,6 +481,7 @@ class CallBridge:
     def _hang_up_after_goodbye(self, reason: str) -> None:
         """The assistant decided the call is over (end_call): close once its goodbye is heard."""
         self._log.info("the assistant ends the call (%s)", reason)
+        self._winding_down = True
         self._spawn(self._close_after_playback(EndReason.assistant_hung_up, within_s=20.0))
 
     async def _close_after_playback(self, reason: EndReason, within_s: float) -> None:
@@ -498,8 +503,10 @@ class CallBridge:
     async def _say_goodbye_and_end(self, instructions: str, reason: EndReason, grace_s: float) -> None:
         if self._ended.is_set():
             return
+        self._winding_down = True
         deadline = time.monotonic() + grace_s
-        if self._session.ready and self._twilio_open:
+        # A session being replaced (a rotation, a reconnect) is waited for briefly.
+        if self._twilio_open and await self._session.wait_ready(min(SWITCH_WAIT_S, grace_s / 2)):
             await self._wait_for_no_response(deadline - time.monotonic() - 2.0)
             self._wanted = self._wanted_instructions = None
             await self._request_response(purpose="goodbye", instructions=instructions)
@@ -545,10 +552,14 @@ class CallBridge:
     def _quiet_moment(self) -> bool:
         """Nothing in flight that a new session could not take over: no response or tool under
         way, the caller neither speaking nor awaiting a transcript, nothing left to play at Twilio."""
+        request_lost = time.monotonic() - self._requested_at > REQUEST_EXPIRY_S
         return (
             self._session.ready
+            and not self._closing
+            and not self._ended.is_set()
+            and not self._winding_down
             and self._active_response is None
-            and self._response_requested is None
+            and (self._response_requested is None or request_lost)
             and self._wanted is None
             and not self._tool_batches
             and not self._background
@@ -1066,6 +1077,9 @@ class CallBridge:
             if self._wanted is None or instructions:
                 self._wanted, self._wanted_instructions = purpose, instructions
             return
+        if not self._session.ready and self._session.switching:
+            # A new session is being set up (a rotation takes milliseconds): ask it, not the void.
+            await self._session.settled(SWITCH_WAIT_S)
         event = self._response_create(purpose=purpose, instructions=instructions)
         if not await self._session.send(event):
             self._response_requested = None

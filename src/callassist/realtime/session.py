@@ -115,6 +115,7 @@ class RealtimeSession:
         # Held while the socket is being replaced (a reconnect or a rotation), so only one happens.
         self._switching = asyncio.Lock()
         self._rotated: Reconnected | None = None  # a rotation events() has yet to report
+        self._retiring: set[AsyncRealtimeConnection] = set()  # rotated away from, being closed
         self.reconnects = 0
         self.rotations = 0
         self.connected_at: float | None = None
@@ -154,8 +155,10 @@ class RealtimeSession:
         # as the line opens may interrupt the greeting; the model then answers that instead).
         for event in await self._setup(reconnect):
             await connection.send_raw(json.dumps(event))
-        while self._buffered_audio:
-            await connection.send_raw(_APPEND_PREFIX + self._buffered_audio.popleft() + '"}')
+        buffered = self._buffered_audio
+        while buffered:
+            await connection.send_raw(_APPEND_PREFIX + buffered[0] + '"}')
+            buffered.popleft()  # only once sent: a socket that drops meanwhile leaves it for the next
         self._ready = True
         self._ready_event.set()
         self.connected_at = time.monotonic()
@@ -227,21 +230,27 @@ class RealtimeSession:
         if not self._ready:
             self._buffered_audio.append(payload)
             return
+        connection = self._connection
         try:
-            await self._connection.send_raw(_APPEND_PREFIX + payload + '"}')  # type: ignore[union-attr]
+            await connection.send_raw(_APPEND_PREFIX + payload + '"}')  # type: ignore[union-attr]
         except ConnectionClosed:
-            self._not_ready()
-            self._buffered_audio.append(payload)
+            if connection is self._connection:
+                self._not_ready()
+                self._buffered_audio.append(payload)
+            else:  # rotated away from meanwhile: the frame goes the current way
+                await self.send_audio(payload)
 
     async def send(self, event: dict[str, Any]) -> bool:
         """Send one client event. Returns False if the socket is down (the receiver reconnects)."""
-        if not self._ready or self._connection is None:
+        connection = self._connection
+        if not self._ready or connection is None:
             self._log.info("dropped %s while OpenAI is reconnecting", event.get("type"))
             return False
         try:
-            await self._connection.send_raw(json.dumps(event))
+            await connection.send_raw(json.dumps(event))
         except ConnectionClosed:
-            self._not_ready()
+            if connection is self._connection:
+                self._not_ready()
             return False
         return True
 
@@ -272,6 +281,8 @@ class RealtimeSession:
                 self.reconnects += 1
                 yield Reconnected(self.reconnects, time.monotonic() - dropped_at, close_code)
                 continue
+            if connection is not self._connection:
+                continue  # rotated away from (at a quiet moment): what it still says is moot
             event = self._parse(connection, raw)
             if event is not None:
                 yield event
@@ -339,18 +350,38 @@ class RealtimeSession:
                 switched = True
                 try:
                     await self._configure(reconnect=True)
-                except ConnectionClosed as exc:
-                    # events() finds the new socket closed (once the old one is) and reconnects.
-                    self._log.warning("OpenAI closed the new session during setup: %s", _describe(exc))
+                except Exception as exc:
+                    # Closing the new socket too makes events() reconnect from scratch once the
+                    # old one is closed: the call never sits on a session that isn't configured.
+                    self._log.warning("the new OpenAI session failed during setup: %s", _describe(exc))
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(fresh.close(), timeout=2.0)
+                    return True
                 self.rotations += 1
                 self._rotated = Reconnected(self.reconnects, time.monotonic() - started, None, rotated=True)
         finally:
-            # Longer than the socket's own close timeout, so a close is never cut half-way.
             retired = old if switched else fresh
             if retired is not None:
+                self._retiring.add(retired)  # close() closes it if this task is cancelled first
+                # Longer than the socket's own close timeout, so a close is never cut half-way.
                 with contextlib.suppress(TimeoutError, ConnectionClosed, OSError):
                     await asyncio.wait_for(retired.close(), timeout=2.0)
+                self._retiring.discard(retired)
         return True
+
+    @property
+    def switching(self) -> bool:
+        """Is the socket being replaced right now (a reconnect or a rotation)?"""
+        return self._switching.locked()
+
+    async def settled(self, within_s: float) -> bool:
+        """Wait (a bounded time) until no switch to a new socket is under way."""
+        try:
+            await asyncio.wait_for(self._switching.acquire(), within_s)
+        except TimeoutError:
+            return False
+        self._switching.release()
+        return self._ready
 
     # Closing -------------------------------------------------------------------------------------
 
@@ -364,6 +395,9 @@ class RealtimeSession:
                 await asyncio.wait_for(connection.close(), timeout=1.0)
             # Keep the object so a concurrent events() sees ConnectionClosed and returns.
             self._connection = connection
+        for retired in list(self._retiring):
+            with contextlib.suppress(TimeoutError, ConnectionClosed, OSError):
+                await asyncio.wait_for(retired.close(), timeout=1.0)
 
     @property
     def session_age(self) -> float:

@@ -11,6 +11,7 @@ Prints: server CPU seconds per call-minute, relay latency p50/p99 per direction,
 direction, peak RSS of the server, and failed calls.
 
     python bench/relay.py --calls 100 --seconds 60
+    python bench/relay.py --calls 100 --seconds 60 --server baseline   (the yardstick: bench/baseline.py)
 """
 
 from __future__ import annotations
@@ -406,10 +407,12 @@ async def _orchestrate(
         "CALLASSIST_LOG_LEVEL": "warning",
         "CALLASSIST_MAX_CALLS": "10000",
     }
-    callassist = str(Path(sys.executable).with_name("callassist"))
+    if args.server == "baseline":
+        command = [sys.executable, str(REPO / "bench" / "baseline.py"), "--port", str(server_port)]
+    else:
+        command = [str(Path(sys.executable).with_name("callassist")), "serve"]
     server = await asyncio.create_subprocess_exec(
-        callassist,
-        "serve",
+        *command,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -454,6 +457,7 @@ async def _orchestrate(
     fake_result = json.loads(report.read_text())
     report.unlink(missing_ok=True)
     return {
+        "server": args.server,
         "calls": args.calls,
         "window_s": round(wall, 1),
         "server_cpu_s_per_call_minute": cpu_used / (args.calls * wall / 60),
@@ -474,6 +478,7 @@ async def _orchestrate(
 
 
 def print_summary(result: dict[str, Any]) -> None:
+    print(f"server                         {result['server']}")
     print(f"calls                          {result['calls']} (window {result['window_s']} s)")
     print(f"server CPU per call-minute     {result['server_cpu_s_per_call_minute']:.3f} s")
     print(f"server CPU share               {100 * result['server_cpu_share']:.0f}% of one core")
@@ -495,6 +500,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="measurement window")
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which calls start")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--server",
+        choices=["callassist", "baseline"],
+        default="callassist",
+        help="what to measure: `callassist serve`, or the minimal bridge in bench/baseline.py",
+    )
     parser.add_argument(
         "--role", choices=["bench", "fake", "callers"], default="bench", help=argparse.SUPPRESS
     )

@@ -1,0 +1,94 @@
+"""The yardstick for bench/relay.py: a minimal two-coroutine Twilio <-> OpenAI Realtime bridge.
+
+It is the shape of twilio-samples' speech-assistant-openai-realtime-api-python main.py, moved to the
+GA protocol: one coroutine per direction, `json.loads`/`json.dumps` on every message, `clear` on
+speech_started, and nothing else: no signature checks, no marks bookkeeping, no truncation, no
+tools, no records, no reconnect. Run it with `python bench/relay.py --server baseline` to measure
+callassist against it on the same machine, with the same callers and the same fake.
+
+    python bench/baseline.py --port 8011     (OPENAI_API_KEY and OPENAI_BASE_URL from the environment)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+
+import uvicorn
+import websockets
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import Response
+
+app = FastAPI()
+OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
+REALTIME_URL = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1").replace("http", "ws", 1)
+MODEL = "gpt-realtime-2.1"
+SESSION = {
+    "type": "realtime",
+    "model": MODEL,
+    "output_modalities": ["audio"],
+    "audio": {
+        "input": {"format": {"type": "audio/pcmu"}, "turn_detection": {"type": "server_vad"}},
+        "output": {"format": {"type": "audio/pcmu"}, "voice": "marin"},
+    },
+    "instructions": "You are a helpful phone assistant. Keep answers short.",
+}
+
+
+@app.post("/voice/incoming")
+async def incoming_call(request: Request) -> Response:
+    stream_url = f"ws://{request.url.netloc}/voice/stream"
+    twiml = f'<Response><Connect><Stream url="{stream_url}"/></Connect></Response>'
+    return Response(twiml, media_type="application/xml")
+
+
+@app.websocket("/voice/stream")
+async def media_stream(websocket: WebSocket) -> None:
+    await websocket.accept()
+    async with websockets.connect(
+        f"{REALTIME_URL}/realtime?model={MODEL}",
+        additional_headers={"Authorization": f"Bearer {OPENAI_API_KEY}"},
+    ) as openai_ws:
+        await openai_ws.send(json.dumps({"type": "session.update", "session": SESSION}))
+        await openai_ws.send(json.dumps({"type": "response.create"}))
+        stream_sid: str | None = None
+
+        async def receive_from_twilio() -> None:
+            nonlocal stream_sid
+            try:
+                async for message in websocket.iter_text():
+                    data = json.loads(message)
+                    if data["event"] == "media":
+                        append = {"type": "input_audio_buffer.append", "audio": data["media"]["payload"]}
+                        await openai_ws.send(json.dumps(append))
+                    elif data["event"] == "start":
+                        stream_sid = data["start"]["streamSid"]
+                    elif data["event"] == "stop":
+                        break
+            except WebSocketDisconnect:
+                pass
+            await openai_ws.close()
+
+        async def send_to_twilio() -> None:
+            async for raw in openai_ws:
+                event = json.loads(raw)
+                if event.get("type") == "response.output_audio.delta":
+                    payload = base64.b64encode(base64.b64decode(event["delta"])).decode()
+                    media = {"event": "media", "streamSid": stream_sid, "media": {"payload": payload}}
+                    await websocket.send_json(media)
+                elif event.get("type") == "input_audio_buffer.speech_started":
+                    await websocket.send_json({"event": "clear", "streamSid": stream_sid})
+
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await asyncio.gather(receive_from_twilio(), send_to_twilio())
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=8011)
+    args = parser.parse_args()
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")

@@ -2,11 +2,13 @@
 
 It is the shape of twilio-samples' speech-assistant-openai-realtime-api-python main.py, moved to the
 GA protocol: one coroutine per direction, `json.loads`/`json.dumps` on every message, `clear` on
-speech_started, and nothing else: no signature checks, no marks bookkeeping, no truncation, no
-tools, no records, no reconnect. Run it with `python bench/relay.py --server baseline` to measure
-callassist against it on the same machine, with the same callers and the same fake.
+speech_started, and nothing else: no signature checks, no truncation, no tools, no records, no
+reconnect. With --marks it also sends a mark after each audio chunk and pops a queue when Twilio
+echoes it, as the sample does (Twilio's message count then matches callassist's). Run it with
+`python bench/relay.py --server baseline` (or `baseline-marks`) to measure callassist against it on
+the same machine, with the same callers and the same fake.
 
-    python bench/baseline.py --port 8011     (OPENAI_API_KEY and OPENAI_BASE_URL from the environment)
+    python bench/baseline.py --port 8011 [--marks]   (OPENAI_API_KEY, OPENAI_BASE_URL from the environment)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 
 app = FastAPI()
+SEND_MARKS = False
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 REALTIME_URL = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1").replace("http", "ws", 1)
 MODEL = "gpt-realtime-2.1"
@@ -56,6 +59,7 @@ async def media_stream(websocket: WebSocket) -> None:
         await openai_ws.send(json.dumps({"type": "session.update", "session": SESSION}))
         await openai_ws.send(json.dumps({"type": "response.create"}))
         stream_sid: str | None = None
+        mark_queue: list[str] = []
 
         async def receive_from_twilio() -> None:
             nonlocal stream_sid
@@ -67,6 +71,8 @@ async def media_stream(websocket: WebSocket) -> None:
                         await openai_ws.send(json.dumps(append))
                     elif data["event"] == "start":
                         stream_sid = data["start"]["streamSid"]
+                    elif data["event"] == "mark" and mark_queue:
+                        mark_queue.pop(0)
                     elif data["event"] == "stop":
                         break
             except WebSocketDisconnect:
@@ -80,8 +86,14 @@ async def media_stream(websocket: WebSocket) -> None:
                     payload = base64.b64encode(base64.b64decode(event["delta"])).decode()
                     media = {"event": "media", "streamSid": stream_sid, "media": {"payload": payload}}
                     await websocket.send_json(media)
+                    if SEND_MARKS:
+                        await websocket.send_json(
+                            {"event": "mark", "streamSid": stream_sid, "mark": {"name": "part"}}
+                        )
+                        mark_queue.append("part")
                 elif event.get("type") == "input_audio_buffer.speech_started":
                     await websocket.send_json({"event": "clear", "streamSid": stream_sid})
+                    mark_queue.clear()
 
         with contextlib.suppress(websockets.ConnectionClosed):
             await asyncio.gather(receive_from_twilio(), send_to_twilio())
@@ -90,5 +102,9 @@ async def media_stream(websocket: WebSocket) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8011)
+    parser.add_argument(
+        "--marks", action="store_true", help="send a mark after each chunk, as the sample does"
+    )
     args = parser.parse_args()
+    SEND_MARKS = args.marks
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")

@@ -11,7 +11,8 @@ Prints: server CPU seconds per call-minute, relay latency p50/p99 per direction,
 direction, peak RSS of the server, and failed calls.
 
     python bench/relay.py --calls 100 --seconds 60
-    python bench/relay.py --calls 100 --seconds 60 --server baseline   (the yardstick: bench/baseline.py)
+    python bench/relay.py --calls 100 --seconds 60 --server baseline   (the yardstick: bench/baseline.py;
+                                                         baseline-marks: the same with a mark per chunk)
 """
 
 from __future__ import annotations
@@ -407,8 +408,9 @@ async def _orchestrate(
         "CALLASSIST_LOG_LEVEL": "warning",
         "CALLASSIST_MAX_CALLS": "10000",
     }
-    if args.server == "baseline":
+    if args.server.startswith("baseline"):
         command = [sys.executable, str(REPO / "bench" / "baseline.py"), "--port", str(server_port)]
+        command += ["--marks"] if args.server == "baseline-marks" else []
     else:
         command = [str(Path(sys.executable).with_name("callassist")), "serve"]
     server = await asyncio.create_subprocess_exec(
@@ -502,9 +504,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument(
         "--server",
-        choices=["callassist", "baseline"],
+        choices=["callassist", "baseline", "baseline-marks"],
         default="callassist",
-        help="what to measure: `callassist serve`, or the minimal bridge in bench/baseline.py",
+        help="what to measure: `callassist serve`, or the minimal bridge in bench/baseline.py "
+        "(without or with a mark per chunk)",
     )
     parser.add_argument(
         "--role", choices=["bench", "fake", "callers"], default="bench", help=argparse.SUPPRESS

@@ -270,10 +270,9 @@ async def test_a_long_call_moves_to_a_fresh_session_at_a_quiet_moment_and_loses_
     assert record["call"].reconnects == 0
 
 
-async def test_while_no_new_session_can_be_opened_the_call_carries_on_in_the_old_one(
-    make_stack: StackFactory,
-) -> None:
-    script = Script(
+def two_turns() -> Script:
+    """A greeting and two short answers, told apart by their text."""
+    return Script(
         replies=[
             Reply([Say("Hello.", audio=tone(400, 400))]),
             Reply([Say("First answer.", audio=tone(500, 420))]),
@@ -281,7 +280,12 @@ async def test_while_no_new_session_can_be_opened_the_call_carries_on_in_the_old
         ],
         transcripts=["One?", "Two?"],
     )
-    stack = await make_stack(script, session_rotate_minutes=0.05)
+
+
+async def test_while_no_new_session_can_be_opened_the_call_carries_on_in_the_old_one(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(two_turns(), session_rotate_minutes=0.05)
     call = await stack.simulator.place_call()
     first = await stack.fake.wait_for_session(0, timeout=5)
     stack.fake.refuse_new_sessions = HTTPStatus.SERVICE_UNAVAILABLE
@@ -305,15 +309,7 @@ async def test_while_no_new_session_can_be_opened_the_call_carries_on_in_the_old
 async def test_a_new_session_that_fails_during_the_move_is_replaced_and_the_call_goes_on(
     make_stack: StackFactory,
 ) -> None:
-    script = Script(
-        replies=[
-            Reply([Say("Hello.", audio=tone(400, 400))]),
-            Reply([Say("First answer.", audio=tone(500, 420))]),
-            Reply([Say("Second answer.", audio=tone(500, 440))]),
-        ],
-        transcripts=["One?", "Two?"],
-    )
-    stack = await make_stack(script, session_rotate_minutes=0.05)
+    stack = await make_stack(two_turns(), session_rotate_minutes=0.05)
     stack.fake.fail_during_setup = {1}
     call = await stack.simulator.place_call()
     await call.wait_until_quiet(quiet_ms=150, timeout=10)

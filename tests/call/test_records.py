@@ -62,6 +62,27 @@ async def turn(stack: Stack, call: Any, completed: int) -> None:
     await call.wait_until_quiet(quiet_ms=150, timeout=10, after=said)
 
 
+def tuesday_meeting() -> Script:
+    """A greeting, an agreement, and a later question about it: what a new session must remember."""
+    return Script(
+        replies=[
+            Reply([Say("Hello, Dana's assistant.", audio=tone(400, 400))]),
+            Reply([Say("Tuesday at ten works.", audio=tone(500, 420))]),
+            Reply([Say("Yes, still Tuesday at ten.", audio=tone(500, 440))]),
+        ],
+        transcripts=["Can we meet Tuesday?", "So we agreed on Tuesday?"],
+    )
+
+
+def replayed_messages(session: Any) -> list[tuple[str, str]]:
+    """(role, text) of each conversation item the bridge created in a session, in order."""
+    return [
+        (e.event["item"]["role"], e.event["item"]["content"][0]["text"])
+        for e in session.client_events
+        if e.type == "conversation.item.create"
+    ]
+
+
 async def test_a_two_turn_call_is_recorded_as_it_happened(make_stack: StackFactory) -> None:
     script = Script(
         replies=[
@@ -175,14 +196,7 @@ async def test_an_interrupted_turn_is_stored_only_as_far_as_it_was_heard(make_st
 async def test_a_dropped_session_gets_the_conversation_back_and_no_second_greeting(
     make_stack: StackFactory,
 ) -> None:
-    script = Script(
-        replies=[
-            Reply([Say("Hello, Dana's assistant.", audio=tone(400, 400))]),
-            Reply([Say("Tuesday at ten works.", audio=tone(500, 420))]),
-            Reply([Say("Yes, still Tuesday at ten.", audio=tone(500, 440))]),
-        ],
-        transcripts=["Can we meet Tuesday?", "So we agreed on Tuesday?"],
-    )
+    script = tuesday_meeting()
     stack = await make_stack(script)
     call = await stack.simulator.place_call()
     await call.wait_until_quiet(quiet_ms=150, timeout=10)
@@ -196,11 +210,7 @@ async def test_a_dropped_session_gets_the_conversation_back_and_no_second_greeti
     # Same configuration again (only the clock in the instructions moves on).
     assert without_clock(update["session"]) == without_clock(first.client_events[0].event["session"])
     # The conversation so far, as text, in order; then nothing asks for a greeting.
-    replayed = [
-        (e.event["item"]["role"], e.event["item"]["content"][0]["text"])
-        for e in second.client_events
-        if e.type == "conversation.item.create"
-    ]
+    replayed = replayed_messages(second)
     assert replayed[1:] == [
         ("assistant", "Hello, Dana's assistant."),
         ("user", "Can we meet Tuesday?"),
@@ -218,14 +228,7 @@ async def test_a_dropped_session_gets_the_conversation_back_and_no_second_greeti
 async def test_a_long_call_moves_to_a_fresh_session_at_a_quiet_moment_and_loses_nothing(
     make_stack: StackFactory,
 ) -> None:
-    script = Script(
-        replies=[
-            Reply([Say("Hello, Dana's assistant.", audio=tone(400, 400))]),
-            Reply([Say("Tuesday at ten works.", audio=tone(500, 420))]),
-            Reply([Say("Yes, still Tuesday at ten.", audio=tone(500, 440))]),
-        ],
-        transcripts=["Can we meet Tuesday?", "So we agreed on Tuesday?"],
-    )
+    script = tuesday_meeting()
     # Sessions are moved on after three seconds instead of fifty, and the fake's cap is at eight.
     stack = await make_stack(script, session_rotate_minutes=0.05, fake_options={"max_session_seconds": 8})
     call = await stack.simulator.place_call()
@@ -238,11 +241,7 @@ async def test_a_long_call_moves_to_a_fresh_session_at_a_quiet_moment_and_loses_
     # The new session has the same configuration and the conversation; nothing asks it to speak.
     update = await second.wait_for_client_event("session.update", timeout=3)
     assert without_clock(update["session"]) == without_clock(first.client_events[0].event["session"])
-    replayed = [
-        (e.event["item"]["role"], e.event["item"]["content"][0]["text"])
-        for e in second.client_events
-        if e.type == "conversation.item.create"
-    ]
+    replayed = replayed_messages(second)
     assert replayed[1:] == [
         ("assistant", "Hello, Dana's assistant."),
         ("user", "Can we meet Tuesday?"),
@@ -322,9 +321,7 @@ async def test_a_new_session_that_fails_during_the_move_is_replaced_and_the_call
     third = await stack.fake.wait_for_session(2, timeout=5)
     await third.wait_for_client_event("session.update", timeout=3)
     await stack.fake.wait_until(lambda: first.closed, timeout=5)
-    created = [e.event["item"] for e in third.client_events if e.type == "conversation.item.create"]
-    replayed = [item["content"][0]["text"] for item in created]
-    assert replayed[1:] == ["Hello.", "One?", "First answer."]
+    assert [text for _, text in replayed_messages(third)[1:]] == ["Hello.", "One?", "First answer."]
     await turn(stack, call, completed=1)
     assert [r["output"][0]["content"][0]["transcript"] for r in third.responses] == ["Second answer."]
     await call.hang_up()

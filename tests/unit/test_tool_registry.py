@@ -7,12 +7,13 @@ import json
 from typing import Annotated, Any
 
 import pytest
+from jsonschema import Draft202012Validator
 from openai.types.realtime import RealtimeClientEvent
 from pydantic import BaseModel, Field, TypeAdapter
 
 from callassist.calendar.booking import BookingService
 from callassist.tools.calendar import register_calendar_tools
-from callassist.tools.registry import ToolContext, ToolError, ToolRegistry
+from callassist.tools.registry import ToolContext, ToolError, ToolRegistry, json_schema
 
 CLIENT_EVENTS = TypeAdapter(Annotated[RealtimeClientEvent, Field(discriminator="type")])
 
@@ -59,13 +60,70 @@ def test_declarations_are_clean_json_schema_and_owner_only_tools_are_hidden() ->
             "type": "object",
             "properties": {
                 "x": {"type": "integer", "minimum": 0, "description": "Across"},
-                "label": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
+                "label": {"type": "string"},  # optional: a plain string left out of `required`
             },
             "required": ["x"],
             "additionalProperties": False,
         },
     }
     assert [d["name"] for d in registry.declarations(owner=True)] == ["place", "secret"]
+
+
+class Slot(BaseModel):
+    day: str = Field(description="YYYY-MM-DD")
+    title: str | None = Field(default=None, description="A property called title")
+
+
+class Nested(BaseModel):
+    title: str = Field(description="Kept: a property, not an annotation")
+    slot: Slot = Field(description="A nested model")
+    extra: dict[str, str] = Field(default={"title": "a default value"}, description="Left alone")
+    maybe: int | None = Field(description="Required but may be null")
+
+
+def test_only_title_annotations_go_never_a_property_or_a_value_named_title() -> None:
+    schema = json_schema(Nested)
+    assert schema["required"] == ["title", "slot", "maybe"]
+    assert schema["properties"]["title"] == {
+        "type": "string",
+        "description": "Kept: a property, not an annotation",
+    }
+    assert schema["properties"]["slot"] == {
+        "type": "object",
+        "description": "A nested model",
+        "properties": {
+            "day": {"type": "string", "description": "YYYY-MM-DD"},
+            "title": {"type": "string", "description": "A property called title"},
+        },
+        "required": ["day"],
+    }
+    assert schema["properties"]["extra"]["default"] == {"title": "a default value"}
+    # A required field that may be null keeps its null: leaving it out would not mean the same.
+    assert schema["properties"]["maybe"]["anyOf"] == [{"type": "integer"}, {"type": "null"}]
+    assert "$defs" not in json.dumps(schema) and "$ref" not in json.dumps(schema)
+    Draft202012Validator.check_schema(schema)
+
+
+class Ask(BaseModel):
+    question: str = Field(description="What to ask {owner}")
+
+
+def test_owner_name_replaces_the_placeholder_in_descriptions() -> None:
+    registry = ToolRegistry(owner_name="Dana")
+
+    @registry.tool()
+    async def ask(ctx: ToolContext, args: Ask) -> dict[str, Any]:
+        """Ask {owner} something; {owner}'s answer comes
+        later."""
+        return {}
+
+    [dana] = registry.declarations(owner=False)
+    assert dana["description"] == "Ask Dana something; Dana's answer comes later."
+    assert dana["parameters"]["properties"]["question"]["description"] == "What to ask Dana"
+    [sam] = registry.declarations(owner=False, owner_name="Sam Lee")
+    assert sam["description"] == "Ask Sam Lee something; Sam Lee's answer comes later."
+    nobody = ask.declaration()
+    assert nobody["description"] == "Ask the owner something; the owner's answer comes later."
 
 
 def test_calendar_tool_declarations_validate_in_a_session_update() -> None:

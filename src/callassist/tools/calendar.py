@@ -29,28 +29,54 @@ MAX_RANGE_DAYS = 14
 DEFAULT_LOOKAHEAD_DAYS = 90
 
 
+_DATE = {"format": "date"}  # YYYY-MM-DD (RFC 3339 full-date), which is what parse_local_date reads
+
+
 class CheckAvailabilityArgs(BaseModel):
-    date: str = Field(description="First day to check, YYYY-MM-DD (owner's time zone)")
-    end_date: str | None = Field(
-        default=None, description="Last day to check, inclusive, for a range of days (at most 14)"
+    date: str = Field(
+        description="First day to check, YYYY-MM-DD, in {owner}'s time zone", json_schema_extra=_DATE
     )
-    duration_minutes: int = Field(default=60, ge=5, le=480, description="Length of the meeting wanted")
+    end_date: str | None = Field(
+        default=None,
+        description="Last day to check, inclusive, YYYY-MM-DD, for a range of days (at most 14); "
+        "leave out to check one day",
+        json_schema_extra=_DATE,
+    )
+    duration_minutes: int = Field(
+        default=60, ge=5, le=480, description="Length of the meeting wanted, in minutes"
+    )
 
 
 class CreateEventArgs(BaseModel):
-    title: str = Field(min_length=1, max_length=120, description="Short title, e.g. 'Call with Alex Kim'")
-    start: str = Field(description="Start, owner's local time, e.g. 2026-11-25T14:00")
-    duration_minutes: int | None = Field(
-        default=None, ge=5, le=480, description="Length in minutes (default 60); or give end"
+    title: str = Field(
+        min_length=1, max_length=120, description="Short title for the calendar, e.g. 'Call with Alex Kim'"
     )
-    end: str | None = Field(default=None, description="End, owner's local time, instead of a duration")
-    caller_name: str = Field(min_length=1, max_length=80, description="The caller's name as they gave it")
-    notes: str | None = Field(default=None, max_length=1000, description="What it's about, if they said")
+    start: str = Field(
+        description="Start, YYYY-MM-DDTHH:MM in {owner}'s local time, no offset, e.g. 2026-11-25T14:00"
+    )
+    duration_minutes: int | None = Field(
+        default=None, ge=5, le=480, description="Length in minutes; leave out for 60, or give end instead"
+    )
+    end: str | None = Field(
+        default=None, description="End, YYYY-MM-DDTHH:MM in {owner}'s local time, instead of a length"
+    )
+    caller_name: str = Field(
+        min_length=1,
+        max_length=80,
+        description="The caller's name as they gave it (spelled as they spelled it)",
+    )
+    notes: str | None = Field(
+        default=None, max_length=1000, description="What the meeting is about, if the caller said"
+    )
 
 
 class FindMyEventsArgs(BaseModel):
-    from_date: str | None = Field(default=None, description="YYYY-MM-DD, default today")
-    to_date: str | None = Field(default=None, description="YYYY-MM-DD, default 90 days ahead")
+    from_date: str | None = Field(
+        default=None, description="First day, YYYY-MM-DD; leave out for today", json_schema_extra=_DATE
+    )
+    to_date: str | None = Field(
+        default=None, description="Last day, YYYY-MM-DD; leave out for 90 days ahead", json_schema_extra=_DATE
+    )
 
 
 class EventIdArgs(BaseModel):
@@ -59,15 +85,21 @@ class EventIdArgs(BaseModel):
 
 class RescheduleEventArgs(BaseModel):
     event_id: str = Field(min_length=1, max_length=200, description="The id from find_my_events")
-    start: str = Field(description="New start, owner's local time, e.g. 2026-11-26T10:00")
+    start: str = Field(
+        description="New start, YYYY-MM-DDTHH:MM in {owner}'s local time, no offset, e.g. 2026-11-26T10:00"
+    )
     duration_minutes: int | None = Field(
-        default=None, ge=5, le=480, description="New length in minutes (default: keep the current one)"
+        default=None, ge=5, le=480, description="New length in minutes; leave out to keep the current one"
     )
 
 
 class AgendaArgs(BaseModel):
-    date: str = Field(description="First day, YYYY-MM-DD")
-    end_date: str | None = Field(default=None, description="Last day, inclusive (at most 14 days)")
+    date: str = Field(description="First day, YYYY-MM-DD", json_schema_extra=_DATE)
+    end_date: str | None = Field(
+        default=None,
+        description="Last day, inclusive, YYYY-MM-DD (at most 14 days); leave out for one day",
+        json_schema_extra=_DATE,
+    )
 
 
 def _booking(ctx: ToolContext) -> BookingService:
@@ -135,8 +167,8 @@ def _require_number(ctx: ToolContext) -> str:
 def register_calendar_tools(registry: ToolRegistry) -> None:
     @registry.tool()
     async def check_availability(ctx: ToolContext, args: CheckAvailabilityArgs) -> dict[str, Any]:
-        """Find when the owner is free on a day or a range of days, inside working hours. Returns free
-        times only: never say more than free or busy about the owner's schedule."""
+        """Find when {owner} is free on a day or a range of days, inside {owner}'s working hours.
+        Returns free times only: tell callers no more than free or busy about {owner}'s schedule."""
         booking = _booking(ctx)
         first, last = _days(ctx, args.date, args.end_date, 0)
         if (last - first).days >= MAX_RANGE_DAYS:
@@ -169,9 +201,9 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
 
     @registry.tool()
     async def create_event(ctx: ToolContext, args: CreateEventArgs) -> dict[str, Any]:
-        """Book a meeting with the owner for this caller. Check availability first, and confirm the day,
+        """Book a meeting with {owner} for this caller. Check availability first, and confirm the day,
         time and length with the caller before booking. If the time can't be booked, the answer says
-        why and offers the nearest free times: offer those."""
+        why and gives the nearest free times: offer those."""
         booking = _booking(ctx)
         try:
             start = parse_local_datetime(args.start, booking.zone, offsets_are_local_times=True)
@@ -204,8 +236,8 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
 
     @registry.tool()
     async def find_my_events(ctx: ToolContext, args: FindMyEventsArgs) -> dict[str, Any]:
-        """List the meetings this caller booked with the owner (by their phone number), with the ids
-        needed to move or cancel them."""
+        """List the meetings this caller booked with {owner} (found by the number they call from),
+        with the ids needed to move or cancel them."""
         booking = _booking(ctx)
         number = _require_number(ctx)
         first, last = _days(ctx, args.from_date, args.to_date, DEFAULT_LOOKAHEAD_DAYS)
@@ -263,7 +295,8 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
 
     @registry.tool(owner_only=True)
     async def get_my_agenda(ctx: ToolContext, args: AgendaArgs) -> dict[str, Any]:
-        """The owner's own agenda with full details (only offered when the owner calls their line)."""
+        """Read {owner}'s own agenda with full details: titles, who booked, notes. Only on {owner}'s own
+        calls; use it when {owner} asks what is in their calendar."""
         booking = _booking(ctx)
         first, last = _days(ctx, args.date, args.end_date, 0)
         if (last - first).days >= MAX_RANGE_DAYS:
@@ -278,8 +311,9 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
 def _unavailable(ctx: ToolContext, exc: Exception) -> ToolError:
     # The details (server, account) are for the log, not for the caller or the model.
     ctx.logger.warning("calendar unavailable: %s", exc)
+    owner = getattr(ctx.services, "owner_name", None) or "the owner"
     return ToolError(
-        "The calendar can't be reached right now. Apologise, and offer to take a message so the owner "
+        f"The calendar can't be reached right now. Apologise, and offer to take a message so {owner} "
         "can confirm a time."
     )
 

@@ -10,7 +10,9 @@ from callassist.tools.registry import ToolContext, ToolError, ToolRegistry
 
 
 class EndCallArgs(BaseModel):
-    reason: str = Field(default="done", max_length=200, description="Why, in a few words (for the record)")
+    reason: str = Field(
+        default="done", max_length=200, description="Why the call ends, in a few words (for the record)"
+    )
 
 
 def register_call_tools(registry: ToolRegistry) -> None:

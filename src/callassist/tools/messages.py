@@ -14,13 +14,23 @@ _PHONE = re.compile(r"^\+?[0-9]{6,15}$")
 
 
 class TakeMessageArgs(BaseModel):
-    caller_name: str = Field(min_length=1, max_length=80, description="The caller's name as they gave it")
-    message: str = Field(min_length=1, max_length=2000, description="The message, in the caller's words")
+    caller_name: str = Field(
+        min_length=1,
+        max_length=80,
+        description="The caller's name as they gave it (spelled as they spelled it)",
+    )
+    message: str = Field(
+        min_length=1, max_length=2000, description="The message for {owner}, in the caller's words"
+    )
     callback_number: str | None = Field(
-        default=None, description="Number to call back, if different from the one they call from"
+        default=None,
+        description="Number to call back, as digits (with + and the country code if the caller gave "
+        "one); leave out when it is the number they are calling from",
     )
     urgency: Literal["low", "normal", "high", "urgent"] = Field(
-        default="normal", description="urgent only if the caller says it can't wait"
+        default="normal",
+        description="How soon {owner} should see it: normal unless the caller says otherwise; urgent only "
+        "if they say it can't wait",
     )
 
     @field_validator("callback_number")
@@ -37,8 +47,8 @@ class TakeMessageArgs(BaseModel):
 def register_message_tools(registry: ToolRegistry) -> None:
     @registry.tool(timeout_s=15.0)
     async def take_message(ctx: ToolContext, args: TakeMessageArgs) -> dict[str, Any]:
-        """Take a message for the owner: the caller's name, what they want, how to call them back and how
-        urgent it is. Read it back to the caller before saving it."""
+        """Take a message for {owner}: the caller's name, what they want, how to call them back and how
+        urgent it is. Read it back to the caller before saving it; {owner} gets it after the call."""
         if ctx.recorder is None:
             raise ToolError("Messages can't be saved right now. Apologise and ask them to call back later.")
         callback = args.callback_number or ctx.caller_number

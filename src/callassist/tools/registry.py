@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -70,6 +71,10 @@ class ToolOutcome:
 Handler = Callable[[ToolContext, Any], Awaitable[dict[str, Any]]]
 
 
+OWNER = "{owner}"  # in a tool's docstring or field descriptions: replaced by the owner's name
+DEFAULT_OWNER_NAME = "the owner"
+
+
 @dataclass(frozen=True)
 class Tool:
     name: str
@@ -79,33 +84,98 @@ class Tool:
     owner_only: bool = False
     timeout_s: float | None = None
 
-    def declaration(self) -> dict[str, Any]:
+    def declaration(self, owner_name: str | None = None) -> dict[str, Any]:
+        """The tool as session.update declares it, with `{owner}` replaced by the owner's name."""
         return {
             "type": "function",
             "name": self.name,
-            "description": self.description,
-            "parameters": json_schema(self.parameters),
+            "description": personalise(_unwrap(self.description), owner_name),
+            "parameters": json_schema(self.parameters, owner_name=owner_name),
         }
 
 
-def json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema, inlined and without pydantic's noise (titles, $defs)."""
+def personalise(text: str, owner_name: str | None) -> str:
+    """`text` with `{owner}` replaced by the owner's name ("the owner" when there is none)."""
+    return text.replace(OWNER, (owner_name or "").strip() or DEFAULT_OWNER_NAME)
+
+
+def _unwrap(text: str) -> str:
+    """A docstring's lines joined into paragraphs: the line breaks were only for the source."""
+    return "\n\n".join(" ".join(part.split()) for part in re.split(r"\n\s*\n", text.strip()))
+
+
+# Where JSON Schema keeps subschemas. Everything else is a value (enum, const, default, examples,
+# required) and is left alone: a property or a default value may well be called "title".
+_SCHEMA_KEYWORDS = frozenset(
+    {
+        "items", "additionalItems", "unevaluatedItems", "contains",
+        "additionalProperties", "unevaluatedProperties", "propertyNames",
+        "not", "if", "then", "else",
+    }
+)  # fmt: skip
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "dependentSchemas", "$defs", "definitions"})
+_SCHEMA_LISTS = frozenset({"anyOf", "allOf", "oneOf", "prefixItems"})
+# Annotations pydantic adds that tell a model nothing (the property's name already says it).
+_NOISE = frozenset({"title"})
+
+
+def json_schema(model: type[BaseModel], owner_name: str | None = None) -> dict[str, Any]:
+    """The model's JSON schema as a model reads it best: inlined (no $defs), without pydantic's
+    `title` annotations, and with optional fields (`X | None = None`) as plain `X` left out of
+    `required` (omitting one means the same as null, and models handle the plain shape better).
+    `{owner}` in descriptions becomes the owner's name."""
     schema = model.model_json_schema()
-    definitions = schema.pop("$defs", {})
+    definitions: dict[str, Any] = schema.pop("$defs", {})
 
-    def clean(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return clean(definitions[node["$ref"].rsplit("/", 1)[-1]])
-            return {key: clean(value) for key, value in node.items() if key != "title"}
-        if isinstance(node, list):
-            return [clean(value) for value in node]
-        return node
+    def subschema(node: Any, seen: tuple[str, ...]) -> Any:
+        if not isinstance(node, dict):
+            return node  # `true` / `false` schemas
+        if "$ref" in node:
+            name = node["$ref"].rsplit("/", 1)[-1]
+            if name in seen:
+                raise TypeError(f"{model.__name__}: recursive models can't be declared to the model")
+            siblings = {key: value for key, value in node.items() if key != "$ref"}
+            return subschema({**definitions[name], **siblings}, (*seen, name))
+        cleaned: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in _NOISE:
+                continue
+            if key == "description" and isinstance(value, str):
+                cleaned[key] = personalise(value, owner_name)
+            elif key in _SCHEMA_MAPS:
+                cleaned[key] = {name: subschema(child, seen) for name, child in value.items()}
+            elif key in _SCHEMA_LISTS:
+                cleaned[key] = [subschema(child, seen) for child in value]
+            elif key in _SCHEMA_KEYWORDS:
+                cleaned[key] = subschema(value, seen)
+            else:
+                cleaned[key] = value
+        if isinstance(cleaned.get("properties"), dict):
+            required = set(cleaned.get("required", ()))
+            cleaned["properties"] = {
+                name: child if name in required else _plain_optional(child)
+                for name, child in cleaned["properties"].items()
+            }
+        return cleaned
 
-    cleaned = clean(schema)
+    cleaned = subschema(schema, ())
     cleaned.setdefault("properties", {})
     cleaned["additionalProperties"] = False
-    return cleaned
+    return cleaned  # type: ignore[no-any-return]
+
+
+def _plain_optional(node: Any) -> Any:
+    """`{anyOf: [X, {type: null}], default: null, ...}` -> `{...X, ...}` for a field that may be left out."""
+    if not isinstance(node, dict) or node.get("default", None) is not None:
+        return node
+    options = node.get("anyOf")
+    if not isinstance(options, list):
+        return node
+    kept = [option for option in options if option != {"type": "null"}]
+    if len(kept) != 1 or len(kept) == len(options) or not isinstance(kept[0], dict):
+        return node
+    merged = {key: value for key, value in node.items() if key not in ("anyOf", "default")}
+    return {**kept[0], **merged}
 
 
 def _readable(error: ValidationError) -> str:
@@ -117,8 +187,9 @@ def _readable(error: ValidationError) -> str:
 
 
 class ToolRegistry:
-    def __init__(self, default_timeout_s: float = 8.0) -> None:
+    def __init__(self, default_timeout_s: float = 8.0, owner_name: str | None = None) -> None:
         self.default_timeout_s = default_timeout_s
+        self.owner_name = owner_name  # put in the declarations unless they are asked for another
         self._tools: dict[str, Tool] = {}
 
     def tool(
@@ -155,9 +226,14 @@ class ToolRegistry:
     def names(self) -> list[str]:
         return list(self._tools)
 
-    def declarations(self, *, owner: bool) -> list[dict[str, Any]]:
-        """The `tools` list for session.update; owner-only tools only on the owner's own calls."""
-        return [tool.declaration() for tool in self._tools.values() if owner or not tool.owner_only]
+    def declarations(self, *, owner: bool, owner_name: str | None = None) -> list[dict[str, Any]]:
+        """The `tools` list for session.update; owner-only tools only on the owner's own calls.
+
+        `owner_name` (default: the registry's, else "the owner") replaces `{owner}` in the
+        descriptions, so the model reads "when Dana is free", not "when the owner is free".
+        """
+        name = owner_name or self.owner_name
+        return [tool.declaration(name) for tool in self._tools.values() if owner or not tool.owner_only]
 
     async def call(self, name: str, call_id: str, arguments: str, ctx: ToolContext) -> ToolOutcome:
         """Run one tool call. Always returns an outcome; never raises (except cancellation)."""

@@ -1,11 +1,14 @@
-"""The incoming-call webhook and the owner dial result, over real HTTP with Twilio's signatures."""
+"""The incoming-call webhook, the owner dial result and the stream's status callback, over real HTTP
+with Twilio's signatures."""
 
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import aiohttp
+import pytest
 from twilio.request_validator import RequestValidator
 
 from tests.support.server import ACCOUNT_SID, AUTH_TOKEN, NO_OPENAI, RunningServer, running_server
@@ -56,6 +59,9 @@ async def test_signed_webhook_connects_the_assistant(server: RunningServer) -> N
     assert stream is not None
     assert stream.get("url") == server.settings.stream_url()
     assert stream.get("url", "").startswith("ws://127.0.0.1:")
+    # Absolute, under the public URL, signed like every webhook (see the stream-status tests below).
+    assert stream.get("statusCallback") == server.settings.public_url + "/voice/stream-status"
+    assert stream.get("statusCallbackMethod") == "POST"
     parameters = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
     assert parameters["callerNumber"] == "+15551230000"
     assert parameters["calledNumber"] == "+15559870000"
@@ -106,3 +112,63 @@ async def test_healthz(server: RunningServer) -> None:
     async with aiohttp.ClientSession() as http, http.get(server.base_url + "/healthz") as response:
         assert response.status == 200
         assert (await response.json())["status"] == "ok"
+
+
+async def test_a_signed_webhook_without_call_sid_gets_400_and_no_token(tmp_path: Path) -> None:
+    no_sid = {k: v for k, v in CALL.items() if k != "CallSid"}
+    async with running_server(
+        NO_OPENAI, tmp_path, owner_phone="+15550001111", ring_owner_seconds=15
+    ) as server:
+        cases = {
+            "/voice/incoming": no_sid,
+            "/voice/dial-result": {**no_sid, "DialCallStatus": "no-answer"},
+            "/voice/stream-ended": no_sid,
+            "/voice/stream-status": {**no_sid, "StreamEvent": "stream-error", "StreamError": "x"},
+        }
+        for path, params in cases.items():
+            status, body = await post(server, path, params, sign(server, path, params))
+            assert status == 400, (path, status, body)
+            assert "<Stream" not in body and "token" not in body, (path, body)
+        # An empty CallSid is no CallSid.
+        blank = {**cases["/voice/dial-result"], "CallSid": " "}
+        status, _ = await post(server, "/voice/dial-result", blank, sign(server, "/voice/dial-result", blank))
+        assert status == 400
+        # Unsigned still means 403, whatever the form holds.
+        assert (await post(server, "/voice/incoming", no_sid, None))[0] == 403
+
+
+def stream_event(event: str, **extra: str) -> dict[str, str]:
+    return {
+        "AccountSid": ACCOUNT_SID,
+        "CallSid": CALL["CallSid"],
+        "StreamSid": "MZ" + "2" * 32,
+        "StreamEvent": event,
+        "Timestamp": "2030-01-07T14:00:00.000Z",
+        **extra,
+    }
+
+
+async def test_stream_status_logs_errors_as_warnings_with_numbers_masked(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = "/voice/stream-status"
+    caplog.set_level(logging.DEBUG, logger="callassist.telephony.webhooks")
+    for event in ("stream-started", "stream-stopped"):
+        params = stream_event(event)
+        assert await post(server, path, params, sign(server, path, params)) == (204, "")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    error = stream_event(
+        "stream-error", StreamError="Stream - WebSocket - Handshake Error for +15551230000\nsecond line"
+    )
+    assert await post(server, path, error, sign(server, path, error)) == (204, "")
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    text = warning.getMessage()
+    assert CALL["CallSid"] in text and "Handshake Error" in text and "second line" in text
+    assert "+15551230000" not in text and "+1…0000" in text and "\n" not in text
+
+    # Signature-checked like the other webhooks: nothing is logged for a forged report.
+    caplog.clear()
+    assert (await post(server, path, error, None))[0] == 403
+    assert (await post(server, path, error, sign(server, path, error, token="someone-else")))[0] == 403
+    assert not [r for r in caplog.records if "media stream error" in r.getMessage()]

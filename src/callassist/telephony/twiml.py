@@ -21,16 +21,25 @@ def ring_owner(owner_phone: str, ring_seconds: int, action_url: str, caller_id: 
     return str(response)
 
 
-def connect_assistant(stream_url: str, parameters: Mapping[str, str], after_url: str | None = None) -> str:
+def connect_assistant(
+    stream_url: str,
+    parameters: Mapping[str, str],
+    after_url: str | None = None,
+    status_url: str | None = None,
+) -> str:
     """Bridge the call to our Media Stream; when the stream closes, ask `after_url` what next (an
-    apology if the assistant failed), or hang up.
+    apology if the assistant failed), or hang up. Twilio reports the stream's life (started, stopped,
+    error) to `status_url`.
 
     The stream URL cannot carry a query string (Twilio drops it), so values travel as <Parameter>s
     and come back in `start.customParameters`.
     """
     response = VoiceResponse()
     connect = Connect(action=after_url, method="POST") if after_url else Connect()
-    stream = connect.stream(url=stream_url)
+    if status_url:
+        stream = connect.stream(url=stream_url, status_callback=status_url, status_callback_method="POST")
+    else:
+        stream = connect.stream(url=stream_url)
     for name, value in parameters.items():
         stream.parameter(name=name, value=value)
     response.append(connect)

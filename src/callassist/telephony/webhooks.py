@@ -1,8 +1,10 @@
-"""Twilio-facing routes: the incoming-call webhook, the owner dial result, and the Media Stream."""
+"""Twilio-facing routes: the incoming-call webhook, the owner dial result, the Media Stream and
+its status callback."""
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, HTTPException, Request, Response, WebSocket
@@ -24,6 +26,9 @@ OWNER_MISSED = frozenset({"busy", "no-answer", "failed"})
 RESTARTING = "Sorry, the assistant is restarting. Please call again in a minute."
 UNAVAILABLE = "Sorry, the assistant can't take your call right now. Please try again a little later."
 BUSY = "Sorry, all lines are busy right now. Please call again in a few minutes."
+# <Stream statusCallback> events (Twilio's TwiML <Stream> page: StreamEvent, with StreamError on errors).
+STREAM_ERROR = "stream-error"
+_NUMBER_LIKE = re.compile(r"\+?\d[\d ().-]{5,}\d")
 
 
 def _services(request: Request | WebSocket) -> Services:
@@ -31,13 +36,19 @@ def _services(request: Request | WebSocket) -> Services:
 
 
 async def _signed_form(request: Request, endpoint: str) -> FormData:
-    """The webhook's form, if Twilio signed it; otherwise the request ends here with a 403."""
+    """The webhook's form, if Twilio signed it and it names a call; otherwise the request ends here:
+    403 without a valid signature, 400 without a CallSid (nothing, least of all a stream token, is
+    issued for no call)."""
     services = _services(request)
     form = await request.form()
     if not services.signatures.check_webhook(request, form):
         obs.WEBHOOKS_REJECTED.labels(endpoint=endpoint, reason="signature").inc()
         log.warning("refused %s: invalid or missing X-Twilio-Signature", request.url.path)
         raise HTTPException(status_code=403, detail="invalid signature")
+    if not _field(form, "CallSid").strip():
+        obs.WEBHOOKS_REJECTED.labels(endpoint=endpoint, reason="no-call-sid").inc()
+        log.warning("refused %s: no CallSid in the request", request.url.path)
+        raise HTTPException(status_code=400, detail="CallSid is required")
     return form
 
 
@@ -58,8 +69,14 @@ def _assistant_twiml(services: Services, form: FormData, dial_status: str | None
         parameters["stirVerstat"] = _field(form, "StirVerstat")
     if dial_status:
         parameters["dialStatus"] = dial_status
-    after = services.settings.public_url + "/voice/stream-ended"
-    return twiml.connect_assistant(services.settings.stream_url(), parameters, after)
+    # Absolute URLs under the public one: Twilio resolves relative ones against the webhook's URL.
+    public = services.settings.public_url
+    return twiml.connect_assistant(
+        services.settings.stream_url(),
+        parameters,
+        after_url=public + "/voice/stream-ended",
+        status_url=public + "/voice/stream-status",
+    )
 
 
 @router.post("/voice/incoming")
@@ -106,6 +123,36 @@ async def stream_ended(request: Request) -> Response:
     if _field(form, "CallSid") in services.assistant_failures:
         return Response(twiml.unavailable(UNAVAILABLE), media_type=XML)
     return Response(twiml.hang_up(), media_type=XML)
+
+
+@router.post("/voice/stream-status")
+async def stream_status(request: Request) -> Response:
+    """Twilio's <Stream statusCallback>: stream-started, stream-stopped, or stream-error (the stream
+    could not be opened or broke, e.g. a handshake our server or a proxy refused). Errors are logged
+    as warnings: without this, a stream that never reached us leaves no trace on our side."""
+    form = await _signed_form(request, "stream-status")
+    call_sid = _field(form, "CallSid")
+    event = _field(form, "StreamEvent")
+    stream_sid = _field(form, "StreamSid") or "unknown stream"
+    if event == STREAM_ERROR:
+        log.warning(
+            "media stream error on call %s (%s): %s",
+            call_sid,
+            stream_sid,
+            _loggable(_field(form, "StreamError")) or "no details given",
+        )
+    elif event in ("stream-started", "stream-stopped"):
+        log.debug("media stream %s of call %s: %s", stream_sid, call_sid, event)
+    else:
+        log.info("media stream %s of call %s: unexpected status %r", stream_sid, call_sid, _loggable(event))
+    return Response(status_code=204)
+
+
+def _loggable(text: str, limit: int = 300) -> str:
+    """Twilio's text, on one line, short, with anything that looks like a phone number masked."""
+    flat = " ".join(text.split())
+    masked = _NUMBER_LIKE.sub(lambda match: obs.masked_number(re.sub(r"[^\d+]", "", match[0])), flat)
+    return masked if len(masked) <= limit else masked[: limit - 1] + "…"
 
 
 @router.websocket("/voice/stream")

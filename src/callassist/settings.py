@@ -1,20 +1,27 @@
-"""One Settings object for the whole server, read from the environment and `.env`.
+"""One Settings object for the whole server, read from the environment and `.env` files.
 
 Names follow the README's configuration table exactly; a bad or missing value is reported as one
 clear line by `load_settings()` instead of a traceback.
+
+Where values come from, first match wins: the environment, then `./.env` (the current directory),
+then the `.env` at the root of the source checkout callassist runs from, then `.env` in the data
+directory. So every command finds the same `.env`, wherever it is started from.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import tomllib
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dotenv import dotenv_values
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -22,6 +29,10 @@ from callassist.calendar.timeutil import WorkingHours
 
 DEFAULT_PORT = 8000
 VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"})
+# `reasoning.effort` of reasoning Realtime models (openai.types.realtime.RealtimeReasoningEffort).
+ReasoningEffort = Literal["minimal", "low", "medium", "high", "xhigh"]
+DOTENV = ".env"
+PROJECT_NAME = "callassist"
 
 
 class TurnDetection(StrEnum):
@@ -51,12 +62,119 @@ def default_data_dir() -> Path:
     return Path(base) / "callassist"
 
 
+# Where .env files are found ------------------------------------------------------------------------
+
+
+def _is_callassist_checkout(directory: Path) -> bool:
+    try:
+        with (directory / "pyproject.toml").open("rb") as file:
+            return tomllib.load(file).get("project", {}).get("name") == PROJECT_NAME
+    except (OSError, tomllib.TOMLDecodeError, AttributeError):
+        return False
+
+
+def project_root(starts: Iterable[Path] | None = None) -> Path | None:
+    """The source checkout callassist runs from: the nearest directory above this file, or else above
+    the current directory, whose pyproject.toml is callassist's. None for a plain installed package
+    run from elsewhere."""
+    if starts is None:
+        starts = (Path(__file__).resolve().parent, Path.cwd().resolve())
+    for start in starts:
+        for directory in (start, *start.parents):
+            if _is_callassist_checkout(directory):
+                return directory
+    return None
+
+
+def _lowercase_keys(values: Mapping[str, str | None]) -> dict[str, str | None]:
+    return {key.lower(): value for key, value in values.items()}
+
+
+def _read_dotenv(path: Path) -> dict[str, str | None]:
+    try:
+        return _lowercase_keys(dotenv_values(path, encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return {}
+
+
+def dotenv_paths(data_dir: Path | str | None = None) -> list[Path]:
+    """The `.env` files settings are read from, highest precedence first, existing ones only, each
+    once: `./.env`, the project root's `.env` (see `project_root`), and the data directory's.
+
+    The data directory is `data_dir` if given, else CALLASSIST_DATA_DIR from the environment or
+    from one of the first two files, else the default (~/.local/share/callassist).
+    """
+    candidates = [Path.cwd() / DOTENV]
+    if (root := project_root()) is not None:
+        candidates.append(root / DOTENV)
+    if data_dir is None:
+        data_dir = _environ_lower().get("callassist_data_dir")
+    if data_dir is None:
+        data_dir = next(
+            (
+                value
+                for path in candidates
+                if path.is_file() and (value := _read_dotenv(path).get("callassist_data_dir"))
+            ),
+            None,
+        )
+    candidates.append(Path(data_dir or default_data_dir()) / DOTENV)
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for path in candidates:
+        resolved = path.resolve()
+        if resolved not in seen and path.is_file():
+            seen.add(resolved)
+            found.append(path)
+    return found
+
+
+def _environ_lower() -> dict[str, str]:
+    return {key.lower(): value for key, value in os.environ.items()}
+
+
+def env_file_values(*names: str, data_dir: Path | str | None = None) -> dict[str, str]:
+    """Raw values of the named settings (e.g. "TWILIO_AUTH_TOKEN", "PUBLIC_BASE_URL",
+    "CALLASSIST_PORT") as `serve` would see them, for commands that need a few without building
+    (and validating) all Settings: each from the environment, else from the first of
+    `dotenv_paths()` that sets it. Names match case-insensitively, as Settings does; a name set
+    nowhere is left out, and an empty value is returned as "" (the caller decides what it means).
+    """
+    environ = _environ_lower()
+    sources: list[Mapping[str, str | None]] = [environ]
+    sources += [_read_dotenv(path) for path in dotenv_paths(data_dir)]
+    values: dict[str, str] = {}
+    for name in names:
+        for source in sources:
+            value = source.get(name.lower())
+            if value is not None:
+                values[name] = value
+                break
+    return values
+
+
 class Settings(BaseSettings):
     """Everything the server needs to know, with the defaults a newcomer should get."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_file=DOTENV, env_file_encoding="utf-8", extra="ignore", populate_by_name=True
     )
+
+    def __init__(self, **values: Any) -> None:
+        # The .env files are looked for on each construction (the current directory may change);
+        # `_env_file=None` (as tests pass) still means none at all.
+        if "_env_file" not in values:
+            data_dir = next(
+                (
+                    values[key]
+                    for key in ("data_dir", "CALLASSIST_DATA_DIR", "callassist_data_dir")
+                    if key in values
+                ),
+                None,
+            )
+            # pydantic-settings lets later files override earlier ones: lowest precedence first.
+            values["_env_file"] = tuple(reversed(dotenv_paths(data_dir)))
+        super().__init__(**values)
 
     # OpenAI
     openai_api_key: SecretStr | None = Field(default=None, validation_alias=_env("OPENAI_API_KEY"))
@@ -69,6 +187,10 @@ class Settings(BaseSettings):
         default="gpt-transcribe", validation_alias=_env("CALLASSIST_TRANSCRIPTION_MODEL")
     )
     language: str | None = Field(default=None, validation_alias=_env("CALLASSIST_LANGUAGE"))
+    # Only sent to reasoning models (gpt-realtime-2 and later); "low" keeps answers quick on the phone.
+    reasoning_effort: ReasoningEffort = Field(
+        default="low", validation_alias=_env("CALLASSIST_REASONING_EFFORT")
+    )
     turn_detection: TurnDetection = Field(
         default=TurnDetection.server_vad, validation_alias=_env("CALLASSIST_TURN_DETECTION")
     )
@@ -182,8 +304,8 @@ class Settings(BaseSettings):
     @field_validator("language")
     @classmethod
     def _language(cls, value: str | None) -> str | None:
-        if value and not re.fullmatch(r"[a-z]{2,3}", value):
-            raise ValueError(f"must be an ISO-639-1 code such as en, fr or de, not {value!r}")
+        if value and not re.fullmatch(r"[a-z]{2}", value):
+            raise ValueError(f"must be a two-letter ISO-639-1 code such as en, fr or de, not {value!r}")
         return value or None
 
     @field_validator("working_hours")
@@ -215,6 +337,25 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"must be an http(s) URL such as https://example.ngrok.app, not {value!r}")
         return value.rstrip("/")
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _twilio_reachable(cls, value: str | None) -> str | None:
+        # Twilio opens the media stream only as wss:// on port 443: a public http:// URL or another
+        # port gives webhooks that work and calls that fail after the greeting never arrives.
+        if value is None or _is_loopback_url(value):
+            return value
+        parts = urlsplit(value)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme != "https" or port not in (None, 443):
+            raise ValueError(
+                f"must be https:// on port 443 when it is not local (Twilio opens media streams only as "
+                f"wss:// on 443), not {value!r}"
+            )
+        return value
 
     @field_validator("owner_phone", "twilio_phone_number")
     @classmethod

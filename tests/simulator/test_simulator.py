@@ -27,7 +27,7 @@ from aiohttp import WSMsgType, web
 from rich.console import Console
 from twilio.request_validator import RequestValidator
 
-from callassist.simulator.audio import FRAME_BYTES, ULAW_SILENCE, silence, tone
+from callassist.simulator.audio import FRAME_BYTES, ULAW_SILENCE, frames, silence, speech_frames, tone
 from callassist.simulator.caller import (
     CallEndedError,
     CallerSimulator,
@@ -37,7 +37,7 @@ from callassist.simulator.caller import (
     WebhookError,
 )
 from callassist.simulator.playback import Playback
-from callassist.simulator.report import run_call
+from callassist.simulator.report import describe_ending, run_call
 from callassist.simulator.twiml import (
     Connect,
     Dial,
@@ -60,13 +60,18 @@ OWNER = "+15551112222"
 SID_RE = re.compile(r"^(CA|MZ)[0-9a-f]{32}$")
 SILENCE_FRAME = bytes([ULAW_SILENCE]) * FRAME_BYTES
 TIMING_TOLERANCE_S = 0.020  # the brief: mark echoes within 20 ms of when their audio finished
+STARTED_STOPPED = ["stream-started", "stream-stopped"]
 
 
-def connect_twiml(parameters: dict[str, str]) -> str:
+def connect_twiml(
+    parameters: dict[str, str], *, action: str | None = None, status_callback: str | None = None
+) -> str:
     params = "".join(f'<Parameter name="{k}" value="{v}"/>' for k, v in parameters.items())
+    connect = f'<Connect action="{action}">' if action else "<Connect>"
+    status = f' statusCallback="{status_callback}"' if status_callback else ""
     return (
-        f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="{STREAM_URL}">{params}'
-        "</Stream></Connect><Hangup/></Response>"
+        f'<?xml version="1.0" encoding="UTF-8"?><Response>{connect}<Stream url="{STREAM_URL}"{status}>'
+        f"{params}</Stream></Connect><Hangup/></Response>"
     )
 
 
@@ -147,6 +152,11 @@ class Harness:
     documents: dict[str, str] = field(default_factory=dict)  # path -> TwiML, replacing the default flow
     greeting: bytes | None = None  # sent as soon as `start` arrives, followed by mark "greeting"
     reply: bytes | None = None  # sent after the caller speaks then pauses 200 ms, followed by mark "reply"
+    connect_action: str | None = None  # <Connect action>
+    status_callback: str | None = None  # <Stream statusCallback>
+    # Per reply: (arrival of the caller's last non-silent frame, reply sent): the harness's turn latency.
+    turns: list[tuple[float, float]] = field(default_factory=list)
+    statuses: list[dict[str, str]] = field(default_factory=list)  # statusCallback posts, signed
     webhooks: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     sessions: dict[str, StreamSession] = field(default_factory=dict)
@@ -163,7 +173,18 @@ class Harness:
         app.router.add_post("/voice/dial-result", self.dial_result)
         app.router.add_get("/voice/stream", self.stream)
         app.router.add_post("/voice/doc/{name}", self.document)
+        app.router.add_post("/voice/stream-status", self.stream_status)
         return app
+
+    async def stream_status(self, request: web.Request) -> web.Response:
+        form = await self._signed_form(request)
+        if form is None:
+            return web.Response(status=403, text="invalid signature")
+        self.statuses.append(form)
+        return web.Response(status=204)
+
+    def _connect(self, parameters: dict[str, str]) -> str:
+        return connect_twiml(parameters, action=self.connect_action, status_callback=self.status_callback)
 
     async def _signed_form(self, request: web.Request) -> dict[str, str] | None:
         form = {k: str(v) for k, v in (await request.post()).items()}
@@ -187,7 +208,7 @@ class Harness:
                 f"<Number>{OWNER}</Number></Dial></Response>"
             )
         else:
-            twiml = connect_twiml({"callerNumber": form["From"]})
+            twiml = self._connect({"callerNumber": form["From"]})
         return web.Response(text=twiml, content_type="application/xml")
 
     async def document(self, request: web.Request) -> web.Response:
@@ -201,7 +222,7 @@ class Harness:
             return web.Response(status=403, text="invalid signature")
         if form["DialCallStatus"] == "completed":
             return web.Response(text="<Response><Hangup/></Response>", content_type="application/xml")
-        twiml = connect_twiml({"callerNumber": form["From"], "dialStatus": form["DialCallStatus"]})
+        twiml = self._connect({"callerNumber": form["From"], "dialStatus": form["DialCallStatus"]})
         return web.Response(text=twiml, content_type="application/xml")
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
@@ -216,7 +237,7 @@ class Harness:
             await ws.close(code=self.close_on_accept, message=b"policy violation")
             return ws
         session = StreamSession(ws)
-        vad = {"speaking": False, "quiet_frames": 0}
+        vad = {"speaking": False, "quiet_frames": 0, "last_speech_at": 0.0}
         async for msg in ws:
             now = time.monotonic()
             if msg.type != WSMsgType.TEXT:
@@ -237,11 +258,12 @@ class Harness:
             elif event == "media" and self.reply is not None:
                 # A toy VAD: non-silent frames are speech; 10 silent frames (200 ms) after speech end a turn.
                 if base64.b64decode(data["media"]["payload"]) != SILENCE_FRAME:
-                    vad.update(speaking=True, quiet_frames=0)
+                    vad.update(speaking=True, quiet_frames=0, last_speech_at=now)
                 elif vad["speaking"]:
                     vad["quiet_frames"] += 1
                     if vad["quiet_frames"] == 10:
                         vad["speaking"] = False
+                        self.turns.append((vad["last_speech_at"], time.monotonic()))
                         self._spawn(self._play(session, self.reply, "reply"))
         session.closed.set()
         return ws
@@ -628,6 +650,114 @@ async def test_greeting_say_dtmf_and_latencies(serve: Callable[[Harness], Any]) 
     assert offset > 0 and offset % FRAME_BYTES == 0
     numbers = [int(m.data["sequenceNumber"]) for m in session.messages[1:]]
     assert numbers == list(range(1, len(numbers) + 1))
+
+
+def test_speech_ends_at_the_last_loud_frame() -> None:
+    assert speech_frames(frames(tone(300) + silence(500))) == 15
+    assert speech_frames(frames(silence(400))) == 0
+    # A faint tail (line noise, far below the voice) is not speech.
+    assert speech_frames(frames(tone(300) + tone(200, amplitude=200) + silence(100))) == 15
+    # A clip that ends mid-word counts to its end (the last frame is padded with silence).
+    assert speech_frames(frames(silence(100) + tone(250))) == 18
+
+
+async def test_turn_latency_counts_from_the_end_of_speech_not_of_the_clip(
+    serve: Callable[[Harness], Any],
+) -> None:
+    harness: Harness = await serve(Harness(reply=tone(300, 600.0)))
+    call = await simulator(harness).place_call()
+    said = time.monotonic()
+    # The answer comes while the clip's trailing silence is still going out, as with a real recording.
+    await call.say(tone(400, 300.0) + silence(800))
+    spoke = await call.wait_for("speech_end", after=said)
+    clip_done = await call.wait_for("utterance_end", after=said)
+    reply = await call.wait_for("media_in", after=said)
+    assert spoke.detail == {"frames": 20, "trailing_silence_ms": 800}
+    assert clip_done.t - spoke.t == pytest.approx(0.8, abs=0.06)
+    assert spoke.t < reply.t < clip_done.t
+    [(last_speech_arrived, replied)] = harness.turns
+    [latency] = call.turn_latencies_ms
+    assert latency == pytest.approx((reply.t - spoke.t) * 1000)
+    # What the caller measured agrees with the harness's own figure (last speech frame in -> reply out).
+    assert abs(latency - (replied - last_speech_arrived) * 1000) < 50, (latency, harness.turns)
+    assert 180 < latency < 400
+    await call.hang_up()
+
+
+async def test_stream_status_callbacks_are_posted_signed(serve: Callable[[Harness], Any]) -> None:
+    harness: Harness = await serve(Harness(status_callback="/voice/stream-status"))
+    call = await simulator(harness).place_call()
+    await call.hang_up()  # returns once the callbacks in flight are answered
+    assert sorted(status["StreamEvent"] for status in harness.statuses) == STARTED_STOPPED
+    for status in harness.statuses:
+        assert status["CallSid"] == call.call_sid and status["StreamSid"] == call.stream_sid
+        assert status["AccountSid"] == ACCOUNT_SID and "StreamError" not in status
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", status["Timestamp"])
+    assert sorted(call.stream_statuses) == [("stream-started", 204), ("stream-stopped", 204)]
+    assert not harness.problems and not call.warnings
+
+    # A refused stream is reported as stream-error, with Twilio's reason, and never as started.
+    harness.statuses.clear()
+    harness.reject_stream = True
+    with pytest.raises(StreamRejected) as rejected:
+        await simulator(harness).place_call()
+    assert rejected.value.call is not None
+    await rejected.value.call.wait_ended()
+    [error] = harness.statuses
+    assert error["StreamEvent"] == "stream-error" and "HTTP 403" in error["StreamError"]
+
+
+async def test_a_server_closed_stream_is_no_caller_hang_up(serve: Callable[[Harness], Any]) -> None:
+    harness: Harness = await serve(
+        Harness(
+            close_after_start=True,
+            connect_action="/voice/doc/after",
+            status_callback="/voice/stream-status",
+            documents={"/voice/doc/after": "<Response><Say>Sorry, goodbye.</Say><Hangup/></Response>"},
+        )
+    )
+    call = await simulator(harness).place_call()
+    await call.wait_closed()
+    await call.hang_up()  # as `callassist call` does once it has listened: Twilio's TwiML runs out first
+    assert call.ended and call.end_reason == "hangup" and call.stream_closed_by == "server"
+    # Twilio asked the <Connect action> URL what next, and followed it.
+    asked = [(path, form) for path, form in harness.webhooks if path != "/voice/stream-status"]
+    assert [path for path, _ in asked] == ["/voice/incoming", "/voice/doc/after"]
+    assert asked[1][1]["CallSid"] == call.call_sid and asked[1][1]["CallStatus"] == "in-progress"
+    assert call.verbs == [f"Connect/Stream {STREAM_URL}", "Say 'Sorry, goodbye.'", "Hangup"]
+    assert describe_ending(call) == (
+        "the assistant ended the call (the server closed the stream, code 1000); "
+        "then /voice/doc/after → Say 'Sorry, goodbye.' → Hangup"
+    )
+    assert sorted(status["StreamEvent"] for status in harness.statuses) == STARTED_STOPPED
+    assert not harness.problems
+
+
+async def test_run_call_says_who_ended_the_call(serve: Callable[[Harness], Any]) -> None:
+    common: dict[str, Any] = {
+        "say": None,
+        "audio": None,
+        "out": None,
+        "seconds": 5,
+        "auth_token": AUTH_TOKEN,
+        "public_base_url": PUBLIC_BASE,
+        "from_number": "+15550001111",
+        "to_number": "+15550002222",
+    }
+    closing: Harness = await serve(Harness(close_after_start=True, connect_action="/voice/doc/after"))
+    closing.documents["/voice/doc/after"] = "<Response><Hangup/></Response>"
+    output = io.StringIO()
+    report = await run_call(closing.base_url, console=Console(file=output, width=200), **common)
+    assert report.stream_closed_by == "server"
+    text = output.getvalue()
+    assert "the assistant ended the call" in text and "/voice/doc/after" in text
+    assert "caller hung up" not in text
+
+    listening: Harness = await serve(Harness(greeting=tone(200, 440.0)))
+    output = io.StringIO()
+    report = await run_call(listening.base_url, console=Console(file=output, width=200), **common)
+    assert report.stream_closed_by == "caller" and report.ending == "caller hung up"
+    assert "caller hung up" in output.getvalue() and "assistant ended" not in output.getvalue()
 
 
 async def test_twenty_concurrent_calls(serve: Callable[[Harness], Any]) -> None:

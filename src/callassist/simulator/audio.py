@@ -14,13 +14,20 @@ import wave
 from functools import lru_cache
 from pathlib import Path
 
-from callassist.telephony.ulaw import BYTES_PER_MS, SAMPLE_RATE, ULAW_TO_LINEAR, rms
+from callassist.telephony.ulaw import BYTES_PER_MS, SAMPLE_RATE, ULAW_TO_LINEAR, loudness, rms
 from callassist.telephony.ulaw import SILENCE as ULAW_SILENCE
 
 __all__ = ["BYTES_PER_MS", "SAMPLE_RATE", "ULAW_SILENCE", "ULAW_TO_LINEAR", "rms"]
 
 FRAME_MS = 20
 FRAME_BYTES = FRAME_MS * BYTES_PER_MS
+# When speech ends in a clip: a frame is speech when its loudest sample is within three octaves of
+# the loudest frame of the last 3 s, and above line noise (octave 4, |x| ~ 1000 of 32k). The server
+# judges the caller's last loud frame by the same rule (call/speech.py), so both measure a turn from
+# the same moment.
+SPEECH_FLOOR_OCTAVE = 4
+SPEECH_BELOW_PEAK_OCTAVES = 3
+SPEECH_WINDOW_FRAMES = 3000 // FRAME_MS
 
 
 class AudioToolMissing(RuntimeError):
@@ -69,6 +76,17 @@ def frames(ulaw: bytes, frame_bytes: int = FRAME_BYTES) -> list[bytes]:
     if chunks and len(chunks[-1]) < frame_bytes:
         chunks[-1] = chunks[-1] + bytes([ULAW_SILENCE]) * (frame_bytes - len(chunks[-1]))
     return chunks
+
+
+def speech_frames(chunks: list[bytes]) -> int:
+    """How many of `chunks` (20 ms frames) it takes to reach the end of the speech in them: up to and
+    including the last loud frame, so trailing silence doesn't count. 0 when none is loud."""
+    levels = [loudness(chunk) for chunk in chunks[-SPEECH_WINDOW_FRAMES:]]
+    if not levels or max(levels) < SPEECH_FLOOR_OCTAVE:
+        return 0
+    threshold = max(SPEECH_FLOOR_OCTAVE, max(levels) - SPEECH_BELOW_PEAK_OCTAVES)
+    last = max(index for index, level in enumerate(levels) if level >= threshold)
+    return len(chunks) - len(levels) + last + 1
 
 
 def _require(tool: str) -> str:

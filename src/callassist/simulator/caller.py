@@ -3,13 +3,18 @@
 `CallerSimulator.place_call()` does what Twilio does for an inbound call: it POSTs the signed voice webhook,
 follows the TwiML (`<Dial>` answered or not, `<Connect><Stream>`, `<Say>`, `<Hangup/>`...), opens the signed
 Media Streams WebSocket, sends `connected` + `start`, then streams caller audio in 20 ms frames at real-time
-pace. Audio the server sends back goes through Twilio's playback model (`playback.Playback`): buffered,
-played at 8000 bytes/s, marks echoed when their audio has played, `clear` honoured. Everything observable is
-recorded on the `SimulatedCall` as timestamped events, and server-side protocol mistakes land in `violations`
-instead of crashing the simulator. Protocol facts come from /work/shared/reference/protocols.md Part B.
+pace. When the server closes the stream, the `<Connect action>` URL is fetched and its TwiML followed; when
+the `<Stream>` has a `statusCallback`, stream-started / stream-stopped / stream-error are POSTed to it,
+signed, as Twilio does. Audio the server sends back goes through Twilio's playback model
+(`playback.Playback`): buffered, played at 8000 bytes/s, marks echoed when their audio has played, `clear`
+honoured. Everything observable is recorded on the `SimulatedCall` as timestamped events, and server-side
+protocol mistakes land in `violations` instead of crashing the simulator. Protocol facts come from
+/work/shared/reference/protocols.md Part B.
 
 Timing: all times are `time.monotonic()` seconds. Caller frames go out on an absolute schedule (t0 + n·20 ms),
-and mark echoes are scheduled for the exact moment their audio finishes, so neither drifts under load.
+and mark echoes are scheduled for the exact moment their audio finishes, so neither drifts under load. A
+turn's latency counts from the caller's last loud frame (see `audio.speech_frames`), not from the end of the
+clip's trailing silence.
 """
 
 from __future__ import annotations
@@ -17,13 +22,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import secrets
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
@@ -33,7 +40,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from callassist.simulator import twiml as tw
-from callassist.simulator.audio import BYTES_PER_MS, FRAME_BYTES, FRAME_MS, ULAW_SILENCE, frames, speak
+from callassist.simulator.audio import (
+    BYTES_PER_MS,
+    FRAME_BYTES,
+    FRAME_MS,
+    ULAW_SILENCE,
+    frames,
+    speak,
+    speech_frames,
+)
 from callassist.simulator.playback import PassedMark, Playback
 
 __all__ = [
@@ -68,6 +83,7 @@ _STREAM_KINDS = frozenset(
         "clear_in",
         "speech_start",
         "speech_end",
+        "utterance_end",
         "dtmf_sent",
         "stop_sent",
         "violation",
@@ -131,6 +147,7 @@ class _Waiter:
 class _Utterance:
     frames: list[bytes]
     future: asyncio.Future[None]
+    speech_frames: int  # frames up to the end of the speech in them (the rest is trailing silence)
     index: int = 0
 
 
@@ -187,6 +204,7 @@ class SimulatedCall:
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self.end_reason: str | None = None
+        self.stream_statuses: list[tuple[str, int | None]] = []  # statusCallback events posted, answers
 
         self._heard = bytearray()
         self._playback = Playback()
@@ -209,6 +227,10 @@ class SimulatedCall:
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._stream_done = asyncio.Event()
         self._call_done = asyncio.Event()
+        # Posts one <Stream statusCallback> event (set by the simulator when the TwiML asks for them).
+        self._status: Callable[[str, str | None], Awaitable[None]] | None = None
+        self._started_reported = False
+        self._callbacks: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         state = "live" if self._live else (self.end_reason or "setting up")
@@ -247,6 +269,16 @@ class SimulatedCall:
         """The whole call is over (stream closed and the remaining TwiML followed)."""
         return self._call_done.is_set()
 
+    @property
+    def stream_closed_by(self) -> Literal["caller", "server"] | None:
+        """Who closed the media stream: the caller hanging up, or the server; None while it is open
+        (or if it never opened)."""
+        for event in self.events:
+            if event.kind == "stream_closed":
+                by = event.detail["by"]
+                return "caller" if by == "caller" else "server"
+        return None
+
     def count(self, kind: str) -> int:
         return sum(1 for event in self.events if event.kind == kind)
 
@@ -257,7 +289,9 @@ class SimulatedCall:
         chunks = frames(bytes(ulaw))
         if not chunks:
             return
-        utterance = _Utterance(frames=chunks, future=self._loop.create_future())
+        # Without a loud frame, the whole clip counts as speech.
+        spoken = speech_frames(chunks) or len(chunks)
+        utterance = _Utterance(frames=chunks, future=self._loop.create_future(), speech_frames=spoken)
         self._speech.append(utterance)
         await utterance.future
 
@@ -345,9 +379,22 @@ class SimulatedCall:
             await self._await_waiter(waiter, max(0.0, min(wake, deadline) - now))
 
     async def hang_up(self) -> None:
-        """The caller hangs up: Twilio sends `stop` and closes the WebSocket; no further TwiML runs."""
+        """The caller hangs up: Twilio sends `stop` and closes the WebSocket; no further TwiML runs.
+
+        If the server already closed the stream, Twilio is following the TwiML after it (the `<Connect
+        action>` URL, typically `<Hangup/>`): that is let run to its end first, so the call ends as the
+        server had it end, not as a hang-up by the caller.
+        """
         if self._call_done.is_set() or self._hung_up:
+            await self._settle_callbacks()
             return
+        if self.stream_closed_by == "server":
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WEBHOOK_TIMEOUT_S + 1):
+                    await self._call_done.wait()
+            if self._call_done.is_set():
+                await self._settle_callbacks()
+                return
         self._hung_up = True
         if self._follower is not None and self._ws is None:
             # Still fetching TwiML: nothing to stop on the wire.
@@ -381,6 +428,7 @@ class SimulatedCall:
             if self._follower is not None:
                 self._follower.cancel()
             self._end("caller hung up")
+        await self._settle_callbacks()
 
     async def wait_closed(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Wait until the media stream has ended, whichever side closed it (or the call ended without one)."""
@@ -397,6 +445,24 @@ class SimulatedCall:
                 await self._call_done.wait()
         except TimeoutError:
             raise TimeoutError(f"{self.call_sid}: call still going after {timeout:g}s") from None
+        await self._settle_callbacks()
+
+    async def _settle_callbacks(self, timeout: float = WEBHOOK_TIMEOUT_S) -> None:  # noqa: ASYNC109
+        """Let the statusCallback requests in flight finish (each is bounded by the webhook timeout)."""
+        if self._callbacks:
+            await asyncio.wait(set(self._callbacks), timeout=timeout)
+
+    def _report_stream(self, event: str, error: str | None = None) -> None:
+        """POST a <Stream statusCallback> event in the background, as Twilio does (if one was asked for)."""
+        if self._status is None:
+            return
+        if event == "stream-started":
+            self._started_reported = True
+        elif event == "stream-stopped" and not self._started_reported:
+            return
+        task = self._loop.create_task(self._status(event, error), name=f"sim-status-{self.call_sid[-6:]}")
+        self._callbacks.add(task)
+        task.add_done_callback(self._callbacks.discard)
 
     # ----- events -------------------------------------------------------------------------------------------
 
@@ -556,6 +622,7 @@ class SimulatedCall:
         self._start_sent_at = self._t0
         self._live = True
         self._emit("start_sent", t=self._t0, seq=seq, stream_sid=self.stream_sid)
+        self._report_stream("stream-started")
         name = self.call_sid[-6:]
         self._tasks = [
             asyncio.create_task(self._receiver(ws), name=f"sim-recv-{name}"),
@@ -573,6 +640,7 @@ class SimulatedCall:
             if delay > 0:
                 await asyncio.sleep(delay)
             finished: _Utterance | None = None
+            spoken: _Utterance | None = None
             if speech:
                 utterance = speech[0]
                 if utterance.index == 0:
@@ -580,6 +648,8 @@ class SimulatedCall:
                 frame = utterance.frames[utterance.index]
                 utterance.index += 1
                 payload = base64.b64encode(frame).decode("ascii")
+                if utterance.index == utterance.speech_frames:
+                    spoken = utterance
                 if utterance.index == len(utterance.frames):
                     finished = speech.popleft()
             else:
@@ -587,10 +657,15 @@ class SimulatedCall:
             self._send(_MEDIA_TEMPLATE % (self._next_seq(), n + 1, n * FRAME_MS, payload, self.stream_sid))
             self.audio_sent += frame
             n += 1
-            if finished is not None:
+            if spoken is not None:
+                # The caller went quiet with this frame (Twilio sends a frame once its 20 ms are
+                # recorded): the turn's latency counts from here, not from the end of the clip's silence.
                 now = time.monotonic()
                 self._turn_since = now
-                self._emit("speech_end", t=now, frames=len(finished.frames))
+                trailing_ms = (len(spoken.frames) - spoken.speech_frames) * FRAME_MS
+                self._emit("speech_end", t=now, frames=spoken.speech_frames, trailing_silence_ms=trailing_ms)
+            if finished is not None:
+                self._emit("utterance_end", frames=len(finished.frames))
                 if not finished.future.done():
                     finished.future.set_result(None)
 
@@ -744,6 +819,7 @@ class SimulatedCall:
                 f"server closed the stream with {unplayed / BYTES_PER_MS:.0f} ms of audio still queued "
                 "(the caller never heard it)"
             )
+        self._report_stream("stream-stopped")
         self._stream_done.set()
         self._release_waiters(_STREAM_KINDS)
 
@@ -954,10 +1030,10 @@ class CallerSimulator:
         }
         return urljoin(url, verb.action), verb.method, dial_params
 
-    async def _fetch(
-        self, call: SimulatedCall, public_url: str, method: str, params: dict[str, str], *, what: str
-    ) -> list[tw.Verb]:
-        """Request TwiML the way Twilio does (signed against the public URL) and parse it."""
+    async def _request(
+        self, public_url: str, method: str, params: dict[str, str], *, what: str
+    ) -> tuple[int, str]:
+        """One webhook request the way Twilio makes it (signed against the public URL): (status, body)."""
         local = self._link.local_url(public_url)
         headers = {
             "User-Agent": "TwilioProxy/1.1",
@@ -972,20 +1048,26 @@ class CallerSimulator:
         else:
             headers.update(self._link.sign(public_url, params))
             request_kwargs = {"data": params}
-        call._emit("webhook", url=public_url, method=method, params=dict(params))
         try:
             timeout = aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_S)
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
                 session.request(method, local, headers=headers, **request_kwargs) as response,
             ):
-                body = await response.text()
-                status = response.status
+                return response.status, await response.text()
         except TimeoutError:
             raise WebhookError(f"{what} {local} did not answer within {WEBHOOK_TIMEOUT_S:g}s") from None
         except (aiohttp.ClientError, OSError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise WebhookError(f"cannot reach the server at {local}: {reason}") from None
+
+    async def _fetch(
+        self, call: SimulatedCall, public_url: str, method: str, params: dict[str, str], *, what: str
+    ) -> list[tw.Verb]:
+        """Request TwiML the way Twilio does (signed against the public URL) and parse it."""
+        local = self._link.local_url(public_url)
+        call._emit("webhook", url=public_url, method=method, params=dict(params))
+        status, body = await self._request(public_url, method, params, what=what)
         if not 200 <= status < 300:
             raise WebhookError(
                 f"{what} {local} answered HTTP {status}: {body.strip()[:200] or '(empty body)'}",
@@ -1010,6 +1092,8 @@ class CallerSimulator:
             call._warn("a second <Connect><Stream> is not simulated; skipped")
             return "failed"
         call.stream_url = stream.url
+        if stream.status_callback:
+            call._status = self._status_reporter(call, stream, urljoin(doc_url, stream.status_callback))
         parts = urlsplit(urljoin(doc_url, stream.url))
         if parts.scheme != "wss":
             call._warn(f"Stream url {stream.url!r} is not wss://; real Twilio refuses it (31922)")
@@ -1065,9 +1149,44 @@ class CallerSimulator:
         await call._stream_done.wait()
         return "caller" if call._hung_up else "server"
 
+    def _status_reporter(
+        self, call: SimulatedCall, stream: tw.Stream, url: str
+    ) -> Callable[[str, str | None], Awaitable[None]]:
+        """Posts <Stream statusCallback> events: AccountSid, CallSid, StreamSid, StreamName (when the
+        stream is named), StreamEvent, StreamError (errors only), Timestamp; signed as any webhook.
+        Twilio ignores the answer except to log a failure in its debugger: here, a warning."""
+
+        async def report(event: str, error: str | None) -> None:
+            params = {
+                "AccountSid": call.account_sid,
+                "CallSid": call.call_sid,
+                "StreamSid": call.stream_sid,
+                "StreamEvent": event,
+                "Timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            }
+            if stream.name:
+                params["StreamName"] = stream.name
+            if error is not None:
+                params["StreamError"] = error
+            status: int | None = None
+            try:
+                status, _ = await self._request(
+                    url, stream.status_callback_method, params, what="stream statusCallback"
+                )
+            except WebhookError as exc:
+                call._warn(f"{event} statusCallback failed: {exc}")
+            else:
+                if not 200 <= status < 300:
+                    call._warn(f"{event} statusCallback {url} answered HTTP {status}")
+            call.stream_statuses.append((event, status))
+            call._emit("stream_status", event=event, status=status, error=error)
+
+        return report
+
     @staticmethod
     def _stream_failed(call: SimulatedCall, error: StreamRejected) -> None:
         # Twilio logs the failure and carries on with the next verb; the caller of place_call gets the error.
+        call._report_stream("stream-error", str(error))
         error.call = call
         call.errors.append(str(error))
         call._emit("stream_rejected", message=str(error), status=error.status, close_code=error.close_code)

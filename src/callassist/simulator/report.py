@@ -1,9 +1,11 @@
 """One scripted test call for the `callassist call` command: place it, talk once, report what happened.
 
 `run_call()` listens to the greeting, says one thing (espeak-ng text or a WAV file), listens to the reply,
-hangs up, saves what the caller heard as a WAV file and prints a summary with rich. Failures a user can fix
-(server down, signature rejected, espeak-ng missing, unreadable audio) raise `SimulatorError` with a one-line
-message for the CLI to print before exiting 1.
+hangs up (unless the server ended the call first), saves what the caller heard as a WAV file and prints a
+summary with rich. Turn latency counts from the end of the caller's speech (its last loud frame, trailing
+silence excluded) to the first audio of the answer, as the server records it (`callassist calls show`).
+Failures a user can fix (server down, signature rejected, espeak-ng missing, unreadable audio) raise
+`SimulatorError` with a one-line message for the CLI to print before exiting 1.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.table import Table
@@ -46,6 +49,9 @@ class CallReport:
     close_code: int | None
     out: Path | None
     notes: list[str] = field(default_factory=list)
+    # "caller" (we hung up), "server" (it closed the stream), None (no stream); and how it ended, in words.
+    stream_closed_by: str | None = None
+    ending: str = ""
 
     @property
     def turn_latency_ms(self) -> float | None:
@@ -97,6 +103,35 @@ async def _converse(call: SimulatedCall, speech: bytes | None, deadline: float, 
         notes.append(str(exc))
 
 
+def describe_ending(call: SimulatedCall) -> str:
+    """How the call ended, in words: who closed the stream, and the TwiML Twilio followed after it."""
+    by = call.stream_closed_by
+    if by == "caller":
+        return "caller hung up"
+    if by is None:
+        return call.end_reason or "—"
+    reason = f": {call.close_reason}" if call.close_reason else ""
+    if call.close_code == 1000:
+        text = f"the assistant ended the call (the server closed the stream, code 1000{reason})"
+    else:
+        text = f"the server closed the stream (code {call.close_code}{reason})"
+    closed_at = next(event.t for event in call.events if event.kind == "stream_closed")
+    after = [event for event in call.events if event.t >= closed_at and event.kind in ("webhook", "verb")]
+    steps = [
+        urlsplit(str(event.detail["url"])).path
+        if event.kind == "webhook"
+        else str(event.detail["description"])
+        for event in after
+    ]
+    if steps:
+        text += "; then " + " → ".join(steps)
+    if not call.ended:
+        text += " (call still going)"
+    elif call.end_reason == "error" and call.errors:
+        text += f" (failed: {call.errors[-1]})"
+    return text
+
+
 def _build_report(call: SimulatedCall, out: Path | None, notes: list[str]) -> CallReport:
     return CallReport(
         call_sid=call.call_sid,
@@ -117,6 +152,8 @@ def _build_report(call: SimulatedCall, out: Path | None, notes: list[str]) -> Ca
         close_code=call.close_code,
         out=out,
         notes=notes,
+        stream_closed_by=call.stream_closed_by,
+        ending=describe_ending(call),
     )
 
 
@@ -131,16 +168,14 @@ def print_report(report: CallReport, console: Console) -> None:
     table.add_column()
     table.add_row("Media stream", "opened" if report.stream_opened else "not opened")
     table.add_row("Greeting latency", _ms(report.greeting_latency_ms))
+    # From the end of the caller's speech, as `callassist calls show` counts it.
     table.add_row("Turn latency", ", ".join(_ms(v) for v in report.turn_latencies_ms) or "—")
     table.add_row("Media messages in", str(report.media_in))
     table.add_row("Marks in / echoed", f"{report.marks_in} / {report.marks_echoed}")
     table.add_row("Clears", str(report.clears))
     table.add_row("Heard", f"{report.heard_seconds:.2f} s (received {report.received_seconds:.2f} s)")
     table.add_row("Caller audio sent", f"{report.sent_seconds:.2f} s")
-    ending = report.end_reason or "—"
-    if report.close_code is not None:
-        ending += f" (stream close code {report.close_code})"
-    table.add_row("Ended", ending)
+    table.add_row("Ended", report.ending or report.end_reason or "—")
     if report.out is not None:
         table.add_row("Saved", str(report.out))
     console.print(table)
@@ -186,6 +221,7 @@ async def run_call(
     if call.stream_opened:
         console.print(f"Media stream open ({call.stream_sid}); listening.", style="dim", markup=False)
         await _converse(call, speech, deadline, notes)
+        # A no-op beyond letting Twilio's TwiML run out if the server already closed the stream.
         await call.hang_up()
     else:
         notes.append(f"the call ended without a media stream ({call.end_reason})")

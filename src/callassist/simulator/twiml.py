@@ -72,6 +72,9 @@ class Stream:
     url: str
     name: str | None = None
     parameters: dict[str, str] = field(default_factory=dict)
+    # Where Twilio reports stream-started / stream-stopped / stream-error (TwiML <Stream> page).
+    status_callback: str | None = None
+    status_callback_method: str = "POST"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +148,13 @@ def _connect(element: ET.Element) -> Connect:
                 for param in child
                 if param.tag == "Parameter" and param.get("name")
             }
-            stream = Stream(url=child.get("url", ""), name=child.get("name"), parameters=parameters)
+            stream = Stream(
+                url=child.get("url", ""),
+                name=child.get("name"),
+                parameters=parameters,
+                status_callback=child.get("statusCallback") or None,
+                status_callback_method=_method(child.get("statusCallbackMethod")),
+            )
     return Connect(stream=stream, action=element.get("action"), method=_method(element.get("method")))
 
 

@@ -478,8 +478,18 @@ async def test_a_call_ends_politely_at_the_time_limit(make_stack: StackFactory) 
     await call.wait_closed(timeout=15)
     assert bytes(call.audio_heard) == greeting + goodbye
     session = stack.fake.sessions[0]
-    last_request = [e.event for e in session.client_events if e.type == "response.create"][-1]
-    assert "time limit" in last_request["response"]["instructions"]
+    # The goodbye keeps the session's instructions (persona, language, privacy rules, the date):
+    # `response.instructions` would replace them, so the reason comes as a system item before a plain
+    # response.create (protocols.md D; SDK docstring of RealtimeResponseCreateParams.instructions).
+    events = [e.event for e in session.client_events if e.type != "input_audio_buffer.append"]
+    last_request = max(i for i, e in enumerate(events) if e["type"] == "response.create")
+    assert "instructions" not in events[last_request]["response"]
+    note = events[last_request - 1]
+    assert note["type"] == "conversation.item.create" and note["item"]["role"] == "system"
+    assert "time limit" in note["item"]["content"][0]["text"]
+    goodbye_response = session.responses[-1]
+    assert goodbye_response["status"] == "completed"
+    assert "Dana" in session.session_config["instructions"]
 
 
 async def test_when_openai_refuses_the_caller_hears_an_apology_not_silence(make_stack: StackFactory) -> None:

@@ -9,6 +9,8 @@ accident. What the call produces is kept by its CallJournal.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
 import re
@@ -66,6 +68,8 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 10.0  # Twilio sends `connected` and `start` right after the handshake
 CLOSE_AFTER_STOP_S = 1.0
+LATE_TRANSCRIPT_S = 3.0  # at the end, how long the caller's last words may take to be transcribed
+LOST_TURN_PADDING_S = 0.3  # the VAD's prefix padding: audio kept from just before speech began
 MEMORY_TIMEOUT_S = 1.5  # the greeting doesn't wait longer than this for the caller's history
 # Errors the Realtime API sends when a barge-in or a tool result races the server; harmless.
 RECOVERABLE_ERRORS = frozenset(
@@ -79,6 +83,8 @@ RECOVERABLE_ERRORS = frozenset(
     }
 )
 SUMMARY_REQUEST = "summary"
+# Tools whose effect is on the call itself: never run from a response the caller interrupted.
+CALL_ENDING_TOOLS = frozenset({"end_call"})
 REQUEST_EXPIRY_S = 5.0  # a response.create with neither response.created nor an error by then is lost
 _LOGGED_BAD_FRAMES = 5
 # Session rotation ahead of OpenAI's 60-minute cap: how often to look for a quiet moment, how long
@@ -86,7 +92,10 @@ _LOGGED_BAD_FRAMES = 5
 QUIET_POLL_S = 0.25
 QUIET_WINDOW_S = 1.0
 ROTATE_RETRY_S = 5.0
-SWITCH_WAIT_S = 2.0  # how long a request waits for a session being replaced
+SWITCH_WAIT_S = 2.0
+# After the caller stops speaking, how long the server VAD's own response may take to start before we
+# ask for the answer something was waiting for.
+VAD_RESPONSE_GRACE_S = 1.0  # how long a request waits for a session being replaced
 
 
 class EndReason(StrEnum):
@@ -190,9 +199,10 @@ class CallBridge:
         self._response_requested: str | None = None  # event_id of our response.create in flight
         self._requested_at = 0.0
         self._wanted: str | None = None  # purpose of a response to ask for once the active one is over
-        self._wanted_instructions: str | None = None
-        self._outputs_unanswered = False  # tool outputs added that no response has seen yet
+        self._wanted_note: str | None = None  # a system note to add when that response is asked for
+        self._outputs_unanswered = False  # tool outputs or notes added that no response has seen yet
         self._request_count = 0
+        self._responses_created = 0  # default-conversation responses, in order: see _wait_for_answer
         self._purposes: dict[str, str] = {}  # our request id -> why we asked (for the usage record)
         self._response_settled = asyncio.Event()  # set whenever no response is active any more
         self._summary_text: asyncio.Future[str] | None = None
@@ -210,6 +220,8 @@ class CallBridge:
         self._awaiting_first_audio = True
         self._caller_speaking = False  # between the VAD's speech_started and speech_stopped
         self._winding_down = False  # a goodbye is under way: the call ends after it
+        self._hang_up_task: asyncio.Task[Any] | None = None  # end_call's, until its goodbye is heard
+        self._asked_to_speak = False  # a text-only answer was re-asked for as speech (once in a row)
         self._unknown_events: set[str] = set()
         self._handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             "input_audio_buffer.speech_started": self._on_speech_started,
@@ -218,7 +230,6 @@ class CallBridge:
             "conversation.item.input_audio_transcription.failed": self._on_caller_transcript_failed,
             "response.created": self._on_response_created,
             "response.done": self._on_response_done,
-            "response.function_call_arguments.done": self._on_function_call,
             "error": self._on_error,
         }
         self._session = RealtimeSession(
@@ -254,6 +265,9 @@ class CallBridge:
                 "response.output_text.delta",
                 "response.output_text.done",
                 "response.function_call_arguments.delta",
+                # Also sent for calls of interrupted responses, with partial arguments (SDK docstring of
+                # ResponseFunctionCallArgumentsDoneEvent): calls run from response.done, when complete.
+                "response.function_call_arguments.done",
             }
         )
 
@@ -369,11 +383,18 @@ class CallBridge:
         if self._active_response is not None and self._session.ready:
             # Nobody is listening: stop generating (and paying for) audio.
             await self._session.send({"type": "response.cancel"})
+        if self.end_reason is EndReason.openai_unavailable and self.call_sid and self._deps.assistant_failed:
+            self._deps.assistant_failed(self.call_sid)  # before Twilio asks /voice/stream-ended
+        # The caller's line closes now, not after the summary: no dead air after a goodbye.
+        await self._close_twilio()
         shutting_down = self.end_reason is EndReason.server_shutdown
         await self._finish_pending_tools(within_s=1.0 if shutting_down else None)
         if openai_pump is not None and not openai_pump.done():
             self.summary = await self._summarize(within_s=1.5 if shutting_down else None)
             await self._finish_pending_tools(within_s=1.0)
+            if self.journal is not None:
+                # The caller's last words may still be being transcribed (asynchronously).
+                await self.journal.transcripts_settled(within_s=0.5 if shutting_down else LATE_TRANSCRIPT_S)
         # Close OpenAI (within a second), so no more audio is produced for a gone caller.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._session.close(), CLOSE_AFTER_STOP_S)
@@ -384,9 +405,6 @@ class CallBridge:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        if self.end_reason is EndReason.openai_unavailable and self.call_sid and self._deps.assistant_failed:
-            self._deps.assistant_failed(self.call_sid)  # before Twilio asks /voice/stream-ended
-        await self._close_twilio()
         for timer in list(self._timers):
             timer.cancel()
         self.stats.reconnects = self._session.reconnects
@@ -430,7 +448,9 @@ class CallBridge:
     async def _summarize(self, within_s: float | None = None) -> CallSummaryFields | None:
         """Before closing the socket, ask for a short summary out of band (text, not added to the
         conversation). The call's record is complete without it if it fails or takes too long."""
-        if self.journal is None or not self.journal.transcript.has_conversation or not self._session.ready:
+        # The caller's words may not be transcribed yet (transcription runs asynchronously): the
+        # summary is asked for when they spoke at all; the model has their audio.
+        if self.journal is None or not self.journal.caller_spoke or not self._session.ready:
             return None
         owner = self._settings.owner_name
         self._summary_text = asyncio.get_running_loop().create_future()
@@ -441,6 +461,9 @@ class CallBridge:
                 "response": {
                     "conversation": "none",
                     "output_modalities": ["text"],
+                    # An out-of-band response inherits the session's tools and tool_choice: the
+                    # summary must not book or hang up anything (RealtimeResponseCreateParams).
+                    "tool_choice": "none",
                     "metadata": {"callassist": SUMMARY_REQUEST},
                     "max_output_tokens": 500,
                     "instructions": (
@@ -479,10 +502,30 @@ class CallBridge:
         self._end(reason)
 
     def _hang_up_after_goodbye(self, reason: str) -> None:
-        """The assistant decided the call is over (end_call): close once its goodbye is heard."""
-        self._log.info("the assistant ends the call (%s)", reason)
+        """The assistant decided the call is over (end_call): close once its goodbye is heard, unless
+        the caller talks over it ("oh wait, one more thing"): see _take_back_goodbye."""
+        self._log.info("the assistant ends the call")
         self._winding_down = True
-        self._spawn(self._close_after_playback(EndReason.assistant_hung_up, within_s=20.0))
+        self._hang_up_task = self._spawn(self._close_after_playback(EndReason.assistant_hung_up, 20.0))
+
+    def _take_back_goodbye(self) -> bool:
+        """The caller spoke before the goodbye was heard to its end: the line stays open. Done before
+        the barge-in clears the playback (an empty queue would let the hang-up through at once)."""
+        hang_up, self._hang_up_task = self._hang_up_task, None
+        if hang_up is None or hang_up.done() or self._ended.is_set():
+            return False
+        hang_up.cancel()
+        self._winding_down = False
+        self._log.info("the caller spoke over the goodbye: the call goes on")
+        return True
+
+    async def _tell_model_the_call_goes_on(self) -> None:
+        # The model's last act was end_call: tell it the call is not over. The VAD's response to what
+        # the caller is saying answers them.
+        await self._add_note(
+            "The caller spoke again after your goodbye, so the call is not over: listen and answer them. "
+            "Call end_call again only once they are done."
+        )
 
     async def _close_after_playback(self, reason: EndReason, within_s: float) -> None:
         deadline = time.monotonic() + within_s
@@ -500,7 +543,7 @@ class CallBridge:
             grace_s,
         )
 
-    async def _say_goodbye_and_end(self, instructions: str, reason: EndReason, grace_s: float) -> None:
+    async def _say_goodbye_and_end(self, note: str, reason: EndReason, grace_s: float) -> None:
         if self._ended.is_set():
             return
         self._winding_down = True
@@ -508,9 +551,10 @@ class CallBridge:
         # A session being replaced (a rotation, a reconnect) is waited for briefly.
         if self._twilio_open and await self._session.wait_ready(min(SWITCH_WAIT_S, grace_s / 2)):
             await self._wait_for_no_response(deadline - time.monotonic() - 2.0)
-            self._wanted = self._wanted_instructions = None
-            await self._request_response(purpose="goodbye", instructions=instructions)
-            await self._wait_for_no_response(deadline - time.monotonic() - 0.5)
+            self._wanted = self._wanted_note = None
+            asked = self._responses_created
+            await self._request_response(purpose="goodbye", note=note)
+            await self._wait_for_answer(asked, deadline - time.monotonic() - 0.5)
             await self._tracker.wait_drained(max(0.0, deadline - time.monotonic()))
         self._end(reason)
 
@@ -522,7 +566,7 @@ class CallBridge:
             await asyncio.sleep(warning_at)
             await self._request_response(
                 purpose="time-warning",
-                instructions="At a natural pause, say briefly that you must wrap up within a minute.",
+                note="At a natural pause, say briefly that you must wrap up within a minute.",
             )
             await asyncio.sleep(limit_s - warning_at)
         else:
@@ -570,11 +614,21 @@ class CallBridge:
             and self._inbound.last_speech_at(before=time.monotonic(), window_s=QUIET_WINDOW_S) is None
         )
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
         """A timer of this call (time limit, hang-up after a goodbye): cancelled when the call ends."""
         task = asyncio.create_task(coroutine)
         self._timers.add(task)
         task.add_done_callback(self._timers.discard)
+        return task
+
+    async def _wait_for_answer(self, asked: int, within_s: float) -> None:
+        """Until a response created after `asked` responses (the one answering our request, or the
+        VAD's that took it over) is over."""
+        end = time.monotonic() + max(0.0, within_s)
+        while time.monotonic() < end and (self._responses_created <= asked or self._active_response):
+            self._response_settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._response_settled.wait(), min(0.25, end - time.monotonic()))
 
     async def _wait_for_no_response(self, within_s: float) -> None:
         end = time.monotonic() + max(0.0, within_s)
@@ -697,12 +751,15 @@ class CallBridge:
         remember = self._inbound.frames.append
         stats = self.stats
         media_type = Media
+        ended = self._ended
         while True:
             parsed = await next_message()
             if parsed is None:
                 self._end(EndReason.twilio_disconnected)
                 return
             if type(parsed) is media_type:
+                if ended.is_set():
+                    continue  # the call is over: nothing the caller says now starts an answer
                 stats.frames_in += 1
                 self._input_bytes += parsed.size
                 self._last_input_at = now = time.monotonic()
@@ -764,15 +821,45 @@ class CallBridge:
             events.append(self._response_create(purpose="greeting"))  # the assistant speaks first
         elif self.journal is not None:
             events += self.journal.transcript.replay_items()
-            if self.journal.transcript.awaiting_answer:
+            lost = self._lost_caller_turn()
+            events += lost
+            if lost or self.journal.transcript.awaiting_answer:
                 events.append(self._response_create(purpose="turn"))  # the caller is waiting
         return events
+
+    def _lost_caller_turn(self) -> list[dict[str, Any]]:
+        """The caller's last words when the old session was lost before transcribing them: given to
+        the new session as their audio (from the inbound tail), so the caller is answered, not left
+        waiting in silence. Frames that arrived after the drop are replayed to the new session's
+        buffer anyway and are left out here."""
+        journal = self.journal
+        if journal is None or not journal.untranscribed:
+            return []
+        started = journal.speech_started_at(journal.untranscribed[0])
+        frames = list(self._inbound.frames)
+        sent_before_drop = frames[: max(0, len(frames) - self._session.buffered_frames)]
+        since = (started or 0.0) - LOST_TURN_PADDING_S
+        audio = b"".join(binascii.a2b_base64(payload) for at, payload in sent_before_drop if at >= since)
+        for item_id in journal.untranscribed:
+            journal.caller_turn_lost(item_id)
+        if not audio:
+            return []
+        self._log.info(
+            "the caller's last %.1fs went to a lost session: given to the new one", len(audio) / 8000
+        )
+        content = [{"type": "input_audio", "audio": base64.b64encode(audio).decode("ascii")}]
+        return [
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "message", "role": "user", "content": content},
+            }
+        ]
 
     def _forget_old_session(self) -> None:
         """The old session's response and items are gone; audio still queued at Twilio plays out."""
         self._active_response = None
         self._response_requested = None
-        self._wanted = self._wanted_instructions = None
+        self._wanted = self._wanted_note = None
         self._response_settled.set()
         self._input_bytes = 0
         self._caller_speaking = False
@@ -846,6 +933,7 @@ class CallBridge:
                     journal.latency_ms[delta.response_id] = round(latency * 1000)
                 self._turn_ended_at = None
         if delta.item_id != self._last_audio_item:
+            self._asked_to_speak = False
             self._last_audio_item = delta.item_id
             self._session_items.add(delta.item_id)
             self._item_response[delta.item_id] = delta.response_id
@@ -858,6 +946,7 @@ class CallBridge:
 
     async def _on_speech_started(self, event: Any) -> None:
         self._caller_speaking = True
+        goodbye_taken_back = self._hang_up_task is not None and self._take_back_goodbye()
         interrupted_response = self._active_response
         if self.journal is not None:
             self.journal.speech_started(
@@ -896,6 +985,8 @@ class CallBridge:
                     await self._truncate(item, heard)
                 if self.journal is not None:
                     self.journal.interrupted(item, heard)
+        if goodbye_taken_back:
+            await self._tell_model_the_call_goes_on()
 
     async def _truncate(self, item_id: str, heard_ms: int) -> None:
         await self._session.send(
@@ -920,6 +1011,8 @@ class CallBridge:
             decided_at = min(now, self._last_input_at - behind_s)
         self._turn_ended_at = self._inbound.last_speech_at(before=decided_at) or decided_at
         self._awaiting_first_audio = True
+        if self._wanted is not None:
+            self._spawn(self._answer_unless_the_vad_does())
 
     async def _on_caller_transcript(self, event: Any) -> None:
         if self.journal is not None:
@@ -939,8 +1032,10 @@ class CallBridge:
         self._active_response = response.id
         if self._response_requested and metadata.get("callassist") == self._response_requested:
             self._response_requested = None
-        if self._wanted == "tool" and self._outputs_unanswered:
-            # Created after the tool outputs were added, so it answers them: no second response.
+        self._responses_created += 1
+        if self._wanted is not None and self._wanted_note is None and self._outputs_unanswered:
+            # Created after the tool outputs or notes were added (the server VAD's own response to the
+            # caller, typically), so it answers them too: no second response.
             self._wanted = None
         self._outputs_unanswered = False
 
@@ -956,34 +1051,63 @@ class CallBridge:
             return
         if self.journal is not None:
             self.journal.response_done(response, self._purposes.pop(request, "turn") if request else "turn")
-        # Function calls are announced by function_call_arguments.done; response.done repeats them,
-        # so anything not seen yet (a missed event) is picked up here, once per call_id.
-        for item in getattr(response, "output", None) or []:
-            if getattr(item, "type", None) == "function_call" and item.call_id not in self._seen_tool_calls:
-                self._start_tool(response.id, item.call_id, item.name or "", item.arguments or "")
+        status = getattr(response, "status", None)
+        self._run_completed_calls(response, status)
         batch = self._tool_batches.get(response.id)
         if batch is not None:
             batch.response_done = True
         if response.id == self._active_response:
             self._active_response = None
             self._response_settled.set()
-        status = getattr(response, "status", None)
         if status == "failed":
             details = getattr(response, "status_details", None)
             self._log.warning("response failed: %s", getattr(details, "error", details))
         if batch is not None:
             self._deliver_when_ready(response.id)  # its own request follows the outputs
+        elif status == "completed" and _answered_in_text_only(response):
+            await self._ask_to_speak(response.id)
         elif self._wanted is not None and self._active_response is None:
-            purpose, instructions = self._wanted, self._wanted_instructions
-            self._wanted = self._wanted_instructions = None
-            await self._request_response(purpose=purpose, instructions=instructions)
+            purpose, note = self._wanted, self._wanted_note
+            self._wanted = self._wanted_note = None
+            await self._request_response(purpose=purpose, note=note)
+
+    async def _ask_to_speak(self, response_id: str) -> None:
+        """After a conversation replayed as text, models have answered in text only, which a caller
+        never hears (openai-realtime-api-beta #72, livekit/agents #1143). The text is kept in the
+        record; the model is asked once to say it."""
+        if self._asked_to_speak:
+            self._log.warning("response %s was text only again; not asking a second time", response_id)
+            return
+        self._asked_to_speak = True
+        self._log.warning("response %s came back as text only: asking for it to be spoken", response_id)
+        await self._request_response(
+            purpose="speak-again",
+            note="Your last answer reached the caller as text only, which they cannot hear on the phone: "
+            "say it to them now, out loud.",
+        )
 
     # Tools ---------------------------------------------------------------------------------------
 
-    async def _on_function_call(self, event: Any) -> None:
-        if event.call_id in self._seen_tool_calls:
-            return
-        self._start_tool(event.response_id, event.call_id, event.name, event.arguments)
+    def _run_completed_calls(self, response: Any, status: str | None) -> None:
+        """Run the response's function calls that the model finished, once per call_id.
+
+        A barge-in or a cancel cuts a call short: its item comes back `incomplete`, with partial or
+        empty arguments (SDK docstring of ResponseFunctionCallArgumentsDoneEvent), and never runs.
+        A call that ends the call runs only from a response that completed: its goodbye was not
+        interrupted."""
+        for item in getattr(response, "output", None) or []:
+            if getattr(item, "type", None) != "function_call" or item.call_id in self._seen_tool_calls:
+                continue
+            name = item.name or ""
+            if getattr(item, "status", None) != "completed":
+                self._seen_tool_calls.add(item.call_id)
+                self._log.info("not running %s: the model's call to it was cut short", name)
+                continue
+            if name in CALL_ENDING_TOOLS and status != "completed":
+                self._seen_tool_calls.add(item.call_id)
+                self._log.info("not running %s: its response was interrupted (%s)", name, status)
+                continue
+            self._start_tool(response.id, item.call_id, name, item.arguments or "")
 
     def _start_tool(self, response_id: str, call_id: str, name: str, arguments: str) -> None:
         """Run the tool off the audio path; its result waits for the response to end."""
@@ -1054,7 +1178,7 @@ class CallBridge:
 
     # Responses -----------------------------------------------------------------------------------
 
-    def _response_create(self, *, purpose: str, instructions: str | None = None) -> dict[str, Any]:
+    def _response_create(self, *, purpose: str) -> dict[str, Any]:
         """A response.create we can recognise later: its event_id echoes in errors, its metadata in
         response.created and response.done."""
         self._request_count += 1
@@ -1062,27 +1186,54 @@ class CallBridge:
         self._response_requested = request_id
         self._requested_at = time.monotonic()
         self._purposes[request_id] = purpose
+        # Never `instructions` here: they would replace the session's (persona, language, privacy
+        # rules, the date) for this response (SDK docstring of RealtimeResponseCreateParams).
         response: dict[str, Any] = {"metadata": {"callassist": request_id}}
-        if instructions:
-            response["instructions"] = instructions
         return {"type": "response.create", "event_id": request_id, "response": response}
 
-    async def _request_response(self, *, purpose: str, instructions: str | None = None) -> None:
-        """Ask for a response now, or right after the one that is active or in flight."""
+    async def _request_response(self, *, purpose: str, note: str | None = None) -> None:
+        """Ask for a response now, or right after the one that is active or in flight.
+
+        A `note` (a time warning, a goodbye) joins the conversation as a system message when the
+        response is asked for, so the session's instructions stay in force. While the caller is
+        speaking nothing is asked for: the turn that follows their speech (the server VAD's own
+        response) sees what was added and answers it, instead of a response talking over them."""
         if self._response_requested and time.monotonic() - self._requested_at > REQUEST_EXPIRY_S:
             # Neither response.created nor an error came back: the request was lost.
             self._log.warning("response request %s got no answer; asking again", self._response_requested)
             self._response_requested = None
         if self._active_response is not None or self._response_requested:
-            if self._wanted is None or instructions:
-                self._wanted, self._wanted_instructions = purpose, instructions
+            if self._wanted is None or note:
+                self._wanted, self._wanted_note = purpose, note
             return
         if not self._session.ready and self._session.switching:
             # A new session is being set up (a rotation takes milliseconds): ask it, not the void.
             await self._session.settled(SWITCH_WAIT_S)
-        event = self._response_create(purpose=purpose, instructions=instructions)
+        if note is not None and await self._add_note(note):
+            self._outputs_unanswered = True
+        if self._caller_speaking:
+            self._wanted, self._wanted_note = purpose, None
+            return
+        event = self._response_create(purpose=purpose)
         if not await self._session.send(event):
             self._response_requested = None
+
+    async def _add_note(self, text: str) -> bool:
+        """A system message in the conversation: what the next response must take into account."""
+        item = {"type": "message", "role": "system", "content": [{"type": "input_text", "text": text}]}
+        return await self._session.send({"type": "conversation.item.create", "item": item})
+
+    async def _answer_unless_the_vad_does(self) -> None:
+        """The caller stopped speaking while something waited to be answered: the server VAD's own
+        response normally answers it; if none comes (a response still active, no VAD response), ask."""
+        created = self._responses_created
+        await asyncio.sleep(VAD_RESPONSE_GRACE_S)
+        if self._wanted is None or self._responses_created != created or self._caller_speaking:
+            return
+        if self._active_response is None and not self._response_requested:
+            purpose, note = self._wanted, self._wanted_note
+            self._wanted = self._wanted_note = None
+            await self._request_response(purpose=purpose, note=note)
 
     async def _on_error(self, event: Any) -> None:
         error = event.error
@@ -1134,6 +1285,21 @@ def caller_identity(number: str | None) -> str | None:
     if not number or number in _WITHHELD or not _E164.match(number):
         return None
     return number
+
+
+def _answered_in_text_only(response: Any) -> bool:
+    """A spoken-conversation response that produced text and no audio, and called no tool."""
+    text_only = False
+    for item in getattr(response, "output", None) or []:
+        kind = getattr(item, "type", None)
+        if kind == "function_call":
+            return False
+        if kind == "message" and getattr(item, "role", None) == "assistant":
+            parts = {getattr(part, "type", None) for part in getattr(item, "content", None) or []}
+            if "output_audio" in parts or "audio" in parts:
+                return False
+            text_only = text_only or any(getattr(p, "text", None) for p in getattr(item, "content", []) or [])
+    return text_only
 
 
 def _response_text(response: Any) -> str:

@@ -16,6 +16,7 @@ Role = Literal["caller", "assistant", "system"]
 # A replay bigger than this is trimmed from the start: the newest context matters most.
 MAX_REPLAY_CHARS = 24_000
 INAUDIBLE = "[inaudible]"
+UNTRANSCRIBED = "[not transcribed: the connection dropped]"
 
 
 @dataclass
@@ -80,7 +81,9 @@ class Transcript:
 
     @property
     def has_conversation(self) -> bool:
-        return any(turn.role == "caller" and turn.text != INAUDIBLE for turn in self.turns)
+        return any(
+            turn.role == "caller" and turn.text not in (INAUDIBLE, UNTRANSCRIBED) for turn in self.turns
+        )
 
     @property
     def awaiting_answer(self) -> bool:
@@ -99,7 +102,7 @@ class Transcript:
         events: list[dict[str, Any]] = []
         used = 0
         for turn in sorted(self.turns, key=lambda t: t.spoken_at, reverse=True):
-            if not turn.text or turn.text == INAUDIBLE:
+            if not turn.text or turn.text in (INAUDIBLE, UNTRANSCRIBED):
                 continue
             if used + len(turn.text) > max_chars:
                 break

@@ -223,6 +223,11 @@ class RealtimeSession:
     def ready(self) -> bool:
         return self._ready
 
+    @property
+    def buffered_frames(self) -> int:
+        """Caller frames held for the next session (they arrived while it was down)."""
+        return len(self._buffered_audio)
+
     # Sending -------------------------------------------------------------------------------------
 
     async def send_audio(self, payload: str) -> None:

@@ -5,7 +5,8 @@ clear line by `load_settings()` instead of a traceback.
 
 Where values come from, first match wins: the environment, then `./.env` (the current directory),
 then the `.env` at the root of the source checkout callassist runs from, then `.env` in the data
-directory. So every command finds the same `.env`, wherever it is started from.
+directory. So every command finds the same `.env`, wherever it is started from. CALLASSIST_ENV_FILE
+(in the environment) names one file to read instead, or "none" for no .env file at all.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer"
 # `reasoning.effort` of reasoning Realtime models (openai.types.realtime.RealtimeReasoningEffort).
 ReasoningEffort = Literal["minimal", "low", "medium", "high", "xhigh"]
 DOTENV = ".env"
+ENV_FILE_VARIABLE = "CALLASSIST_ENV_FILE"
 PROJECT_NAME = "callassist"
 
 
@@ -103,7 +105,13 @@ def dotenv_paths(data_dir: Path | str | None = None) -> list[Path]:
 
     The data directory is `data_dir` if given, else CALLASSIST_DATA_DIR from the environment or
     from one of the first two files, else the default (~/.local/share/callassist).
+
+    CALLASSIST_ENV_FILE in the environment replaces the search: a path means that file only,
+    an empty value or "none" means no .env file at all (tests, or a service with its own env).
     """
+    chosen = _chosen_env_file()
+    if chosen is not None:
+        return [path for path in chosen if path.is_file()]
     candidates = [Path.cwd() / DOTENV]
     if (root := project_root()) is not None:
         candidates.append(root / DOTENV)
@@ -127,6 +135,16 @@ def dotenv_paths(data_dir: Path | str | None = None) -> list[Path]:
             seen.add(resolved)
             found.append(path)
     return found
+
+
+def _chosen_env_file() -> list[Path] | None:
+    """CALLASSIST_ENV_FILE from the environment: None when unset (search as usual), [] for "" or
+    "none" (no .env at all), else [the file to read instead of searching]."""
+    value = os.environ.get(ENV_FILE_VARIABLE)
+    if value is None:
+        return None
+    value = value.strip()
+    return [] if value.lower() in ("", "none") else [Path(value).expanduser()]
 
 
 def _environ_lower() -> dict[str, str]:
@@ -446,6 +464,9 @@ _FIELD_TO_ENV = {
 
 def load_settings(**overrides: object) -> Settings:
     """Build Settings, turning validation errors into a single readable SettingsError."""
+    missing = [path for path in _chosen_env_file() or [] if not path.is_file()]
+    if missing and "_env_file" not in overrides:
+        raise SettingsError(f"{ENV_FILE_VARIABLE}: no such file: {missing[0]}")
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

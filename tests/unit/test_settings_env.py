@@ -176,3 +176,25 @@ def test_a_public_url_twilio_cannot_stream_to_is_refused(url: str) -> None:
 )
 def test_https_on_443_or_a_loopback_url_is_fine(url: str) -> None:
     assert load_settings(_env_file=None, public_base_url=url, twilio_auth_token="t").public_base_url
+
+
+def test_callassist_env_file_replaces_the_search(
+    places: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    write_env(places["cwd"], OWNER_NAME="Cwd")
+    write_env(places["root"], OWNER_NAME="Root")
+    chosen = write_env(tmp_path / "etc", OWNER_NAME="Chosen", PUBLIC_BASE_URL="http://127.0.0.1:9")
+    monkeypatch.setenv("CALLASSIST_ENV_FILE", str(chosen))
+    assert dotenv_paths() == [chosen]
+    assert load_settings().owner_name == "Chosen"
+    assert env_file_values("OWNER_NAME", "PUBLIC_BASE_URL") == {
+        "OWNER_NAME": "Chosen",
+        "PUBLIC_BASE_URL": "http://127.0.0.1:9",
+    }
+    for none in ("", "none"):
+        monkeypatch.setenv("CALLASSIST_ENV_FILE", none)
+        assert dotenv_paths() == []
+        assert load_settings().owner_name == "the owner"
+    monkeypatch.setenv("CALLASSIST_ENV_FILE", str(tmp_path / "missing.env"))
+    with pytest.raises(SettingsError, match=r"^CALLASSIST_ENV_FILE: no such file: .*missing\.env$"):
+        load_settings()

@@ -36,6 +36,7 @@ def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     monkeypatch.chdir(cwd)
     monkeypatch.setattr(settings_module, "project_root", lambda: root)
     monkeypatch.setenv("CALLASSIST_DATA_DIR", str(data))
+    monkeypatch.delenv("CALLASSIST_ENV_FILE", raising=False)  # the conftest may switch the search off
     return {"cwd": cwd, "root": root, "data": data}
 
 

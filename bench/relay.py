@@ -407,6 +407,7 @@ async def _orchestrate(
         "CALLASSIST_DATA_DIR": f"/tmp/callassist-bench-data-{os.getpid()}",
         "CALLASSIST_LOG_LEVEL": "warning",
         "CALLASSIST_MAX_CALLS": "10000",
+        "CALLASSIST_ENV_FILE": "none",  # a developer's .env must not change what is measured
     }
     if args.server.startswith("baseline"):
         command = [sys.executable, str(REPO / "bench" / "baseline.py"), "--port", str(server_port)]

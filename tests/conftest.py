@@ -31,6 +31,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
         if name in _SETTINGS_ENV or name.startswith("CALLASSIST_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("CALLASSIST_DATA_DIR", str(tmp_path / "data"))
+    # A developer's own .env (project root, data dir) must not leak into tests or their subprocesses.
+    monkeypatch.setenv("CALLASSIST_ENV_FILE", "none")
     monkeypatch.chdir(tmp_path)
     yield
 

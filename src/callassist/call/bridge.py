@@ -813,7 +813,9 @@ class CallBridge:
         if reconnect:
             self._forget_old_session()
         instructions = build_instructions(self._settings, self.context, tools=self._tools.names())
-        declarations = self._tools.declarations(owner=self.context.is_owner)
+        declarations = self._tools.declarations(
+            owner=self.context.is_owner, owner_name=self._settings.owner_name
+        )
         events: list[dict[str, Any]] = [
             dict(session_update(build_session(self._settings, instructions, declarations)))
         ]

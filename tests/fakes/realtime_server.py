@@ -12,9 +12,16 @@ Two kinds of client mistakes are kept apart:
 * `server.validation_failures`: frames the real service would reject whatever the conversation
   state (malformed JSON, unknown event types or keys, wrong value types, invalid base64, the beta
   header, a missing API key, a malformed response.create...). Tests normally assert it is empty.
+  Also recorded there: what no model could do with what the client declared, i.e. a function
+  tool whose JSON schema is invalid or unsatisfiable (checked when declared and when used), a
+  scripted `UseTool` of a tool the response doesn't see, an intent the schema can't carry and
+  built arguments that fail the schema (see script.py and tool_calls.py). Recorded once per session.
 * `session.errors_sent`: every `error` event, including state-dependent ones that a correct
   client can still hit in a race (response already active, nothing to cancel, truncating past
   the generated audio, unknown tool call id, committing an empty buffer).
+
+The model's behaviour follows the service's documented and reported behaviour; where the fake
+does something on purpose, a comment names the source (SDK docstring, API reference, issue).
 
 Run alone for local trials:  python -m tests.fakes.realtime_server [--host 127.0.0.1] [--port 8765]
 """
@@ -44,6 +51,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from tests.fakes.demo import demo_script
 from tests.fakes.formats import AudioKind, audio_kind, bytes_per_ms, ulaw_to_format
 from tests.fakes.protocol import (
     MAX_DURATION_CLOSE_REASON,
@@ -63,8 +71,10 @@ from tests.fakes.script import (
     ResponseContext,
     Say,
     Script,
+    UseTool,
     resolve_responder,
 )
+from tests.fakes.tool_calls import Clock, build_arguments, schema_problems
 from tests.fakes.vad import TurnDetector, VadSettings
 
 __all__ = [
@@ -79,6 +89,8 @@ __all__ = [
     "Say",
     "Script",
     "SentEvent",
+    "UseTool",
+    "demo_script",
 ]
 
 BETA_SHAPE_MESSAGE = (
@@ -184,6 +196,20 @@ class _Output:
 
 
 @dataclass
+class _PlannedCall:
+    """A function call as the response will stream it: name and final arguments text."""
+
+    name: str
+    arguments: str
+    call_id: str | None
+    delta_s: float  # pause before each arguments delta
+
+
+class _OutOfTokens(Exception):
+    """The response reached its max_output_tokens: it ends `incomplete`."""
+
+
+@dataclass
 class _Response:
     id: str
     conversation: Literal["auto", "none"]
@@ -194,6 +220,9 @@ class _Response:
     max_output_tokens: Any
     metadata: dict[str, Any] | None
     input_usage: dict[str, int]
+    token_limit: int | None = None  # max_output_tokens as a number, None for "inf"
+    text_only: bool = False  # answers in text although audio was asked for (after a text replay)
+    start_delay_s: float = 0.0  # extra time before the first output (a slow summary)
     outputs: list[_Output] = field(default_factory=list)
     status: str = "in_progress"
     status_details: dict[str, Any] | None = None
@@ -242,6 +271,12 @@ def _get(mapping: Any, *keys: str) -> Any:
             return None
         mapping = mapping.get(key)
     return mapping
+
+
+def _parameters(tool: dict[str, Any]) -> Any:
+    """A function tool's parameters schema; none given means no arguments."""
+    parameters = tool.get("parameters")
+    return parameters if parameters is not None else {"type": "object", "properties": {}}
 
 
 def _ceil_div(value: float, divisor: float) -> int:
@@ -323,6 +358,8 @@ class FakeSession:
         self._closing_code: int | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._reported: set[str] = set()  # violations already recorded for this session
+        self._text_only_left = 0  # responses still answered as text after a text replay
 
         # Input audio buffer: positions in ms of the session's input stream and byte offsets
         # into audio_in for where the uncommitted buffer starts.
@@ -692,7 +729,24 @@ class FakeSession:
             return
         self.session_config = _merge_session(self.session_config, update)
         self._configure_turn_detection()
+        self._check_tools(update.get("tools"))
         await self._emit("session.updated", session=copy.deepcopy(self.session_config))
+
+    def _report(self, text: str) -> None:
+        """Record a violation once per session."""
+        if text not in self._reported:
+            self._reported.add(text)
+            self._server.fail(self, text)
+
+    def _check_tools(self, tools: Any) -> None:
+        """Function tools reach the model as declared: a schema no model can satisfy is a defect
+        even before anything calls it (protocols.md D, last line)."""
+        if not isinstance(tools, list):
+            return
+        for tool in tools:
+            if isinstance(tool, dict) and tool.get("type", "function") == "function":
+                for problem in schema_problems(str(tool.get("name")), _parameters(tool)):
+                    self._report(problem)
 
     def _configure_turn_detection(self) -> None:
         """(Re)build the VAD when the input format or turn detection settings changed."""
@@ -799,11 +853,27 @@ class FakeSession:
         )
         transcription = _get(self.session_config, "audio", "input", "transcription")
         if transcribe and isinstance(transcription, dict):
-            await self._transcribe(item, transcription)
+            transcript = self._script.next_transcript()  # taken now: turns keep their order
+            delay = self._script.transcript_delay_s
+            if delay > 0:
+                # "Transcription runs asynchronously with Response creation, so this event may come
+                # before or after the Response events." (SDK docstring of
+                # conversation.item.input_audio_transcription.completed)
+                self._spawn(self._transcribe_later(item, transcription, transcript, delay))
+            else:
+                await self._transcribe(item, transcription, transcript)
 
-    async def _transcribe(self, item: _Item, transcription: dict[str, Any]) -> None:
+    async def _transcribe_later(
+        self, item: _Item, transcription: dict[str, Any], transcript: str, delay: float
+    ) -> None:
+        await asyncio.sleep(delay)
+        if self.closed or item.data["id"] not in self._items_by_id:
+            return
+        with contextlib.suppress(ConnectionClosed):
+            await self._transcribe(item, transcription, transcript)
+
+    async def _transcribe(self, item: _Item, transcription: dict[str, Any], transcript: str) -> None:
         model = str(transcription.get("model") or "whisper-1")
-        transcript = self._script.next_transcript()
         item_id = item.data["id"]
         # whisper-1 delivers the whole transcript in one delta; the newer models stream it.
         deltas = [transcript] if model == "whisper-1" else _WORDS.findall(transcript)
@@ -1009,6 +1079,10 @@ class FakeSession:
         await self._emit("conversation.item.done", previous_item_id=previous_id, item=copy.deepcopy(wire))
         if item_type == "function_call_output":
             self.function_outputs.append((raw_item["call_id"], raw_item["output"]))
+        if item_type == "message" and raw_item.get("role") == "assistant" and not audio:
+            # Assistant text put into the conversation by the client (a replay): the model has
+            # answered in text only after that (openai/openai-realtime-api-beta #72).
+            self._text_only_left = self._script.text_only_after_replay
 
     async def _item_or_error(self, item_id: str, client_event_id: str | None) -> _Item | None:
         item = self._items_by_id.get(item_id)
@@ -1175,28 +1249,52 @@ class FakeSession:
             )
             return
 
+        # "`instructions` and `tools`. If these are set, they will override the Session's
+        # configuration for this Response only." (SDK docstring of response.create): the request's
+        # instructions replace the session's; without `tools`/`tool_choice` the session's apply,
+        # out-of-band responses included (protocols.md D).
+        instructions = (
+            str(params["instructions"])
+            if params.get("instructions") is not None
+            else str(self.session_config.get("instructions") or "")
+        )
+        tools = params["tools"] if params.get("tools") is not None else self.session_config.get("tools") or []
+        tool_choice = (
+            params["tool_choice"]
+            if params.get("tool_choice") is not None
+            else self.session_config.get("tool_choice", "auto")
+        )
+        if params.get("tools") is not None:
+            self._check_tools(params["tools"])
         context = ResponseContext(
             items=[copy.deepcopy(item.data) for item in context_items],
             function_outputs=list(self.function_outputs),
-            instructions=str(self.session_config.get("instructions") or ""),
+            instructions=instructions,
             session=copy.deepcopy(self.session_config),
             request=copy.deepcopy(request),
             fake_session=self,
+            tools=copy.deepcopy(tools),
+            tool_choice=copy.deepcopy(tool_choice),
         )
-        reply: Reply | None = None
+        outputs: list[Say | _PlannedCall] | None = None
         failure: str | None = None
         try:
             if conversation == "auto":
                 reply = resolve_responder(self._script.next_responder(), context)
             else:
-                reply = Reply([Say(self._script.summary_text(context))])
+                reply = self._out_of_band_reply(context)
+            outputs = self._plan_outputs(reply, context)
         except Exception as exc:
             failure = f"script responder raised {exc!r}"
             self._server.fail(self, f"{failure}\n{traceback.format_exc()}")
 
+        text_only = False
+        if conversation == "auto" and modalities == ["audio"] and self._text_only_left > 0:
+            self._text_only_left -= 1
+            text_only = True
         output_config = _get(params, "audio", "output") or {}
         session_output = _get(self.session_config, "audio", "output") or {}
-        instructions = params.get("instructions") or self.session_config.get("instructions") or ""
+        max_output_tokens = params.get("max_output_tokens", self.session_config.get("max_output_tokens"))
         response = _Response(
             id=new_id("resp"),
             conversation=conversation,
@@ -1204,21 +1302,21 @@ class FakeSession:
             modalities=modalities,
             audio_format=copy.deepcopy(output_config.get("format") or session_output.get("format")),
             voice=output_config.get("voice") or session_output.get("voice"),
-            max_output_tokens=params.get("max_output_tokens", self.session_config.get("max_output_tokens")),
+            max_output_tokens=max_output_tokens,
             metadata=copy.deepcopy(params.get("metadata")),
             input_usage=self._input_usage(
-                context_items,
-                str(instructions),
-                params.get("tools", self.session_config.get("tools")),
-                shares_prefix=request is None or "input" not in request,
+                context_items, instructions, tools, shares_prefix=request is None or "input" not in request
             ),
+            token_limit=max_output_tokens if isinstance(max_output_tokens, int) else None,
+            text_only=text_only,
+            start_delay_s=self._script.summary_delay_s if conversation == "none" else 0.0,
         )
         self._active[response.id] = response
         if conversation == "auto":
             self._active_default = response
             self._cancel_idle_timer()
         await self._emit("response.created", response=self._response_object(response, None))
-        if reply is None:
+        if outputs is None:
             await self._finish_response(
                 response,
                 "failed",
@@ -1228,31 +1326,85 @@ class FakeSession:
                 },
             )
             return
-        response.task = asyncio.create_task(self._run_response(response, reply))
+        response.task = asyncio.create_task(self._run_response(response, outputs))
         self._tasks.add(response.task)
         response.task.add_done_callback(self._tasks.discard)
 
-    async def _run_response(self, response: _Response, reply: Reply) -> None:
+    def _out_of_band_reply(self, context: ResponseContext) -> Reply:
+        """The summary, or a call of `Script.summary_tool` when the response may call it: an
+        out-of-band response inherits the session's tools and tool_choice unless the request
+        overrides them (SDK docstring of response.create; protocols.md D)."""
+        tool = self._script.summary_tool
+        if tool is not None and tool.name in context.tool_names:
+            return Reply([tool])
+        return Reply([Say(self._script.summary_text(context))])
+
+    def _plan_outputs(self, reply: Reply, context: ResponseContext) -> list[Say | _PlannedCall]:
+        """Turn the script's outputs into what the model emits; `UseTool` builds its arguments from
+        the declared schema of a tool the response sees, recording every problem on the way."""
+        planned: list[Say | _PlannedCall] = []
+        declared = {
+            str(tool.get("name")): tool
+            for tool in context.tools
+            if isinstance(tool, dict) and tool.get("type", "function") == "function"
+        }
+        clock: Clock | None = None
+        for output in reply.outputs:
+            if isinstance(output, Say):
+                planned.append(output)
+                continue
+            delta_s = output.delta_s if output.delta_s is not None else self._script.argument_delta_s
+            if isinstance(output, CallFunction):  # verbatim, bypassing the schema (by design)
+                planned.append(_PlannedCall(output.name, output.arguments_text(), output.call_id, delta_s))
+                continue
+            if context.tool_choice == "none":
+                # tool_choice "none": the model does not call tools (RealtimeResponseCreateParams).
+                self._server.log(f"[{self.index}] tool_choice 'none': no call of {output.name}")
+                continue
+            tool = declared.get(output.name)
+            if tool is None:
+                self._report(
+                    f"the script has the model call {output.name!r}, but the tools this response sees "
+                    f"are {sorted(declared)}: a model only calls a declared tool"
+                )
+                continue
+            clock = clock or Clock.from_instructions(context.instructions)
+            arguments, problems = build_arguments(output.name, _parameters(tool), output.intent, clock)
+            for problem in problems:
+                self._report(problem)
+            planned.append(_PlannedCall(output.name, json.dumps(arguments), output.call_id, delta_s))
+        return planned
+
+    async def _run_response(self, response: _Response, outputs: list[Say | _PlannedCall]) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            audio_mode = response.modalities == ["audio"]
-            unresolved = [o for o in reply.outputs if isinstance(o, Say) and o.audio is None]
+            audio_mode = response.modalities == ["audio"] and not response.text_only
+            unresolved = [o for o in outputs if isinstance(o, Say) and o.audio is None]
             if audio_mode and unresolved:
                 # espeak-ng is a subprocess: keep it off the event loop.
                 await asyncio.to_thread(_resolve_all, unresolved)
-            latency = self._server.first_delta_ms / 1000 - (loop.time() - started)
+            latency = self._server.first_delta_ms / 1000 + response.start_delay_s - (loop.time() - started)
             if latency > 0:
                 await asyncio.sleep(latency)
             response.first_delta_at = loop.time()
-            for output in reply.outputs:
-                if isinstance(output, CallFunction):
+            for output in outputs:
+                if isinstance(output, _PlannedCall):
                     await self._stream_function_call(response, output)
                 elif audio_mode:
                     await self._stream_audio_message(response, output)
                 else:
                     await self._stream_text_message(response, output.text)
             await self._finish_response(response, "completed", None)
+        except _OutOfTokens:
+            # Stopped at max_output_tokens: the open item ends incomplete, and so does the response
+            # (RealtimeResponseStatus reason "max_output_tokens").
+            with contextlib.suppress(ConnectionClosed):
+                for output in response.outputs:
+                    await self._close_output(response, output)
+                await self._finish_response(
+                    response, "incomplete", {"type": "incomplete", "reason": "max_output_tokens"}
+                )
         except ConnectionClosed:
             pass
         except asyncio.CancelledError:
@@ -1345,6 +1497,8 @@ class FakeSession:
             chunk = audio[index * chunk_bytes : (index + 1) * chunk_bytes]
             if not chunk:
                 continue
+            if response.token_limit is not None:
+                self._chars_left(response)
             await self._pace(response)
             taps = self._server.taps
             if taps.on_audio_out is not None:
@@ -1374,13 +1528,28 @@ class FakeSession:
             if index:
                 # ~5 tokens per delta at ~100 tokens/s: text streams faster than speech.
                 await asyncio.sleep(_TEXT_DELTA_SECONDS / self._server.speed)
+            whole = piece
+            if response.token_limit is not None:
+                piece = piece[: self._chars_left(response)]
             output.sent += piece
             await self._emit("response.output_text.delta", **where, delta=piece)
+            if piece != whole:
+                raise _OutOfTokens
         output.content_complete = True
         await self._close_output(response, output)
 
-    async def _stream_function_call(self, response: _Response, call: CallFunction) -> None:
-        arguments = call.arguments_text()
+    def _chars_left(self, response: _Response) -> int:
+        """Characters of text the response may still produce (4 per token, as _usage counts);
+        raises _OutOfTokens when none are left."""
+        assert response.token_limit is not None
+        text_tokens, audio_tokens = self._output_token_counts(response)
+        left = response.token_limit - text_tokens - audio_tokens
+        if left <= 0:
+            raise _OutOfTokens
+        return left * 4
+
+    async def _stream_function_call(self, response: _Response, call: _PlannedCall) -> None:
+        arguments = call.arguments
         call_id = call.call_id or new_id("call", 16)
         item = _Item(
             {
@@ -1401,9 +1570,16 @@ class FakeSession:
             "call_id": call_id,
         }
         for start in range(0, len(arguments), 32):
-            piece = arguments[start : start + 32]
+            if call.delta_s > 0:
+                # Slow on purpose (Script.argument_delta_s): a barge-in can land mid-arguments.
+                await asyncio.sleep(call.delta_s)
+            piece = whole = arguments[start : start + 32]
+            if response.token_limit is not None:
+                piece = piece[: self._chars_left(response)]
             output.sent += piece
             await self._emit("response.function_call_arguments.delta", **where, delta=piece)
+            if piece != whole:
+                raise _OutOfTokens
         output.content_complete = True
         await self._close_output(response, output)
 
@@ -1439,7 +1615,10 @@ class FakeSession:
                 )
         elif output.kind == "function_call":
             data["arguments"] = output.sent
-            if output.content_complete and output.mark("arguments_done"):
+            # Sent for an unfinished call too, with the arguments so far: "Also emitted when a
+            # Response is interrupted, incomplete, or cancelled." (SDK docstring of
+            # response.function_call_arguments.done); the item then ends "incomplete".
+            if output.mark("arguments_done"):
                 await self._emit(
                     "response.function_call_arguments.done",
                     **where,
@@ -1563,15 +1742,19 @@ class FakeSession:
             "cached_audio_tokens": cached - cached_text,
         }
 
-    def _usage(self, response: _Response) -> dict[str, Any]:
-        inputs = response.input_usage
-        input_tokens = inputs["text_tokens"] + inputs["audio_tokens"]
+    @staticmethod
+    def _output_token_counts(response: _Response) -> tuple[int, int]:
+        """(text, audio) output tokens so far: text at ~4 chars/token, audio 1 token / 50 ms."""
         output_text = sum(len(output.sent) for output in response.outputs)
         output_text += sum(
             len(str(o.item.data.get("name", ""))) for o in response.outputs if o.kind == "function_call"
         )
-        text_tokens = _ceil_div(output_text, 4)
-        audio_tokens = _ceil_div(response.audio_ms, 50)
+        return _ceil_div(output_text, 4), _ceil_div(response.audio_ms, 50)
+
+    def _usage(self, response: _Response) -> dict[str, Any]:
+        inputs = response.input_usage
+        input_tokens = inputs["text_tokens"] + inputs["audio_tokens"]
+        text_tokens, audio_tokens = self._output_token_counts(response)
         output_tokens = text_tokens + audio_tokens
         return {
             "total_tokens": input_tokens + output_tokens,
@@ -1821,13 +2004,6 @@ class FakeRealtimeServer:
 # ---------------------------------------------------------------------------------------------
 # Command line: a standalone fake for local trials
 # ---------------------------------------------------------------------------------------------
-
-GREETING = "Hello, you've reached the assistant. How can I help you today?"
-CANNED_REPLY = "Thanks, I've noted that. Is there anything else I can help you with?"
-
-
-def demo_script() -> Script:
-    return Script(replies=[Reply([Say(GREETING)])], default_reply=Reply([Say(CANNED_REPLY)]))
 
 
 async def _serve_until_interrupted(host: str, port: int) -> None:

@@ -3,6 +3,20 @@
 A `Script` is consumed in order. Each model response in the default conversation takes the next
 `Responder` (a fixed `Reply`, or a callable that sees the conversation so far and returns one);
 each committed caller turn takes the next transcript; out-of-band responses get `summary`.
+
+Function calls come in two kinds:
+
+* `UseTool(name, intent={...})`: the model picks a tool *declared in the tools the response sees*
+  and builds the arguments from that tool's JSON schema (see tool_calls.py), as a model does. Use
+  this by default: a schema no model can satisfy, an undeclared tool or an intent the schema can't
+  carry becomes a recorded violation (`server.validation_failures`).
+* `CallFunction(name, arguments)`: the arguments are sent verbatim, bypassing the declared tools and
+  their schemas entirely. Only for tests that deliberately send what no schema-following model
+  would (malformed JSON, wrong types, an undeclared tool).
+
+Per-test behaviours of the service (each documented on its `Script` field): slow argument streams a
+caller can talk over, late caller transcripts, text-only answers after a replay, an out-of-band
+response that calls an inherited tool, a slow summary.
 """
 
 from __future__ import annotations
@@ -51,11 +65,16 @@ class Say:
 
 @dataclass
 class CallFunction:
-    """One function_call output item."""
+    """One function_call output item with hand-written arguments, sent as given.
+
+    Bypasses the schema: the tool need not be declared and the arguments are not checked. Meant for
+    tests that deliberately send malformed JSON or wrong types; everything else uses `UseTool`.
+    """
 
     name: str
     arguments: dict[str, Any] | str  # a str is sent verbatim, so tests can send malformed JSON
     call_id: str | None = None  # None: a fresh "call_..." id each time the call is emitted
+    delta_s: float | None = None  # pause before each arguments delta; None: Script.argument_delta_s
 
     def arguments_text(self) -> str:
         if isinstance(self.arguments, str):
@@ -64,22 +83,71 @@ class CallFunction:
 
 
 @dataclass
+class UseTool:
+    """The model calls a declared tool; its arguments are built from the tool's JSON schema.
+
+    `intent` gives values per property name, e.g. `{"start": "tomorrow 14:00", "caller_name": "Alex
+    Kim"}`; a date/time intent is resolved against the "Right now it is ..." line of the
+    instructions the response sees and written as the property's description shows. Required
+    properties without intent get plausible values from the schema; optional ones are left out.
+    The rules are in tool_calls.py. The tool must be declared in the tools the response sees (the
+    session's, or the response's `tools` override), or the call is not made and a violation is
+    recorded; so is every schema problem and a failed validation of the built arguments.
+    """
+
+    name: str
+    intent: dict[str, Any] = field(default_factory=dict)
+    call_id: str | None = None  # None: a fresh "call_..." id each time the call is emitted
+    delta_s: float | None = None  # pause before each arguments delta; None: Script.argument_delta_s
+
+
+Output: TypeAlias = Say | CallFunction | UseTool
+
+
+@dataclass
 class Reply:
     """The outputs of one model response, emitted in order."""
 
-    outputs: list[Say | CallFunction]
+    outputs: list[Output]
 
 
 @dataclass
 class ResponseContext:
     """What a callable Responder can look at when the model "decides" what to say."""
 
-    items: list[dict[str, Any]]  # conversation items so far, wire shape, oldest first
+    items: list[dict[str, Any]]  # conversation items the response sees, wire shape, oldest first
     function_outputs: list[tuple[str, str]]  # (call_id, output) received in this session
-    instructions: str
+    instructions: str  # what the model was told: the request's instructions if given, else the session's
     session: dict[str, Any]
     request: dict[str, Any] | None  # the `response` param of response.create, if any
     fake_session: FakeSession
+    tools: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # the request's tools if given, else the session's
+    tool_choice: Any = "auto"  # likewise
+
+    @property
+    def tool_names(self) -> list[str]:
+        """Names of the function tools this response may call ([] when tool_choice is "none")."""
+        if self.tool_choice == "none":
+            return []
+        return [str(tool.get("name")) for tool in self.tools if tool.get("type", "function") == "function"]
+
+    def last_output_of(self, name: str) -> dict[str, Any] | None:
+        """The parsed output of the newest call of tool `name` in the items, if it has one."""
+        calls = {
+            item.get("call_id"): item.get("name")
+            for item in self.items
+            if item.get("type") == "function_call"
+        }
+        for item in reversed(self.items):
+            if item.get("type") == "function_call_output" and calls.get(item.get("call_id")) == name:
+                try:
+                    parsed = json.loads(str(item.get("output")))
+                except ValueError:
+                    return {"raw": item.get("output")}
+                return parsed if isinstance(parsed, dict) else {"value": parsed}
+        return None
 
     @property
     def last_function_output(self) -> str | None:
@@ -115,6 +183,29 @@ class Script:
     transcripts: list[str] = field(default_factory=list)
     summary: SummaryText = DEFAULT_SUMMARY
     default_transcript: str = "(caller speech)"
+    # Seconds before each function_call_arguments delta (UseTool/CallFunction.delta_s override it),
+    # so a caller can talk over a call whose arguments are still streaming.
+    argument_delta_s: float = 0.0
+    # Seconds from a caller turn's commit to its transcription events. Transcription runs
+    # asynchronously with response creation (SDK docstring of
+    # conversation.item.input_audio_transcription.completed), so with a delay longer than the
+    # answer, `...transcription.completed` arrives after the answer's `response.done`.
+    transcript_delay_s: float = 0.0
+    # After the client adds an assistant message as text (a replay after a reconnect), this many
+    # default-conversation responses come back as text only (output_text, no audio), whatever the
+    # session's or the request's modalities and instructions say; the one after them speaks again,
+    # so a single re-ask gets audio with 1. Each replayed assistant text item starts the count anew.
+    # (openai/openai-realtime-api-beta #72, livekit/agents #1143: text-only answers after assistant
+    # text items were added to the conversation.)
+    text_only_after_replay: int = 0
+    # An out-of-band response (conversation "none") inherits the session's tools and tool_choice
+    # unless the request overrides them (SDK docstring of response.create: tools and instructions
+    # "override the Session's configuration for this Response only"). With this set, such a
+    # response calls this tool instead of writing the summary when the tool is among the tools it
+    # sees and tool_choice isn't "none"; otherwise it writes the summary as usual.
+    summary_tool: UseTool | CallFunction | None = None
+    # Seconds an out-of-band response takes before its first output (a summary that takes a while).
+    summary_delay_s: float = 0.0
     _reply_cursor: int = field(default=0, init=False, repr=False)
     _transcript_cursor: int = field(default=0, init=False, repr=False)
 

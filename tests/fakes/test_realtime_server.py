@@ -15,11 +15,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 from openai import AsyncOpenAI
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
 from callassist.simulator.audio import frames, silence, speak, tone
+from callassist.tools.calendar import register_calendar_tools
+from callassist.tools.messages import register_message_tools
+from callassist.tools.registry import ToolRegistry
 from tests.fakes.protocol import MAX_DURATION_CLOSE_REASON, validate_server_event
 from tests.fakes.realtime_server import (
     CallFunction,
@@ -29,7 +33,10 @@ from tests.fakes.realtime_server import (
     ResponseContext,
     Say,
     Script,
+    UseTool,
+    demo_script,
 )
+from tests.fakes.tool_calls import Clock, resolve_time_intent
 
 MODEL = "gpt-realtime-2.1"
 INJECTED_UNKNOWN_TYPE = "future.event"
@@ -741,3 +748,515 @@ async def test_wait_helpers_time_out_with_a_useful_message(make_server: ServerFa
             await server.wait_until(
                 lambda: len(server.sessions) == 2, timeout=0.05, description="two sessions"
             )
+
+
+# ---------------------------------------------------------------------------------------------
+# The model uses the declared tools; the service's less obvious behaviours
+# ---------------------------------------------------------------------------------------------
+
+NOW_LINE = (
+    "Right now it is Wednesday, December 2, 2026, 3:04 pm in Dana's time zone (America/New_York). "
+    "Resolve relative dates such as 'tomorrow' or 'next Tuesday' from this."
+)
+CREATE_EVENT: dict[str, Any] = {
+    "type": "function",
+    "name": "create_event",
+    "description": "Book a meeting with Dana.",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "title": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Short title, e.g. 'Call with Alex Kim'",
+            },
+            "start": {"type": "string", "description": "Start, Dana's local time, e.g. 2026-11-25T14:00"},
+            "end": {"type": "string", "description": "End, Dana's local time, instead of a duration"},
+            "duration_minutes": {"type": "integer", "minimum": 5, "maximum": 480, "description": "Length"},
+            "caller_name": {"type": "string", "minLength": 1, "description": "The caller's name"},
+            "notes": {"type": "string", "description": "What it's about, if they said"},
+        },
+        "required": ["title", "start", "caller_name"],
+        "additionalProperties": False,
+    },
+}
+CHECK_AVAILABILITY: dict[str, Any] = {
+    "type": "function",
+    "name": "check_availability",
+    "description": "Find when Dana is free.",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "date": {"type": "string", "description": "First day to check, YYYY-MM-DD"},
+            "duration_minutes": {"type": "integer", "minimum": 5, "maximum": 480, "description": "Length"},
+        },
+        "required": ["date"],
+        "additionalProperties": False,
+    },
+}
+# The registry bug of issue 8: the property `title` is gone while `required` still names it.
+BROKEN_CREATE_EVENT: dict[str, Any] = json.loads(json.dumps(CREATE_EVENT))
+del BROKEN_CREATE_EVENT["parameters"]["properties"]["title"]
+
+
+def scheduling_session(*tools: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """TWILIO_SESSION with a clock line in the instructions and the given tools."""
+    session = json.loads(json.dumps(TWILIO_SESSION))
+    session["instructions"] = f"You are Dana's phone assistant.\n{NOW_LINE}"
+    session["tools"] = list(tools)
+    session.update(changes)
+    return session
+
+
+def arguments_of(session: FakeSession) -> list[dict[str, Any]]:
+    return [
+        json.loads(sent.event["arguments"])
+        for sent in session.server_events
+        if sent.type == "response.function_call_arguments.done"
+    ]
+
+
+def test_time_intents_resolve_against_the_instructions_clock() -> None:
+    clock = Clock.from_instructions(f"Be nice.\n{NOW_LINE}")
+    assert (clock.today.isoformat(), clock.zone, clock.source) == (
+        "2026-12-02",
+        "America/New_York",
+        "instructions",
+    )
+    cases = {
+        "tomorrow 14:00": "2026-12-03 14:00",
+        "today 09:30": "2026-12-02 09:30",
+        "2026-12-03 14:00": "2026-12-03 14:00",
+        "next Tuesday 10:00": "2026-12-08 10:00",
+        "Wednesday at 2 pm": "2026-12-09 14:00",  # a weekday is the first one after today
+        "noon tomorrow": "2026-12-03 12:00",
+        "tomorrow": "2026-12-03",
+    }
+    for text, expected in cases.items():
+        resolved = resolve_time_intent(text, clock)
+        assert resolved is not None, text
+        day, at = resolved
+        assert (f"{day} {at:%H:%M}" if at else str(day)) == expected, text
+    assert resolve_time_intent("next blursday", clock) is None
+    assert resolve_time_intent("tomorrow 2", clock) is None  # no minutes, no am/pm: not a time
+    # No date in the line: today in the zone it names.
+    assert Clock.from_instructions("Right now it is now in Dana's time zone (Europe/Paris).").source == "zone"
+
+
+async def test_use_tool_builds_arguments_from_the_declared_schema(make_server: ServerFactory) -> None:
+    script = Script(
+        replies=[
+            Reply(
+                [
+                    Say("One moment.", audio=tone(100)),
+                    UseTool(
+                        "create_event",
+                        intent={
+                            "title": "Call with Alex Kim",
+                            "start": "tomorrow 14:00",
+                            "end": "tomorrow 15:30",
+                            "caller_name": "Alex Kim",
+                        },
+                    ),
+                    UseTool("check_availability", intent={"date": "next Tuesday 10:00"}),
+                ]
+            ),
+            # Nothing but the required properties the model must fill in itself.
+            Reply([UseTool("create_event"), UseTool("check_availability")]),
+        ]
+    )
+    server = await make_server(script=script, speed=50)
+    async with connected(server) as (connection, reader, session):
+        await connection.session.update(session=scheduling_session(CREATE_EVENT, CHECK_AVAILABILITY))
+        await connection.response.create()
+        await reader.expect("response.done")
+        mark = reader.mark()
+        await connection.response.create()
+        await reader.expect("response.done", after=mark)
+
+        booked, checked, plausible_booking, plausible_check = arguments_of(session)
+        assert booked == {
+            "title": "Call with Alex Kim",
+            "start": "2026-12-03T14:00",  # written like the description's example
+            "end": "2026-12-03T15:30",  # no example of its own: like its sibling "start"
+            "caller_name": "Alex Kim",
+        }
+        assert checked == {"date": "2026-12-08"}  # a date-only property gets the date
+        # Required properties get plausible values; optional ones are left out.
+        assert plausible_booking == {
+            "title": "Call with Alex Kim",  # the description's example
+            "start": "2026-12-03T10:00",
+            "caller_name": "Alex Kim",
+        }
+        assert plausible_check == {"date": "2026-12-03"}
+        for arguments, tool in zip(
+            arguments_of(session), [CREATE_EVENT, CHECK_AVAILABILITY] * 2, strict=True
+        ):
+            assert list(Draft202012Validator(tool["parameters"]).iter_errors(arguments)) == []
+        first = session.responses[0]["output"]
+        assert [item["type"] for item in first] == ["message", "function_call", "function_call"]
+        assert all(item["status"] == "completed" for item in first)
+    assert server.validation_failures == []
+
+
+async def test_a_schema_no_model_can_satisfy_is_a_recorded_violation(make_server: ServerFactory) -> None:
+    invalid = {
+        "type": "function",
+        "name": "take_message",
+        "description": "Take a message.",
+        "parameters": {"type": "object", "properties": {"message": {"type": "strin"}}},
+    }
+    script = Script(
+        replies=[
+            Reply(
+                [UseTool("create_event", intent={"title": "Call with Alex Kim", "start": "tomorrow 14:00"})]
+            ),
+            Reply([UseTool("end_call")]),  # not declared at all
+        ]
+    )
+    server = await make_server(script=script, speed=50)
+    async with connected(server) as (connection, reader, session):
+        await connection.session.update(session=scheduling_session(BROKEN_CREATE_EVENT, invalid))
+        await reader.expect("session.updated")
+        # Found when declared, before anything calls the tool.
+        assert len(server.validation_failures) == 2
+        assert "'title' is not in 'properties'" in server.validation_failures[0]
+        assert "no argument object satisfies the schema" in server.validation_failures[0]
+        assert "invalid JSON Schema at properties/message/type" in server.validation_failures[1]
+
+        await connection.response.create()
+        done = await reader.expect("response.done")
+        # The model emits what a schema-following model can: no title.
+        [arguments] = arguments_of(session)
+        assert arguments == {"start": "2026-12-03T14:00", "caller_name": "Alex Kim"}
+        assert done.response.output[0].type == "function_call"
+        failures = server.validation_failures[2:]
+        assert any("the model cannot produce 'title'" in failure for failure in failures)
+        assert any("fail the schema" in f and "'title' is a required property" in f for f in failures)
+
+        before = len(server.validation_failures)
+        mark = reader.mark()
+        await connection.response.create()
+        undeclared = await reader.expect("response.done", after=mark)
+        assert undeclared.response.output == []  # a model can't call a tool it wasn't given
+        assert "'end_call'" in server.validation_failures[before]
+        assert "only calls a declared tool" in server.validation_failures[before]
+
+
+async def test_response_tools_override_the_session_tools(make_server: ServerFactory) -> None:
+    script = Script(
+        replies=[
+            Reply([UseTool("check_availability", intent={"date": "tomorrow"})]),
+            Reply([UseTool("create_event", intent={"title": "Sync", "start": "today 16:00"})]),
+        ]
+    )
+    server = await make_server(script=script, speed=50)
+    async with connected(server) as (connection, reader, session):
+        await connection.session.update(session=scheduling_session(CREATE_EVENT))
+        await reader.expect("session.updated")
+        await connection.response.create(response={"tools": [CHECK_AVAILABILITY]})
+        await reader.expect("response.done")
+        assert arguments_of(session) == [{"date": "2026-12-03"}]
+        assert server.validation_failures == []
+
+        # The request's instructions replace the session's: its own clock line is the one used.
+        mark = reader.mark()
+        later = NOW_LINE.replace("Wednesday, December 2", "Friday, December 4")
+        await connection.response.create(response={"tools": [CHECK_AVAILABILITY], "instructions": later})
+        await reader.expect("response.done", after=mark)
+        assert "create_event" in server.validation_failures[0]  # not among this response's tools
+        assert len(arguments_of(session)) == 1
+
+
+async def test_response_instructions_replace_the_session_instructions(make_server: ServerFactory) -> None:
+    seen: list[ResponseContext] = []
+
+    def remember(context: ResponseContext) -> Reply:
+        seen.append(context)
+        return Reply([UseTool("check_availability", intent={"date": "tomorrow"})])
+
+    server = await make_server(script=Script(replies=[remember, remember]), speed=50)
+    async with connected(server) as (connection, reader, session):
+        await connection.session.update(session=scheduling_session(CHECK_AVAILABILITY))
+        await connection.response.create()
+        await reader.expect("response.done")
+        mark = reader.mark()
+        only_this = "Say goodbye.\n" + NOW_LINE.replace("Wednesday, December 2", "Monday, December 7")
+        await connection.response.create(response={"instructions": only_this})
+        await reader.expect("response.done", after=mark)
+
+        assert seen[0].instructions == session.session_config["instructions"]
+        assert seen[1].instructions == only_this  # replaced, not appended
+        assert seen[1].tool_names == ["check_availability"]  # tools still inherited
+        # "tomorrow" as the model saw it: from the clock of the instructions it was given.
+        assert arguments_of(session) == [{"date": "2026-12-03"}, {"date": "2026-12-08"}]
+    assert server.validation_failures == []
+
+
+async def test_a_barge_in_while_arguments_stream_leaves_an_incomplete_call(
+    make_server: ServerFactory,
+) -> None:
+    intent = {
+        "title": "Quarterly planning with Alex Kim",
+        "start": "tomorrow 14:00",
+        "caller_name": "Alex Kim",
+        "notes": "Bring the budget numbers and the new hiring plan",
+    }
+    script = Script(replies=[Reply([UseTool("create_event", intent=intent)])], argument_delta_s=0.3)
+    server = await make_server(script=script, speed=50)
+    async with connected(server) as (connection, reader, session):
+        await connection.session.update(session=scheduling_session(CREATE_EVENT))
+        await reader.expect("session.updated")
+        await connection.response.create()
+        await reader.expect("response.function_call_arguments.delta")
+
+        await append_audio(connection, tone(300, frequency=300) + silence(700))
+        await reader.expect("input_audio_buffer.speech_started")
+        arguments_done = await reader.expect("response.function_call_arguments.done")
+        cancelled = await reader.expect("response.done", lambda e: e.response.status == "cancelled")
+
+        deltas = [e.delta for e in reader.events if e.type == "response.function_call_arguments.delta"]
+        full = json.dumps({**intent, "start": "2026-12-03T14:00"})
+        assert arguments_done.arguments == "".join(deltas)
+        assert 0 < len(arguments_done.arguments) < len(full)
+        assert full.startswith(arguments_done.arguments)
+        assert cancelled.response.status_details.reason == "turn_detected"
+        [call] = cancelled.response.output
+        assert (call.type, call.status, call.arguments) == (
+            "function_call",
+            "incomplete",
+            arguments_done.arguments,
+        )
+        item_done = await reader.expect("response.output_item.done", lambda e: e.item.id == call.id)
+        assert item_done.item.status == "incomplete"
+        assert next(i for i in session.items if i["id"] == call.id)["status"] == "incomplete"
+    assert server.validation_failures == []
+
+
+async def test_a_cancel_before_any_argument_gives_empty_arguments(make_server: ServerFactory) -> None:
+    script = Script(replies=[Reply([UseTool("check_availability", intent={"date": "tomorrow"}, delta_s=30)])])
+    server = await make_server(script=script, speed=50)
+    async with connected(server) as (connection, reader, _session):
+        await connection.session.update(session=scheduling_session(CHECK_AVAILABILITY))
+        await connection.response.create()
+        await reader.expect("response.output_item.added", lambda e: e.item.type == "function_call")
+        await connection.response.cancel()
+        arguments_done = await reader.expect("response.function_call_arguments.done")
+        done = await reader.expect("response.done")
+        assert arguments_done.arguments == ""
+        assert (done.response.status, done.response.status_details.reason) == (
+            "cancelled",
+            "client_cancelled",
+        )
+        assert (done.response.output[0].status, done.response.output[0].arguments) == ("incomplete", "")
+    assert server.validation_failures == []
+
+
+async def test_max_output_tokens_ends_a_call_incomplete(make_server: ServerFactory) -> None:
+    script = Script(
+        replies=[Reply([UseTool("create_event", intent={"title": "A long title", "start": "today 16:00"})])]
+    )
+    server = await make_server(script=script, speed=50)
+    async with connected(server) as (connection, reader, _session):
+        await connection.session.update(session=scheduling_session(CREATE_EVENT))
+        await connection.response.create(response={"max_output_tokens": 6})
+        arguments_done = await reader.expect("response.function_call_arguments.done")
+        done = await reader.expect("response.done")
+        assert (done.response.status, done.response.status_details.type) == ("incomplete", "incomplete")
+        assert done.response.status_details.reason == "max_output_tokens"
+        assert done.response.output[0].status == "incomplete"
+        # 6 tokens: 3 for the name "create_event", 3 (12 characters) of arguments.
+        assert arguments_done.arguments == '{"title": "A'
+        assert done.response.usage.output_tokens == 6
+    assert server.validation_failures == []
+
+
+async def test_a_transcript_can_arrive_after_the_answer(make_server: ServerFactory) -> None:
+    seen: list[str | None] = []
+
+    def answer(context: ResponseContext) -> Reply:
+        seen.append(context.last_user_transcript)
+        return Reply([Say("Sure.", audio=tone(200))])
+
+    script = Script(replies=[answer], transcripts=["Book me in tomorrow"], transcript_delay_s=1.0)
+    server = await make_server(script=script, speed=50)
+    async with connected(server) as (connection, reader, session):
+        await connection.session.update(session=TWILIO_SESSION)
+        await reader.expect("session.updated")
+        await append_audio(connection, tone(400, frequency=300) + silence(700))
+        done = await reader.expect("response.done")
+        completed = await reader.expect("conversation.item.input_audio_transcription.completed")
+        assert reader.events.index(done) < reader.events.index(completed)
+        assert done.response.status == "completed"
+        assert seen == [None]  # the model answered before the transcript existed
+        assert completed.transcript == "Book me in tomorrow"
+        assert session.items[0]["content"][0]["transcript"] == "Book me in tomorrow"
+    assert server.validation_failures == []
+
+
+async def test_text_only_answer_after_a_text_replay(make_server: ServerFactory) -> None:
+    script = Script(
+        replies=[Reply([Say("Where were we?")]), Reply([Say("Where were we?", audio=tone(200))])],
+        text_only_after_replay=1,
+    )
+    server = await make_server(script=script, speed=50)
+    async with connected(server) as (connection, reader, session):
+        await connection.session.update(session=TWILIO_SESSION)
+        for role, kind, text in [
+            ("user", "input_text", "Book me in."),
+            ("assistant", "output_text", "Sure."),
+        ]:
+            await connection.conversation.item.create(
+                item={"type": "message", "role": role, "content": [{"type": kind, "text": text}]}
+            )
+        await connection.response.create()
+        text_done = await reader.expect("response.done")
+        assert text_done.response.output_modalities == ["audio"]  # asked for audio...
+        assert text_done.response.output[0].content[0].type == "output_text"  # ...got text
+        assert text_done.response.output[0].content[0].text == "Where were we?"
+        assert not any(e.type == "response.output_audio.delta" for e in reader.events)
+
+        mark = reader.mark()
+        await connection.response.create(response={"instructions": "Say your last answer out loud."})
+        spoken = await reader.expect("response.done", after=mark)
+        assert spoken.response.output[0].content[0].type == "output_audio"
+        assert bytes(session.audio_out[spoken.response.output[0].id]) == tone(200)
+    assert server.validation_failures == []
+
+
+async def test_out_of_band_responses_inherit_the_session_tools(make_server: ServerFactory) -> None:
+    summary = json.dumps({"summary": "Booked."})
+    script = Script(summary=summary, summary_tool=UseTool("create_event", intent={"title": "Follow-up"}))
+    server = await make_server(script=script, speed=50)
+    out_of_band = {"conversation": "none", "output_modalities": ["text"], "metadata": {"purpose": "summary"}}
+    async with connected(server) as (connection, reader, session):
+        await connection.session.update(session=scheduling_session(CREATE_EVENT))
+        await connection.send({"type": "response.create", "response": out_of_band})
+        inherited = await reader.expect("response.done")
+        [call] = inherited.response.output
+        assert call.type == "function_call" and call.name == "create_event"
+        assert json.loads(call.arguments) == {
+            "title": "Follow-up",
+            "start": "2026-12-03T10:00",
+            "caller_name": "Alex Kim",
+        }
+        assert inherited.response.conversation_id is None
+        assert call.id not in {item["id"] for item in session.items}
+
+        for override in ({"tool_choice": "none"}, {"tools": []}):
+            mark = reader.mark()
+            await connection.send({"type": "response.create", "response": {**out_of_band, **override}})
+            done = await reader.expect("response.done", after=mark)
+            assert done.response.output[0].type == "message"
+            assert done.response.output[0].content[0].text == summary
+
+        # A session with tool_choice "none" is inherited too.
+        await connection.session.update(session={"type": "realtime", "tool_choice": "none"})
+        mark = reader.mark()
+        await connection.send({"type": "response.create", "response": out_of_band})
+        done = await reader.expect("response.done", after=mark)
+        assert done.response.output[0].content[0].text == summary
+    assert server.validation_failures == []
+
+
+async def test_a_summary_can_take_a_while(make_server: ServerFactory) -> None:
+    server = await make_server(script=Script(summary_delay_s=0.6), speed=50)
+    async with connected(server) as (connection, reader, session):
+        await connection.send(
+            {"type": "response.create", "response": {"conversation": "none", "output_modalities": ["text"]}}
+        )
+        created = await session.wait_for_server_event("response.created")
+        await reader.expect("response.done")
+        done_at = next(e.t for e in session.server_events if e.type == "response.done")
+        created_at = next(e.t for e in session.server_events if e.event is created)
+        assert done_at - created_at >= 0.6
+    assert server.validation_failures == []
+
+
+async def test_a_response_created_during_speech_plays_over_it(make_server: ServerFactory) -> None:
+    script = Script(replies=[Reply([Say("Talking over you.", audio=tone(1500))])])
+    server = await make_server(script=script, speed=1, first_delta_ms=10)
+    async with connected(server) as (connection, reader, session):
+        await connection.session.update(session=TWILIO_SESSION)
+        await reader.expect("session.updated")
+        await append_audio(connection, tone(300, frequency=300))
+        await reader.expect("input_audio_buffer.speech_started")
+        await connection.response.create()
+        created = await reader.expect("response.created")
+
+        await append_audio(connection, silence(700))
+        await reader.expect("input_audio_buffer.speech_stopped")
+        await reader.expect("input_audio_buffer.committed")
+        # The VAD's own response is skipped: one response is active, and it was not cancelled.
+        mark = reader.mark()
+        await connection.session.update(session={"type": "realtime", "instructions": "Sync."})
+        await reader.expect("session.updated", after=mark)
+        assert [e.type for e in reader.events].count("response.created") == 1
+        assert session.active_response_id == created.response.id
+
+        done = await reader.expect("response.done")
+        assert (done.response.id, done.response.status) == (created.response.id, "completed")
+        # ...and not made up for afterwards.
+        mark = reader.mark()
+        await connection.session.update(session={"type": "realtime", "instructions": "Sync again."})
+        await reader.expect("session.updated", after=mark)
+        assert [e.type for e in reader.events].count("response.created") == 1
+        assert session.errors_sent == []
+    assert server.validation_failures == []
+
+
+async def test_demo_script_books_and_takes_a_message_through_the_real_tools(
+    make_server: ServerFactory,
+) -> None:
+    registry = ToolRegistry()
+    register_calendar_tools(registry)
+    register_message_tools(registry)
+    declarations = registry.declarations(owner=False)
+    schemas = {tool["name"]: tool["parameters"] for tool in declarations}
+    server = await make_server(script=demo_script, speed=50)
+    async with connected(server) as (connection, reader, _session):
+        await connection.session.update(session=scheduling_session(*declarations))
+        await connection.response.create()
+        greeting = await reader.expect("response.done")
+        assert greeting.response.output[0].content[0].transcript.startswith("Hello, you've reached")
+
+        outputs = [
+            {"ok": True, "days": [{"date": "2026-12-03", "day": "tomorrow", "free": "9 am to 5 pm"}],
+             "suggested_times": [{"start": "2026-12-03T09:00:00-05:00", "spoken": "9 am tomorrow"}]},
+            {"ok": True, "say": "Done: Thursday, December 3 at 9 am, one hour, with Dana."},
+            {"ok": True, "saved": True, "say": "I've taken your message; Dana will get it after this call."},
+        ]  # fmt: skip
+        await connection.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi!"}]}
+        )
+        calls: list[Any] = []
+        spoken: list[str] = []
+        for output in [*outputs, None]:
+            mark = reader.mark()
+            await connection.response.create()
+            done = await reader.expect("response.done", after=mark)
+            spoken.append(done.response.output[0].content[0].transcript)
+            if output is None:
+                break
+            [call] = [item for item in done.response.output if item.type == "function_call"]
+            calls.append(call)
+            await connection.conversation.item.create(
+                item={"type": "function_call_output", "call_id": call.call_id, "output": json.dumps(output)}
+            )
+
+        names = [call.name for call in calls]
+        arguments = [json.loads(call.arguments) for call in calls]
+        assert names == ["check_availability", "create_event", "take_message"]
+        assert arguments[0] == {"date": "2026-12-03"}
+        assert arguments[1] == {
+            "title": "Call with Alex Kim",
+            "start": "2026-12-03T09:00",
+            "caller_name": "Alex Kim",
+        }
+        assert arguments[2]["caller_name"] == "Alex Kim" and arguments[2]["message"]
+        for name, args in zip(names, arguments, strict=True):
+            assert list(Draft202012Validator(schemas[name]).iter_errors(args)) == []
+        assert spoken[1] == "Tomorrow, the free times are: 9 am to 5 pm. I'll book the first one for you."
+        assert spoken[2].startswith(outputs[1]["say"])
+        assert spoken[3] == outputs[2]["say"]
+    assert server.validation_failures == []

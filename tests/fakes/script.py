@@ -192,9 +192,10 @@ class Script:
     # answer, `...transcription.completed` arrives after the answer's `response.done`.
     transcript_delay_s: float = 0.0
     # After the client adds an assistant message as text (a replay after a reconnect), this many
-    # default-conversation responses come back as text only (output_text, no audio), whatever the
-    # session's or the request's modalities and instructions say; the one after them speaks again,
-    # so a single re-ask gets audio with 1. Each replayed assistant text item starts the count anew.
+    # default-conversation responses that ask for audio come back as text only (output_text, no
+    # audio; `output_modalities` still says audio), whatever their instructions or a system item
+    # say; the one after them speaks again, so with 1 a single re-ask gets audio. Each replayed
+    # assistant text item starts the count anew.
     # (openai/openai-realtime-api-beta #72, livekit/agents #1143: text-only answers after assistant
     # text items were added to the conversation.)
     text_only_after_replay: int = 0

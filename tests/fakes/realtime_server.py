@@ -739,8 +739,9 @@ class FakeSession:
             self._server.fail(self, text)
 
     def _check_tools(self, tools: Any) -> None:
-        """Function tools reach the model as declared: a schema no model can satisfy is a defect
-        even before anything calls it (protocols.md D, last line)."""
+        """Function tools reach the model as declared ("Parameters of the function in JSON Schema",
+        SDK RealtimeFunctionTool.parameters): a schema no model can satisfy is a defect even before
+        anything calls it. The service itself accepts it silently; this is the fake's judgement."""
         if not isinstance(tools, list):
             return
         for tool in tools:
@@ -1341,7 +1342,8 @@ class FakeSession:
 
     def _plan_outputs(self, reply: Reply, context: ResponseContext) -> list[Say | _PlannedCall]:
         """Turn the script's outputs into what the model emits; `UseTool` builds its arguments from
-        the declared schema of a tool the response sees, recording every problem on the way."""
+        the declared schema of a tool the response sees (the request's `tools` override the session's,
+        SDK docstring of response.create), recording every problem on the way."""
         planned: list[Say | _PlannedCall] = []
         declared = {
             str(tool.get("name")): tool
@@ -1358,7 +1360,8 @@ class FakeSession:
                 planned.append(_PlannedCall(output.name, output.arguments_text(), output.call_id, delta_s))
                 continue
             if context.tool_choice == "none":
-                # tool_choice "none": the model does not call tools (RealtimeResponseCreateParams).
+                # tool_choice "none": "the model will not call a function and instead generates a
+                # message" (SDK docstring of tool_choice, chat/completion_create_params.py).
                 self._server.log(f"[{self.index}] tool_choice 'none': no call of {output.name}")
                 continue
             tool = declared.get(output.name)

@@ -121,10 +121,9 @@ class ResponseContext:
     session: dict[str, Any]
     request: dict[str, Any] | None  # the `response` param of response.create, if any
     fake_session: FakeSession
-    tools: list[dict[str, Any]] = field(
-        default_factory=list
-    )  # the request's tools if given, else the session's
-    tool_choice: Any = "auto"  # likewise
+    # The tools and tool_choice this response sees: the request's if given, else the session's.
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: Any = "auto"
 
     @property
     def tool_names(self) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +16,7 @@ from openai import AsyncOpenAI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from callassist.calendar.base import Calendar
 from callassist.calendar.booking import BookingService
@@ -29,7 +31,7 @@ from callassist.notify.outbox import OutboxWorker, Sender
 from callassist.realtime.pricing import PriceTable
 from callassist.settings import Settings, load_settings
 from callassist.store.contacts import caller_memory
-from callassist.store.db import Database
+from callassist.store.db import Database, DatabaseUnavailable, DatabaseUrlError
 from callassist.telephony import webhooks
 from callassist.telephony.signature import SignatureChecker, StreamTokens, is_direct_loopback
 from callassist.tools.calendar import register_calendar_tools
@@ -112,7 +114,7 @@ class Services:
 
     async def start(self) -> None:
         """The I/O part of start-up: schema upgrade, calendar connection."""
-        revision = await self.database.upgrade()
+        revision = await self.database.prepare()  # DatabaseUnavailable: one line saying why
         log.info("database %s at revision %s", self.database.url_for_display, revision)
         self.records.start()
         self.calendar = await open_calendar(self.settings, self.database)
@@ -183,15 +185,50 @@ def describe_startup(settings: Settings) -> list[str]:
     return lines
 
 
+@dataclass
+class StartupProblem:
+    """A start-up failure that is the configuration's, not a bug (a database that can't be used)."""
+
+    message: str | None = None
+
+
+class PlainStartupFailure:
+    """Hands uvicorn a StartupProblem's one line instead of the traceback Starlette would send with
+    `lifespan.startup.failed`; uvicorn logs it and exits, as for any failed start-up."""
+
+    def __init__(self, app: ASGIApp, problem: StartupProblem) -> None:
+        self.app = app
+        self.problem = problem
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_plain(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and self.problem.message:
+                message = {**message, "message": self.problem.message}
+            await send(message)
+
+        await self.app(scope, receive, send_plain)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     services = build_services(settings)
+    problem = StartupProblem()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for line in describe_startup(settings):
             log.info(line)
-        await services.start()
+        try:
+            await services.start()
+        except (DatabaseUnavailable, DatabaseUrlError) as exc:
+            problem.message = str(exc)
+            with contextlib.suppress(Exception):
+                await services.stop()
+            raise
         services.ready = True
         try:
             yield
@@ -203,6 +240,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="callassist", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
+    app.add_middleware(PlainStartupFailure, problem=problem)
     app.include_router(webhooks.router)
     app.include_router(calendar_feed.router)
     app.include_router(api.router)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from callassist.settings import Settings, SettingsError, load_settings
+from callassist.settings import DEFAULT_PORT, Settings, SettingsError, env_file_values, load_settings
 
 if TYPE_CHECKING:
     from callassist.calendar.base import Calendar
@@ -56,13 +55,68 @@ def serve(
     settings = settings_or_exit(host=host, port=port)
     if settings.openai_api_key is None or not settings.openai_api_key.get_secret_value():
         raise fail("OPENAI_API_KEY is not set: put it in the environment or in .env", 2)
+    # Like any other bad setting, a database that can't be used stops the start in one line.
+    run_on_database(_prepare_database(settings), "open the database")
     setup_logging(settings.log_level)
-    server.run(settings)
+    running = server.build_server(settings)
+    running.run()
+    if not running.started:
+        raise fail("the server did not start (see the log above)")
+
+
+async def _prepare_database(settings: Settings) -> None:
+    from callassist.store.db import Database
+
+    database = Database.from_url(settings.database)
+    try:
+        await database.prepare()
+    finally:
+        await database.close()
+
+
+def _call_settings() -> tuple[str, int, str | None, str | None]:
+    """(host, port, Twilio auth token, public base URL) as `serve` sees them: from Settings (the
+    environment and the .env files), or, when settings that have nothing to do with calling are
+    invalid, from those four values alone, with a one-line warning."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        names = ("CALLASSIST_HOST", "CALLASSIST_PORT", "TWILIO_AUTH_TOKEN", "PUBLIC_BASE_URL")
+        raw = {name: value.strip() for name, value in env_file_values(*names).items()}
+        errors.print(
+            f"[yellow]warning:[/] `serve` would refuse this configuration ({exc}); "
+            "calling with CALLASSIST_PORT, TWILIO_AUTH_TOKEN and PUBLIC_BASE_URL as they are",
+            highlight=False,
+            soft_wrap=True,
+        )
+        port_text = raw.get("CALLASSIST_PORT") or str(DEFAULT_PORT)
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise fail(f"CALLASSIST_PORT: {port_text!r} is not a port number (1-65535)", 2) from None
+        return (
+            raw.get("CALLASSIST_HOST") or "127.0.0.1",
+            int(port_text),
+            raw.get("TWILIO_AUTH_TOKEN") or None,
+            (raw.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
+        )
+    token = settings.twilio_auth_token.get_secret_value() if settings.signatures_required else None
+    return settings.host, settings.port, token, settings.public_base_url
+
+
+def _local_url(host: str, port: int) -> str:
+    """Where a server listening on host:port is reached from this machine."""
+    if host in ("", "0.0.0.0", "::", "[::]"):  # all interfaces: loopback is one of them
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 @app.command()
 def call(
-    url: Annotated[str, typer.Option(help="Where the callassist server listens")] = "http://127.0.0.1:8000",
+    url: Annotated[
+        str | None,
+        typer.Option(help="Where the callassist server listens [default: CALLASSIST_HOST:CALLASSIST_PORT]"),
+    ] = None,
     say: Annotated[str | None, typer.Option(help="What the caller says (spoken with espeak-ng)")] = None,
     audio: Annotated[
         Path | None, typer.Option(help="A WAV file the caller plays instead of --say", exists=True)
@@ -75,19 +129,18 @@ def call(
 ) -> None:
     """Play Twilio and a caller against a running server, and report what happened.
 
-    Signs requests with TWILIO_AUTH_TOKEN when it is set, as Twilio would (PUBLIC_BASE_URL tells
-    which URL the server validates against).
+    Reads the environment and .env as `serve` does: the server's port, TWILIO_AUTH_TOKEN to sign
+    requests as Twilio would, and PUBLIC_BASE_URL (the URL the server validates signatures against).
     """
     from callassist.simulator.report import SimulatorError, run_call
 
     if say and audio:
         raise fail("give either --say or --audio, not both", 2)
-    token = os.environ.get("TWILIO_AUTH_TOKEN") or None
-    public = os.environ.get("PUBLIC_BASE_URL") or None
+    host, port, token, public = _call_settings()
     try:
         asyncio.run(
             run_call(
-                url,
+                url or _local_url(host, port),
                 say=say,
                 audio=audio,
                 out=out,
@@ -122,15 +175,12 @@ def db_upgrade() -> None:
     async def upgrade() -> None:
         database = Database.from_url(settings.database)
         try:
-            revision = await database.upgrade()
+            revision = await database.prepare()
             console.print(f"{database.url_for_display}: at revision {revision}", highlight=False)
         finally:
             await database.close()
 
-    try:
-        asyncio.run(upgrade())
-    except Exception as exc:
-        raise fail(f"could not upgrade the database: {exc}") from None
+    run_on_database(upgrade(), "upgrade the database")
 
 
 @asynccontextmanager
@@ -142,7 +192,7 @@ async def open_owner_calendar(settings: Settings) -> AsyncIterator[Calendar]:
 
     database = Database.from_url(settings.database)
     try:
-        await database.upgrade()
+        await database.prepare()
         try:
             calendar = await open_calendar(settings, database, require=True)
         except CalendarError as exc:
@@ -207,7 +257,7 @@ def calendar_list(
             for event in events
         ]
 
-    events = asyncio.run(listing())
+    events = run_on_database(listing(), "read the calendar")
     if as_json:
         typer.echo(json.dumps(events, indent=2))  # plain: rich would wrap long lines
         return
@@ -260,7 +310,7 @@ def calendar_add(
             created = await calendar.create(new)
         return created.id, [f"{clash.title} ({iso(clash.start, settings.zone)})" for clash in clashes]
 
-    event_id, clashes = asyncio.run(add())
+    event_id, clashes = run_on_database(add(), "add the event")
     console.print(
         f"Added {title!r} at {iso(new.start, settings.zone)} (id {event_id})", highlight=False, soft_wrap=True
     )
@@ -293,7 +343,7 @@ def calendar_export(
                 zone=settings.zone,
             )
 
-    sys.stdout.buffer.write(asyncio.run(export()))
+    sys.stdout.buffer.write(run_on_database(export(), "export the calendar"))
     sys.stdout.buffer.flush()
 
 
@@ -316,24 +366,25 @@ async def open_records(settings: Settings) -> AsyncIterator[Database]:
 
     database = Database.from_url(settings.database)
     try:
-        await database.upgrade()
+        await database.prepare()
         yield database
     finally:
         await database.close()
 
 
 def run_on_database(work: Coroutine[Any, Any, _T], doing: str = "read the database") -> _T:
-    """asyncio.run(work), a database failure turned into one line on stderr."""
-    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+    """asyncio.run(work), a database failure turned into one line on stderr (exit status 1)."""
+    from sqlalchemy.exc import SQLAlchemyError
 
-    from callassist.store.db import DatabaseUrlError
+    from callassist.store.db import DatabaseUnavailable, DatabaseUrlError, describe_failure
 
     try:
         return asyncio.run(work)
-    except (SQLAlchemyError, DatabaseUrlError, OSError) as exc:
+    except (DatabaseUrlError, DatabaseUnavailable) as exc:
+        raise fail(str(exc)) from None  # already one line naming the database (password masked)
+    except (SQLAlchemyError, OSError) as exc:
         # A DBAPIError's own text appends the SQL and parameters; the driver's message is enough.
-        reason = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
-        raise fail(f"could not {doing}: {(reason.strip().splitlines() or [type(exc).__name__])[0]}") from None
+        raise fail(f"could not {doing}: {describe_failure(exc)}") from None
 
 
 def _echo_json(body: object) -> None:
@@ -500,6 +551,9 @@ def _print_call(detail: CallDetail, settings: Settings) -> None:
             f"max {latency.max_ms} ms ({len(latency.turns_ms)} turns)"
         )
     header.add_row("Latency", "; ".join(figures) or "-")
+    if latency.turns_ms:
+        # Each answer, in order: caller went quiet -> first audio of the answer (as `callassist call` prints).
+        header.add_row("Turn latency", ", ".join(f"{ms} ms" for ms in latency.turns_ms))
     if call.summary:
         header.add_row("Summary", Text(call.summary))
     if detail.reason:

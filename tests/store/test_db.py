@@ -17,6 +17,7 @@ from sqlalchemy import Connection, inspect, text
 from callassist.calendar.local import LocalCalendar
 from callassist.store.db import (
     Database,
+    DatabaseUnavailable,
     DatabaseUrlError,
     alembic_config,
     async_database_url,
@@ -25,6 +26,7 @@ from callassist.store.db import (
 )
 from callassist.store.models import Base
 from tests.support.postgres import postgres_database_or_skip
+from tests.support.process import free_port
 
 
 @pytest.mark.parametrize(
@@ -57,6 +59,72 @@ def test_unusable_url_is_a_clear_error_without_the_password() -> None:
     assert "s3cret" not in str(raised.value)
     with pytest.raises(DatabaseUrlError, match="in-memory"):
         Database.from_url("sqlite://")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://owner:s3cret@host/db", "mysql+aiomysql://owner:s3cret@host/db", "oracle://owner:s3cret@h/db"],
+)
+def test_databases_other_than_sqlite_and_postgresql_are_refused(url: str) -> None:
+    with pytest.raises(DatabaseUrlError, match=r"^unsupported database .*: use sqlite:///") as raised:
+        Database.from_url(url)
+    assert "s3cret" not in str(raised.value) and "\n" not in str(raised.value)
+
+
+async def test_a_database_that_cannot_be_created_or_reached_is_one_line(tmp_path: Path) -> None:
+    # A data directory that can't be created (a file is in the way; permissions don't stop root).
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(DatabaseUnavailable, match="cannot create the database directory") as raised:
+        Database.from_url(f"sqlite:///{blocker / 'data' / 'callassist.db'}")
+    assert str(blocker / "data") in str(raised.value)
+
+    # A database file that can't be opened (a directory is in the way).
+    (tmp_path / "callassist.db").mkdir()
+    unopenable = Database.from_url(f"sqlite:///{tmp_path / 'callassist.db'}")
+    # Nothing listens there: refused at once.
+    unreachable = Database.from_url(f"postgresql://owner:s3cret@127.0.0.1:{free_port()}/callassist")
+    cases = ((unopenable, "unable to open database file"), (unreachable, "Connect call failed"))
+    for database, reason in cases:
+        try:
+            with pytest.raises(DatabaseUnavailable) as raised:
+                await database.prepare()
+        finally:
+            await database.close()
+        message = str(raised.value)
+        assert message.startswith(f"cannot open the database {database.url_for_display}: ")
+        assert reason in message and "\n" not in message and "s3cret" not in message
+        assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+async def test_server_start_up_refuses_an_unusable_database_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Embedded (not through `callassist serve`, which checks first): uvicorn logs one line, no
+    traceback, and does not start."""
+    from callassist.server import build_server
+    from callassist.settings import load_settings
+
+    (tmp_path / "callassist.db").mkdir()
+    settings = load_settings(
+        _env_file=None,
+        openai_api_key="sk-test",
+        openai_base_url="http://127.0.0.1:9/v1",
+        database_url=f"sqlite:///{tmp_path / 'callassist.db'}",
+        port=free_port(),
+    )
+    server = build_server(settings)
+    caplog.set_level(logging.INFO)
+    with pytest.raises(SystemExit) as exited:  # uvicorn's way out of a failed start-up
+        async with asyncio.timeout(15):
+            await server.serve()
+    assert exited.value.code != 0 and not server.started
+    failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert failures[0].getMessage() == (
+        f"cannot open the database sqlite+aiosqlite:///{tmp_path / 'callassist.db'}: "
+        "unable to open database file"
+    )
+    assert all(r.exc_info is None and "Traceback" not in r.getMessage() for r in failures)
 
 
 async def test_sqlite_directory_created_and_pragmas_set(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """The database handle: one async engine, its sessions, and Alembic migrations run from code.
 
 SQLite (the default, a file in the data directory) and PostgreSQL are both first-class; a URL
-names which. Nothing here logs a URL with its password in it: use `Database.url_for_display`.
+names which, and any other database is refused. Nothing here logs a URL with its password in it:
+use `Database.url_for_display`. A database that can't be reached, created or migrated is reported
+by `Database.prepare()` as one line (`DatabaseUnavailable`), for `serve` and the CLI to print.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import ArgumentError, InvalidRequestError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -36,6 +38,8 @@ _ASYNC_DRIVERS = {
     "sqlite+pysqlite": "sqlite+aiosqlite",
 }
 
+SUPPORTED_BACKENDS = frozenset({"sqlite", "postgresql"})
+
 # Arbitrary but fixed: every callassist process migrating the same PostgreSQL database takes this
 # advisory lock, so a server starting while `callassist db upgrade` runs waits instead of racing.
 _MIGRATION_LOCK_KEY = 0x63616C6C  # "call"
@@ -46,6 +50,18 @@ _READ_ONLY = "callassist_read_only"
 
 class DatabaseUrlError(ValueError):
     """The database URL can't be used (unknown scheme, or a driver without asyncio support)."""
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database can't be reached, created or migrated. The message is one line that names the
+    database (password masked) and the reason, never SQL or parameters."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The first line of what the driver said (a DBAPIError's own text appends SQL and parameters)."""
+    reason = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
+    first = next((line.strip() for line in reason.splitlines() if line.strip()), "")
+    return first or type(exc).__name__
 
 
 def async_database_url(url: str | URL) -> URL:
@@ -111,6 +127,11 @@ class Database:
         is refused. `engine_options` go to `create_async_engine` (e.g. pool_size).
         """
         parsed = async_database_url(url)
+        if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
+            raise DatabaseUrlError(
+                f"unsupported database {mask_password(parsed)}: use sqlite:///path/to/callassist.db "
+                "or postgresql://user@host/dbname"
+            )
         if parsed.get_backend_name() == "sqlite":
             if _is_sqlite_memory(parsed):
                 # SQLAlchemy gives :memory: one shared connection, so two sessions at once would
@@ -171,6 +192,17 @@ class Database:
         log.info("database %s is at revision %s", self.url_for_display, reached)
         return reached
 
+    async def prepare(self) -> str | None:
+        """`upgrade()` for a process starting up: any failure to reach, create or migrate the
+        database becomes a `DatabaseUnavailable` saying which database and why, in one line."""
+        try:
+            return await self.upgrade()
+        except Exception as exc:  # drivers raise their own classes (asyncpg, OSError, sqlite3...)
+            log.debug("database %s unavailable", self.url_for_display, exc_info=True)
+            raise DatabaseUnavailable(
+                f"cannot open the database {self.url_for_display}: {describe_failure(exc)}"
+            ) from None
+
     async def current_revision(self) -> str | None:
         """The revision the database is at, or None for a database never migrated."""
         async with self._read_engine.connect() as connection:
@@ -202,7 +234,14 @@ def _create_sqlite_directory(url: URL) -> None:
     database = url.database
     if not database or database.startswith("file:"):
         return  # URI filenames are the user's business
-    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    directory = Path(database).parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseUnavailable(
+            f"cannot create the database directory {directory}: {exc.strerror or exc} "
+            "(set CALLASSIST_DATA_DIR or DATABASE_URL to a place you can write)"
+        ) from None
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

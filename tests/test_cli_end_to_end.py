@@ -1,7 +1,12 @@
-"""The README's way of running things, as real processes: `callassist serve`, `callassist call`, SIGTERM."""
+"""The README's way of running things, as real processes: `callassist serve`, `callassist call`,
+`callassist calls show`, SIGTERM, and the one-line refusals of a database that can't be used."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+import shutil
 import signal
 import sys
 import time
@@ -12,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from callassist.simulator import CallerSimulator
-from callassist.simulator.audio import tone
+from callassist.simulator.audio import silence, tone, write_wav
 from callassist.store.db import Database
 from callassist.store.models import CallRow
 from tests.fakes.realtime_server import FakeRealtimeServer, Reply, Say, Script
@@ -130,7 +135,18 @@ async def test_sigterm_says_goodbye_and_exits_within_ten_seconds(
             for e in session.client_events
             if e.type == "response.create" and e.event["response"].get("conversation") != "none"
         ][-1]
-        assert "restart" in goodbye_request["response"]["instructions"]
+        # The goodbye extends the session's instructions (persona, rules), never replaces them: either
+        # as a system note added to the conversation, or as the session's instructions plus a line.
+        if "instructions" in goodbye_request["response"]:
+            assert "restart" in goodbye_request["response"]["instructions"]
+            assert "Dana" in goodbye_request["response"]["instructions"]
+        else:
+            notes = [
+                json.dumps(e.event["item"])
+                for e in session.client_events
+                if e.type == "conversation.item.create" and e.event["item"].get("role") == "system"
+            ]
+            assert notes and "restart" in notes[-1]
         assert session.closed
         assert "call ended: server-shutdown" in serve.output
         assert fake.validation_failures == []
@@ -142,3 +158,121 @@ async def test_sigterm_says_goodbye_and_exits_within_ten_seconds(
     finally:
         await database.close()
     assert row is not None and row.outcome == "server-shutdown" and row.ended_at is not None
+
+
+def write_dotenv(directory: Path, **values: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / ".env").write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+
+
+async def test_call_reads_the_dotenv_serve_reads(tmp_path: Path, children: list[ChildProcess]) -> None:
+    """`callassist call` with no options finds the server's port, signs with its TWILIO_AUTH_TOKEN
+    against its PUBLIC_BASE_URL, all from the .env `serve` reads; a setting that has nothing to do
+    with calling being wrong is a warning, not a failure."""
+    script = Script(replies=[Reply([Say("Hi", audio=tone(300, 440))])])
+    async with FakeRealtimeServer(script) as fake:
+        port = free_port()
+        project = tmp_path / "project"
+        write_dotenv(
+            project,
+            OPENAI_API_KEY="sk-test",
+            OPENAI_BASE_URL=fake.base_url,
+            OWNER_NAME="Dana",
+            CALLASSIST_PORT=str(port),
+            TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+            PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+        )
+        # The tests' environment names no .env (CALLASSIST_ENV_FILE=none): this one is the project's.
+        dotenv = {"CALLASSIST_ENV_FILE": str(project / ".env")}
+        serve = await ChildProcess(callassist_command("serve"), env=dotenv, cwd=project).start()
+        children.append(serve)
+        await serve.wait_for_line("Uvicorn running on")
+        call = await ChildProcess(
+            callassist_command("call", "--seconds", "10"),
+            env={**dotenv, "CALLASSIST_VOICE": "robot"},
+            cwd=project,
+        ).start()
+        children.append(call)
+        assert await call.wait(timeout=30) == 0, call.output
+    [warning] = [line for line in call.lines if line.startswith("warning: `serve` would refuse")]
+    assert "CALLASSIST_VOICE: unknown voice 'robot'" in warning
+    assert f"Calling http://127.0.0.1:{port} " in call.output and "Media stream open" in call.output
+    assert "caller hung up" in call.output and AUTH_TOKEN not in call.output
+    assert "refused" not in serve.output  # every webhook and the stream were signed as the server expects
+
+
+@pytest.mark.skipif(shutil.which("sox") is None, reason="--audio needs sox")
+async def test_the_turn_latency_call_prints_is_what_calls_show_stored(
+    tmp_path: Path, children: list[ChildProcess]
+) -> None:
+    """The caller stops talking 1.5 s before their clip ends (trailing silence, as in a recording);
+    the answer starts during that silence. `callassist call` and the server both count from the end
+    of the speech, and agree within 50 ms."""
+    clip = tmp_path / "caller.wav"
+    write_wav(clip, tone(900, 300) + silence(1500))
+    script = Script(
+        replies=[Reply([Say("Hi", audio=tone(300, 440))]), Reply([Say("Sure", audio=tone(600, 500))])],
+        transcripts=["Can Dana call me back?"],
+    )
+    async with FakeRealtimeServer(script) as fake:
+        port = free_port()
+        records = server_env(fake.base_url, port, tmp_path / "data")
+        serve = await ChildProcess(callassist_command("serve"), env=records, cwd=tmp_path).start()
+        children.append(serve)
+        await serve.wait_for_line("Uvicorn running on")
+        call = await ChildProcess(
+            callassist_command("call", "--audio", str(clip), "--seconds", "20"),
+            env={"CALLASSIST_PORT": str(port)},
+            cwd=tmp_path,
+        ).start()
+        children.append(call)
+        assert await call.wait(timeout=40) == 0, call.output
+        await serve.wait_for_line("call ended: caller-hung-up", timeout=15)
+
+    call_sid = re.search(r"Call (CA[0-9a-f]{32})", call.output)
+    assert call_sid is not None, call.output
+    [row] = [line for line in call.lines if "Turn latency" in line]
+    printed = [int(ms) for ms in re.findall(r"(\d+) ms", row)]
+    as_json, as_text = (
+        ChildProcess(callassist_command("calls", "show", *args, call_sid[1]), env=records, cwd=tmp_path)
+        for args in (("--json",), ())
+    )
+    children.extend((as_json, as_text))
+    await asyncio.gather(as_json.start(), as_text.start())
+    assert await as_json.wait(timeout=30) == 0 and await as_text.wait(timeout=30) == 0, as_json.output
+    stored = json.loads(as_json.output)["latency"]["turns_ms"]
+    assert len(printed) == len(stored) == 1, (row, stored)
+    assert abs(printed[0] - stored[0]) < 50, (printed, stored)
+    # The server VAD's silence window (500 ms) is part of it: counted from the clip's end, it would
+    # have been about a second less, or not measured at all.
+    assert printed[0] > 400, printed
+    [shown] = [line for line in as_text.lines if "Turn latency" in line]
+    assert f"{stored[0]} ms" in shown
+
+
+async def test_an_unusable_database_stops_serve_and_commands_in_one_line(
+    tmp_path: Path, children: list[ChildProcess]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    unreachable = f"postgresql://owner:s3cret@127.0.0.1:{free_port()}/callassist"
+    cases = [
+        ({"DATABASE_URL": unreachable}, "error: cannot open the database postgresql+asyncpg://owner:***@"),
+        ({"CALLASSIST_DATA_DIR": str(blocker / "data")}, "error: cannot create the database directory"),
+        ({"DATABASE_URL": "mysql://owner:s3cret@db.example/app"}, "error: unsupported database mysql://"),
+    ]
+    runs: list[tuple[ChildProcess, str]] = []
+    for env, expected in cases:
+        for command in (("serve",), ("calls", "list"), ("calendar", "list")):
+            child = ChildProcess(
+                callassist_command(*command),
+                env={"OPENAI_API_KEY": "sk-test", "CALLASSIST_PORT": str(free_port()), **env},
+                cwd=tmp_path,
+            )
+            children.append(child)
+            runs.append((child, expected))
+    await asyncio.gather(*(child.start() for child, _ in runs))
+    for child, expected in runs:
+        assert await child.wait(timeout=60) != 0, child.output
+        assert len(child.lines) == 1 and child.lines[0].startswith(expected), (child.command, child.output)
+        assert "s3cret" not in child.output and "Traceback" not in child.output

@@ -94,9 +94,10 @@ async def _converse(call: SimulatedCall, speech: bytes | None, deadline: float, 
             notes.append(f"no greeting finished: {exc}")
         if speech is None:
             return
+        # The answer may begin while the clip's trailing silence still plays: listen from the start.
+        speaking_from = time.monotonic()
         await call.say(speech)
-        spoke_at = time.monotonic()
-        await call.wait_until_quiet(timeout=max(0.0, remaining()), after=spoke_at)
+        await call.wait_until_quiet(timeout=max(0.0, remaining()), after=speaking_from)
     except TimeoutError as exc:
         notes.append(str(exc) if remaining() > 0 else "time limit reached before the assistant finished")
     except SimulatorError as exc:

@@ -1253,7 +1253,8 @@ class CallBridge:
             # ask again when that one is over, unless it answers what we wanted answered.
             purpose = self._purposes.pop(failed_request, "turn")
             self._response_requested = None
-            if code == "conversation_already_has_active_response" and purpose in ("tool", "goodbye"):
+            if code == "conversation_already_has_active_response" and purpose not in ("turn", "greeting"):
+                # What it was to answer (tool outputs, a note) is in the conversation already.
                 self._wanted = self._wanted or purpose
         summary = self._summary_text
         if failed_request == f"callassist_{SUMMARY_REQUEST}" and summary is not None and not summary.done():

@@ -115,7 +115,7 @@ def _local_url(host: str, port: int) -> str:
 def call(
     url: Annotated[
         str | None,
-        typer.Option(help="Where the callassist server listens [default: CALLASSIST_HOST:CALLASSIST_PORT]"),
+        typer.Option(help="Where the callassist server listens (default: the port `serve` uses)"),
     ] = None,
     say: Annotated[str | None, typer.Option(help="What the caller says (spoken with espeak-ng)")] = None,
     audio: Annotated[
@@ -129,8 +129,8 @@ def call(
 ) -> None:
     """Play Twilio and a caller against a running server, and report what happened.
 
-    Reads the environment and .env as `serve` does: the server's port, TWILIO_AUTH_TOKEN to sign
-    requests as Twilio would, and PUBLIC_BASE_URL (the URL the server validates signatures against).
+    Reads the environment and .env as `serve` does: the port, TWILIO_AUTH_TOKEN (to sign requests
+    as Twilio would) and PUBLIC_BASE_URL (the URL signatures are computed on).
     """
     from callassist.simulator.report import SimulatorError, run_call
 

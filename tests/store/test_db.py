@@ -122,7 +122,8 @@ async def test_server_start_up_refuses_an_unusable_database_in_one_line(
     failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert failures[0].getMessage() == (
         f"cannot open the database sqlite+aiosqlite:///{tmp_path / 'callassist.db'}: "
-        "unable to open database file"
+        "unable to open database file (is it a file in a directory you can write? see "
+        "CALLASSIST_DATA_DIR, DATABASE_URL)"
     )
     assert all(r.exc_info is None and "Traceback" not in r.getMessage() for r in failures)
 

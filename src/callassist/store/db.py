@@ -199,9 +199,12 @@ class Database:
             return await self.upgrade()
         except Exception as exc:  # drivers raise their own classes (asyncpg, OSError, sqlite3...)
             log.debug("database %s unavailable", self.url_for_display, exc_info=True)
-            raise DatabaseUnavailable(
-                f"cannot open the database {self.url_for_display}: {describe_failure(exc)}"
-            ) from None
+            reason = describe_failure(exc)
+            if self.dialect_name == "sqlite" and "unable to open" in reason:
+                reason += (
+                    " (is it a file in a directory you can write? see CALLASSIST_DATA_DIR, DATABASE_URL)"
+                )
+            raise DatabaseUnavailable(f"cannot open the database {self.url_for_display}: {reason}") from None
 
     async def current_revision(self) -> str | None:
         """The revision the database is at, or None for a database never migrated."""

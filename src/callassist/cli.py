@@ -122,7 +122,7 @@ def call(
         Path | None, typer.Option(help="A WAV file the caller plays instead of --say", exists=True)
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Save what the caller heard to this WAV file")] = None,
-    seconds: Annotated[float, typer.Option(help="Hang up after this many seconds at most")] = 30.0,
+    seconds: Annotated[float, typer.Option(help="Hang up after this many seconds at most")] = 60.0,
     from_number: Annotated[str, typer.Option("--from", help="The caller's number")] = "+15551230000",
     to_number: Annotated[str, typer.Option("--to", help="The number dialled")] = "+15559870000",
     owner_answers: Annotated[bool, typer.Option(help="Pretend the owner picks up when rung")] = False,

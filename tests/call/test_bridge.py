@@ -17,7 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from callassist.simulator.audio import speak, tone
-from tests.fakes.realtime_server import CallFunction, FakeSession, Reply, Say, Script
+from tests.fakes.realtime_server import FakeSession, Reply, Say, Script, UseTool
 from tests.support.server import ACCOUNT_SID, AUTH_TOKEN
 from tests.support.stack import Stack, StackFactory, heard_chunks, talk_over, without_clock
 
@@ -445,7 +445,7 @@ async def test_the_assistant_hangs_up_after_its_goodbye_is_heard(make_stack: Sta
     script = Script(
         replies=[
             Reply([Say("Hi", audio=greeting)]),
-            Reply([Say("Goodbye!", audio=goodbye), CallFunction("end_call", {"reason": "caller is done"})]),
+            Reply([Say("Goodbye!", audio=goodbye), UseTool("end_call", intent={"reason": "caller is done"})]),
         ]
     )
     stack = await make_stack(script)

@@ -13,9 +13,19 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from callassist.calendar.base import NewEvent
+from callassist.calendar.booking import BookingService
 from callassist.calendar.timeutil import localize
+from callassist.settings import Settings
 from callassist.simulator.audio import tone
-from tests.fakes.realtime_server import CallFunction, FakeSession, Reply, ResponseContext, Say, Script
+from tests.fakes.realtime_server import (
+    CallFunction,
+    FakeSession,
+    Reply,
+    ResponseContext,
+    Say,
+    Script,
+    UseTool,
+)
 from tests.support.process import ChildProcess, callassist_command
 from tests.support.stack import Stack, StackFactory
 
@@ -56,14 +66,28 @@ def function_outputs(session: FakeSession) -> list[dict[str, Any]]:
     return [json.loads(output) for _, output in session.function_outputs]
 
 
+def arguments_text(session: FakeSession) -> list[str]:
+    """The arguments of each function call the fake model made, as sent on the wire."""
+    return [
+        sent.event["arguments"]
+        for sent in session.server_events
+        if sent.type == "response.function_call_arguments.done"
+    ]
+
+
+def arguments_sent(session: FakeSession) -> list[dict[str, Any]]:
+    return [json.loads(text) for text in arguments_text(session)]
+
+
 async def test_booking_tomorrow_at_2pm_is_stored_and_answered_after_the_tool(
     make_stack: StackFactory, tmp_path: Path
 ) -> None:
     day = tomorrow()
-    arguments = {
+    # What the caller said; the model writes the arguments from the declared schema (no length
+    # given, so none is sent: the tool's default of one hour applies).
+    intent = {
         "title": "Meeting with Alex Kim",
-        "start": f"{day.isoformat()}T14:00",
-        "duration_minutes": 60,
+        "start": "tomorrow 14:00",
         "caller_name": "Alex Kim",
         "notes": "Project kickoff",
     }
@@ -73,7 +97,7 @@ async def test_booking_tomorrow_at_2pm_is_stored_and_answered_after_the_tool(
             Reply(
                 [
                     Say("One moment, let me check.", audio=tone(300, 450)),
-                    CallFunction("create_event", arguments),
+                    UseTool("create_event", intent=intent),
                 ]
             ),
             speak_tool_result,
@@ -87,6 +111,15 @@ async def test_booking_tomorrow_at_2pm_is_stored_and_answered_after_the_tool(
     await call.hang_up()
 
     session = stack.fake.sessions[0]
+    # "tomorrow 14:00" as the model wrote it, from the date the instructions gave it.
+    assert arguments_sent(session) == [
+        {
+            "title": "Meeting with Alex Kim",
+            "start": f"{day.isoformat()}T14:00",
+            "caller_name": "Alex Kim",
+            "notes": "Project kickoff",
+        }
+    ]
     [output] = function_outputs(session)
     assert output["ok"] is True
     assert output["event"]["start"] == f"{day.isoformat()}T14:00:00{local(day, 14).strftime('%z')[:3]}:00"
@@ -129,33 +162,112 @@ async def test_booking_tomorrow_at_2pm_is_stored_and_answered_after_the_tool(
     assert sys.executable  # the CLI ran in this interpreter's environment
 
 
+# The day before a DST change, so "tomorrow 14:00" has another UTC offset than "now": an offset taken
+# from the clock, from UTC or from the server's zone instead of the owner's zone on that day is an
+# hour off. Both clocks the call reads (the instructions' date line and the booking's "now") are
+# pinned to that morning; the model resolves "tomorrow" from the date line, as a real one does.
+DST_EVES = [
+    pytest.param("America/New_York", datetime(2026, 3, 7, 10, 0), id="new-york-springs-forward-overnight"),
+    pytest.param("Europe/Berlin", datetime(2026, 10, 24, 10, 0), id="berlin-falls-back-overnight"),
+]
+
+
+@pytest.mark.parametrize(("zone_name", "wall_clock"), DST_EVES)
+async def test_a_booking_by_a_schema_driven_model_lands_at_the_right_local_time(
+    make_stack: StackFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    zone_name: str,
+    wall_clock: datetime,
+) -> None:
+    zone = ZoneInfo(zone_name)
+    now = wall_clock.replace(tzinfo=zone)
+    monkeypatch.setattr(Settings, "local_now", lambda self: now.astimezone(self.zone))
+    monkeypatch.setattr(BookingService, "now", lambda self: now.astimezone(UTC))
+    day = now.date() + timedelta(days=1)
+    wanted = datetime.combine(day, datetime.min.time()).replace(hour=14, tzinfo=zone)
+    assert wanted.utcoffset() != now.utcoffset()  # the clocks change overnight
+
+    def book_if_free(ctx: ResponseContext) -> Reply:
+        """The model saw the availability; it books what the caller asked for, by intent only."""
+        checked = ctx.last_output_of("check_availability") or {}
+        if not checked.get("ok"):
+            return Reply([Say("Sorry, I can't see the calendar right now.", audio=tone(300, 500))])
+        intent = {"title": "Meeting with Alex Kim", "start": "tomorrow 14:00", "caller_name": "Alex Kim"}
+        return Reply([UseTool("create_event", intent=intent)])
+
+    script = Script(
+        replies=[
+            Reply([Say("Hi, Dana's assistant.", audio=tone(500, 400))]),
+            Reply(
+                [
+                    Say("Let me check.", audio=tone(300, 450)),
+                    UseTool("check_availability", intent={"date": "tomorrow"}),
+                ]
+            ),
+            book_if_free,
+            speak_tool_result,
+        ],
+        transcripts=["Hi, this is Alex Kim. Can I meet Dana tomorrow at 2 pm?"],
+    )
+    stack = await make_stack(script, **{**SETTINGS, "timezone": zone_name})
+    call = await stack.simulator.place_call(from_number=CALLER)
+    await call.wait_until_quiet(quiet_ms=150, timeout=10)
+    await caller_turn(stack, call, expected_responses=4)
+    await call.hang_up()
+
+    session = stack.fake.sessions[0]
+    assert f"{now:%A}, {now:%B} {now.day}, {now.year}" in session.session_config["instructions"]
+    # The arguments are the model's, written from the schema: the local wall time, no offset.
+    assert arguments_sent(session) == [
+        {"date": day.isoformat()},
+        {"title": "Meeting with Alex Kim", "start": f"{day.isoformat()}T14:00", "caller_name": "Alex Kim"},
+    ]
+    availability, booked = function_outputs(session)
+    assert availability["ok"] is True and availability["days"][0]["date"] == day.isoformat()
+    assert availability["days"][0]["free"] == "9 am to 5 pm"
+    assert booked["ok"] is True, booked
+    assert datetime.fromisoformat(booked["event"]["start"]) == wanted
+    assert booked["event"]["start"] == wanted.isoformat()  # with that day's offset, not today's
+    spoken = session.responses[-1]["output"][0]["content"][0]["transcript"]
+    assert spoken == booked["say"] and "2 pm" in spoken
+
+    # Stored at 14:00 local on that day, as the CLI reads it back from the store.
+    listing = await ChildProcess(
+        callassist_command("calendar", "list", "--json", "--from", day.isoformat(), "--to", day.isoformat()),
+        env={"CALLASSIST_DATA_DIR": str(stack.server.settings.data_dir), "CALLASSIST_TIMEZONE": zone_name},
+        cwd=tmp_path,
+    ).start()
+    assert await listing.wait(timeout=30) == 0, listing.output
+    [event] = json.loads(listing.output)
+    assert event["title"] == "Meeting with Alex Kim"
+    start = datetime.fromisoformat(event["start"])
+    assert start == wanted and start.astimezone(zone).hour == 14
+    assert start.astimezone(zone).utcoffset() == wanted.utcoffset()
+    assert datetime.fromisoformat(event["end"]) - start == timedelta(hours=1)
+    assert event["caller_number"] == CALLER and event["caller_name"] == "Alex Kim"
+    assert make_stack.protocol_problems() == []
+
+
 async def test_conflict_past_time_and_nonsense_are_spoken_and_the_call_goes_on(
     make_stack: StackFactory,
 ) -> None:
     day = tomorrow()
+    sync = {"title": "Sync", "caller_name": "Sam"}
     script = Script(
         replies=[
             Reply([Say("Hi", audio=tone(300, 400))]),
-            Reply(
-                [
-                    CallFunction(
-                        "create_event", {"title": "Sync", "start": f"{day}T14:00", "caller_name": "Sam"}
-                    )
-                ]
-            ),
+            Reply([UseTool("create_event", intent={**sync, "start": "tomorrow 14:00"})]),
             speak_tool_result,
-            Reply(
-                [
-                    CallFunction(
-                        "create_event", {"title": "Sync", "start": "2020-01-06T10:00", "caller_name": "Sam"}
-                    )
-                ]
-            ),
+            # A caller can ask for a time long gone; the schema allows it, the booking refuses it.
+            Reply([UseTool("create_event", intent={**sync, "start": "2020-01-06 10:00"})]),
             speak_tool_result,
+            # Bypasses the schema on purpose: truncated JSON, as from a cut-off argument stream.
             Reply(
                 [CallFunction("create_event", '{"title": "Sync", "start": "next blursday", "caller_name": ')]
             ),
             speak_tool_result,
+            # Bypasses the schema on purpose: wrong types and nonsense values, to hear the refusal.
             Reply([CallFunction("create_event", {"title": 42, "start": "whenever", "duration_minutes": -5})]),
             speak_tool_result,
         ]
@@ -172,6 +284,10 @@ async def test_conflict_past_time_and_nonsense_are_spoken_and_the_call_goes_on(
         await caller_turn(stack, call, expected_responses=3 + 2 * turn)
     session = stack.fake.sessions[0]
     conflict, past, bad_json, bad_types = function_outputs(session)
+    assert [json.loads(text)["start"] for text in arguments_text(session)[:2]] == [
+        f"{day}T14:00",
+        "2020-01-06T10:00",
+    ]
 
     assert conflict["ok"] is False and conflict["reason"] == "conflict"
     assert "already taken" in conflict["error"]
@@ -198,12 +314,7 @@ async def test_two_calls_in_one_response_are_both_answered_before_one_response_c
     script = Script(
         replies=[
             Reply([Say("Hi", audio=tone(300, 400))]),
-            Reply(
-                [
-                    CallFunction("check_availability", {"date": day.isoformat()}),
-                    CallFunction("find_my_events", {}),
-                ]
-            ),
+            Reply([UseTool("check_availability", intent={"date": "tomorrow"}), UseTool("find_my_events")]),
             Reply([Say("You're free most of the day.", audio=tone(300, 500))]),
         ]
     )
@@ -219,8 +330,10 @@ async def test_two_calls_in_one_response_are_both_answered_before_one_response_c
         "response.create",
     ]
     assert len([e for e in events if e.type == "response.create"]) == 2  # the greeting and this one
+    assert arguments_sent(session) == [{"date": day.isoformat()}, {}]
     availability, mine = function_outputs(session)
     assert availability["ok"] and availability["days"][0]["free"] == "9 am to 5 pm"
+    assert availability["days"][0]["date"] == day.isoformat()
     assert mine == {"ok": True, "events": []}
     assert session.errors_sent == []
     await call.hang_up()
@@ -228,16 +341,21 @@ async def test_two_calls_in_one_response_are_both_answered_before_one_response_c
 
 async def test_callers_hear_only_free_busy_and_the_owner_hears_the_agenda(make_stack: StackFactory) -> None:
     day = tomorrow()
+
+    def ask_for_everything(ctx: ResponseContext) -> Reply:
+        if "get_my_agenda" in ctx.tool_names:  # the owner's own call declares it
+            agenda: UseTool | CallFunction = UseTool("get_my_agenda", intent={"date": "tomorrow"})
+        else:
+            # Bypasses the schema on purpose: a tool this caller's session doesn't declare.
+            agenda = CallFunction("get_my_agenda", {"date": day.isoformat()})
+        return Reply(
+            [UseTool("check_availability", intent={"date": "tomorrow"}), UseTool("find_my_events"), agenda]
+        )
+
     script = lambda: Script(  # noqa: E731 - each call gets its own script
         replies=[
             Reply([Say("Hi", audio=tone(300, 400))]),
-            Reply(
-                [
-                    CallFunction("check_availability", {"date": day.isoformat()}),
-                    CallFunction("find_my_events", {}),
-                    CallFunction("get_my_agenda", {"date": day.isoformat()}),
-                ]
-            ),
+            ask_for_everything,
             Reply([Say("Here you go.", audio=tone(300, 500))]),
         ]
     )
@@ -255,6 +373,7 @@ async def test_callers_hear_only_free_busy_and_the_owner_hears_the_agenda(make_s
     await caller_turn(stack, call, expected_responses=3)
     await call.hang_up()
     session = stack.fake.sessions[0]
+    assert arguments_sent(session) == [{"date": day.isoformat()}, {}, {"date": day.isoformat()}]
     availability, mine, agenda = function_outputs(session)
     leaked = json.dumps([availability, mine, agenda])
     for secret in ("Secret acquisition talk", "Pat Other", "Confidential", "+15559990000"):
@@ -278,6 +397,7 @@ async def test_callers_hear_only_free_busy_and_the_owner_hears_the_agenda(make_s
     await owner_call.hang_up()
     owner_session = stack.fake.sessions[2]
     assert "get_my_agenda" in {tool["name"] for tool in owner_session.session_config["tools"]}
+    assert arguments_sent(owner_session)[-1] == {"date": day.isoformat()}
     *_, owner_agenda = function_outputs(owner_session)
     assert [event["title"] for event in owner_agenda["events"]] == [
         "Secret acquisition talk",
@@ -296,11 +416,11 @@ async def test_the_same_booking_works_with_caldav_and_an_independent_client_sees
     from tests.support.radicale import running_radicale
 
     day = tomorrow()
-    arguments = {"title": "Meeting with Alex Kim", "start": f"{day}T14:00", "caller_name": "Alex Kim"}
+    intent = {"title": "Meeting with Alex Kim", "start": "tomorrow 14:00", "caller_name": "Alex Kim"}
     script = Script(
         replies=[
             Reply([Say("Hi", audio=tone(300, 400))]),
-            Reply([CallFunction("create_event", arguments)]),
+            Reply([UseTool("create_event", intent=intent)]),
             speak_tool_result,
         ]
     )

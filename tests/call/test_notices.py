@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from callassist.simulator.audio import tone
 from callassist.store.models import MessageRow, OutboxRow
-from tests.fakes.realtime_server import CallFunction, Reply, ResponseContext, Say, Script
+from tests.fakes.realtime_server import Reply, ResponseContext, Say, Script, UseTool
 from tests.support.server import ACCOUNT_SID, AUTH_TOKEN
 from tests.support.smtp import SmtpTestServer
 from tests.support.stack import Stack, StackFactory
@@ -18,6 +18,7 @@ from tests.support.twilio_rest import TwilioRestStandIn
 
 OWNER_PHONE = "+15550001111"
 TWILIO_NUMBER = "+15559870000"
+# What the caller said, as the model's intent; it writes take_message's arguments from the schema.
 MESSAGE = {
     "caller_name": "Alex Kim",
     "message": "Please call me back about the contract before Friday.",
@@ -56,10 +57,12 @@ def script() -> Script:
     return Script(
         replies=[
             Reply([Say("Hi, Dana's assistant.", audio=tone(300, 400))]),
-            Reply([CallFunction("take_message", MESSAGE)]),
+            Reply([UseTool("take_message", intent=MESSAGE)]),
             speak_tool_result,
         ],
-        transcripts=["Can you tell Dana to call me back about the contract?"],
+        transcripts=[
+            "Alex Kim here, please have Dana call me back about the contract before Friday. It's important."
+        ],
         summary=json.dumps({"summary": "Alex wants a call back about the contract.", "urgency": "high"}),
     )
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import signal
 import time
+from datetime import datetime, timedelta
 from decimal import Decimal
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
@@ -18,7 +20,7 @@ from callassist.simulator import CallerSimulator
 from callassist.simulator.audio import tone
 from callassist.store.db import Database
 from callassist.store.models import CallRow, ToolCallRow, TranscriptEntryRow, UsageRow
-from tests.fakes.realtime_server import CallFunction, FakeRealtimeServer, Reply, Say, Script
+from tests.fakes.realtime_server import FakeRealtimeServer, Reply, Say, Script, UseTool
 from tests.support.process import ChildProcess, callassist_command, free_port
 from tests.support.server import AUTH_TOKEN
 from tests.support.stack import Stack, StackFactory, heard_chunks, talk_over, without_clock
@@ -90,7 +92,7 @@ async def test_a_two_turn_call_is_recorded_as_it_happened(make_stack: StackFacto
             Reply(
                 [
                     Say("Let me check.", audio=tone(300, 420)),
-                    CallFunction("check_availability", {"date": "2030-01-07"}),
+                    UseTool("check_availability", intent={"date": "tomorrow"}),
                 ]
             ),
             Reply([Say("Dana is free all afternoon.", audio=tone(700, 440))]),
@@ -131,7 +133,9 @@ async def test_a_two_turn_call_is_recorded_as_it_happened(make_stack: StackFacto
 
     # Tool calls as the model asked and as answered.
     [tool] = record["tools"]
-    assert tool.name == "check_availability" and json.loads(tool.arguments) == {"date": "2030-01-07"}
+    # "tomorrow" as the model wrote it: the next day in Dana's time zone, as a date.
+    tomorrow = datetime.now(ZoneInfo("America/New_York")).date() + timedelta(days=1)
+    assert tool.name == "check_availability" and json.loads(tool.arguments) == {"date": tomorrow.isoformat()}
     assert tool.ok and json.loads(tool.result)["ok"] is True
     assert json.loads(tool.result) == json.loads(session.function_outputs[0][1])
 

@@ -380,8 +380,10 @@ def run_on_database(work: Coroutine[Any, Any, _T], doing: str = "read the databa
 
     try:
         return asyncio.run(work)
-    except (DatabaseUrlError, DatabaseUnavailable) as exc:
-        raise fail(str(exc)) from None  # already one line naming the database (password masked)
+    except DatabaseUnavailable as exc:  # which database (password masked) and why, in one line
+        raise fail(f"could not {doing}: {exc.database}: {exc.reason}") from None
+    except DatabaseUrlError as exc:
+        raise fail(str(exc)) from None
     except (SQLAlchemyError, OSError) as exc:
         # A DBAPIError's own text appends the SQL and parameters; the driver's message is enough.
         raise fail(f"could not {doing}: {describe_failure(exc)}") from None
@@ -546,9 +548,10 @@ def _print_call(detail: CallDetail, settings: Settings) -> None:
     if latency.greeting_ms is not None:
         figures.append(f"greeting {latency.greeting_ms} ms")
     if latency.turns_ms:
+        count = len(latency.turns_ms)
         figures.append(
             f"turns: average {latency.average_ms:.0f} ms, p50 {latency.p50_ms} ms, "
-            f"max {latency.max_ms} ms ({len(latency.turns_ms)} turns)"
+            f"max {latency.max_ms} ms ({count} turn{'s' if count != 1 else ''})"
         )
     header.add_row("Latency", "; ".join(figures) or "-")
     if latency.turns_ms:

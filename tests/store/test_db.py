@@ -75,9 +75,10 @@ async def test_a_database_that_cannot_be_created_or_reached_is_one_line(tmp_path
     # A data directory that can't be created (a file is in the way; permissions don't stop root).
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with pytest.raises(DatabaseUnavailable, match="cannot create the database directory") as raised:
+    with pytest.raises(DatabaseUnavailable, match="cannot open the database sqlite") as raised:
         Database.from_url(f"sqlite:///{blocker / 'data' / 'callassist.db'}")
-    assert str(blocker / "data") in str(raised.value)
+    assert raised.value.database == f"sqlite+aiosqlite:///{blocker / 'data' / 'callassist.db'}"
+    assert raised.value.reason.startswith(f"cannot create its directory {blocker / 'data'}: ")
 
     # A database file that can't be opened (a directory is in the way).
     (tmp_path / "callassist.db").mkdir()

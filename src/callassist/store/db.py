@@ -53,8 +53,13 @@ class DatabaseUrlError(ValueError):
 
 
 class DatabaseUnavailable(RuntimeError):
-    """The database can't be reached, created or migrated. The message is one line that names the
-    database (password masked) and the reason, never SQL or parameters."""
+    """The database can't be reached, created or migrated. `database` names it (password masked),
+    `reason` says why in one line, never with SQL or parameters; the message joins them."""
+
+    def __init__(self, database: str, reason: str) -> None:
+        super().__init__(f"cannot open the database {database}: {reason}")
+        self.database = database
+        self.reason = reason
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -204,7 +209,7 @@ class Database:
                 reason += (
                     " (is it a file in a directory you can write? see CALLASSIST_DATA_DIR, DATABASE_URL)"
                 )
-            raise DatabaseUnavailable(f"cannot open the database {self.url_for_display}: {reason}") from None
+            raise DatabaseUnavailable(self.url_for_display, reason) from None
 
     async def current_revision(self) -> str | None:
         """The revision the database is at, or None for a database never migrated."""
@@ -242,8 +247,9 @@ def _create_sqlite_directory(url: URL) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatabaseUnavailable(
-            f"cannot create the database directory {directory}: {exc.strerror or exc} "
-            "(set CALLASSIST_DATA_DIR or DATABASE_URL to a place you can write)"
+            mask_password(url),
+            f"cannot create its directory {directory}: {exc.strerror or exc} "
+            "(set CALLASSIST_DATA_DIR or DATABASE_URL to a place you can write)",
         ) from None
 
 

@@ -44,45 +44,71 @@ async def children() -> AsyncIterator[list[ChildProcess]]:
         await child.stop()
 
 
-async def test_readme_flow_serve_then_call_against_the_fake(
+async def test_readme_local_trial_books_a_meeting_and_takes_a_message(
     tmp_path: Path, children: list[ChildProcess]
 ) -> None:
+    """The README's "Try it without Twilio or OpenAI", command for command: the fake plays its demo
+    through the real tools, `calendar list` and `messages list` show the booking and the message,
+    and the turn latency `call` prints is the one `calls show` stored."""
     fake_port, port = free_port(), free_port()
+    project = tmp_path / "checkout"
+    # The README's .env, with free ports instead of 8765 and 8000.
+    write_dotenv(
+        project,
+        OPENAI_API_KEY="sk-test",
+        OPENAI_BASE_URL=f"http://127.0.0.1:{fake_port}/v1",
+        CALLASSIST_WORKING_HOURS="Mon-Sun 09:00-17:00",
+        CALLASSIST_PORT=str(port),
+    )
+    # The tests' environment names no .env (CALLASSIST_ENV_FILE=none): this one is the checkout's.
+    dotenv = {"CALLASSIST_ENV_FILE": str(project / ".env")}
+
+    def command(*args: str) -> ChildProcess:
+        child = ChildProcess(callassist_command(*args), env=dotenv, cwd=project)
+        children.append(child)
+        return child
+
     fake = await ChildProcess(
         [sys.executable, "-m", "tests.fakes.realtime_server", "--port", str(fake_port)], env={}
     ).start()
     children.append(fake)
     await fake.wait_for_line("fake OpenAI Realtime")
-    serve = await ChildProcess(
-        callassist_command("serve"),
-        env=server_env(f"http://127.0.0.1:{fake_port}/v1", port, tmp_path / "data"),
-    ).start()
-    children.append(serve)
+    serve = await command("serve").start()
     await serve.wait_for_line("Uvicorn running on")
 
     reply = tmp_path / "reply.wav"
-    call = await ChildProcess(
-        callassist_command(
-            "call",
-            "--url",
-            f"http://127.0.0.1:{port}",
-            "--say",
-            "Hi, can you add a meeting tomorrow at 2pm?",
-            "--out",
-            str(reply),
-            "--seconds",
-            "20",
-        ),
-        env={},
-    ).start()
-    children.append(call)
-    assert await call.wait(timeout=40) == 0, call.output
-    assert "Greeting latency" in call.output and "Turn latency" in call.output
+    say = "Hi, can you book me a meeting with Dana tomorrow?"
+    call = await command("call", "--say", say, "--out", str(reply)).start()
+    assert await call.wait(timeout=90) == 0, call.output
+    assert "Greeting latency" in call.output and "the assistant ended the call" in call.output
+    assert "No protocol violations." in call.output
     with wave.open(str(reply)) as wav:
         assert wav.getframerate() == 8000
-        assert wav.getnframes() > 8000  # the greeting and the answer: several seconds of audio
-    # The summary is asked for before the record closes, so the last line comes a moment later.
-    await serve.wait_for_line("call ended: caller-hung-up", timeout=10)
+        assert wav.getnframes() > 5 * 8000  # the greeting, the tools' answers and the goodbye
+    await serve.wait_for_line("call ended: assistant-hung-up", timeout=15)
+
+    call_sid = re.search(r"Call (CA[0-9a-f]{32})", call.output)
+    assert call_sid is not None, call.output
+    shown, calendar, messages = (
+        command("calls", "show", "--json", call_sid[1]),
+        command("calendar", "list"),
+        command("messages", "list"),
+    )
+    await asyncio.gather(shown.start(), calendar.start(), messages.start())
+    for child in (shown, calendar, messages):
+        assert await child.wait(timeout=30) == 0, child.output
+    assert "Call with Alex Kim" in calendar.output
+    assert "Alex Kim" in messages.output and "call me back" in messages.output
+    record = json.loads(shown.output)
+    assert [tool["name"] for tool in record["tool_calls"]] == [
+        "check_availability", "create_event", "take_message", "end_call"
+    ]  # fmt: skip
+    assert all(tool["ok"] for tool in record["tool_calls"])
+    [row] = [line for line in call.lines if "Turn latency" in line]
+    printed = [int(ms) for ms in re.findall(r"(\d+) ms", row)]
+    stored = record["latency"]["turns_ms"]
+    assert printed and len(printed) == len(stored), (row, stored)
+    assert abs(printed[0] - stored[0]) < 50, (printed, stored)
 
 
 async def test_sigterm_says_goodbye_and_exits_within_ten_seconds(

@@ -10,8 +10,10 @@ through the tools callassist declares, with arguments built from their JSON sche
    suggested none for tomorrow), one hour (the tool's default);
 4. after that result: says the tool's answer (its "say" field, or its error), then take_message
    from Alex Kim: "Please call me back about the project before our meeting.";
-5. after that result: says the tool's answer ("I've taken your message; ...");
-6. any later turn: "Thanks, I've noted that. Is there anything else I can help you with?"
+5. after that result: says the tool's answer ("I've taken your message; ...") and goodbye, and
+   calls end_call: the line closes once the goodbye has been heard;
+6. any later turn (a caller who talks over the goodbye): "Thanks, I've noted that. Is there
+   anything else I can help you with?"
 
 Each step is driven by the previous function output in the conversation, so a refused booking is
 read out and the demo goes on. A tool the session doesn't declare is skipped. The post-call
@@ -111,7 +113,11 @@ def demo_reply(ctx: ResponseContext) -> Reply:
                 [Say(f"{said} I'll also pass on your message."), UseTool("take_message", intent=intent)]
             )
         if name == "take_message":
-            return Reply([Say(said)])
+            if "end_call" not in tools:
+                return Reply([Say(said)])
+            # The goodbye and the hang-up in one turn, as the end_call tool asks.
+            goodbye = f"{said} Thank you for calling, goodbye!"
+            return Reply([Say(goodbye), UseTool("end_call", intent={"reason": "the caller was helped"})])
         return Reply([Say(CANNED_REPLY)])
     if "check_availability" in tools and "check_availability" not in _calls(ctx.items).values():
         return Reply(

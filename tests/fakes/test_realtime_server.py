@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Inval
 
 from callassist.simulator.audio import frames, silence, speak, tone
 from callassist.tools.calendar import register_calendar_tools
+from callassist.tools.call_control import register_call_tools
 from callassist.tools.messages import register_message_tools
 from callassist.tools.registry import ToolRegistry
 from tests.fakes.protocol import MAX_DURATION_CLOSE_REASON, validate_server_event
@@ -1211,6 +1212,7 @@ async def test_demo_script_books_and_takes_a_message_through_the_real_tools(
     registry = ToolRegistry()
     register_calendar_tools(registry)
     register_message_tools(registry)
+    register_call_tools(registry)
     declarations = registry.declarations(owner=False)
     schemas = {tool["name"]: tool["parameters"] for tool in declarations}
     server = await make_server(script=demo_script, speed=50)
@@ -1237,6 +1239,7 @@ async def test_demo_script_books_and_takes_a_message_through_the_real_tools(
             done = await reader.expect("response.done", after=mark)
             spoken.append(done.response.output[0].content[0].transcript)
             if output is None:
+                [goodbye_call] = [item for item in done.response.output if item.type == "function_call"]
                 break
             [call] = [item for item in done.response.output if item.type == "function_call"]
             calls.append(call)
@@ -1258,5 +1261,6 @@ async def test_demo_script_books_and_takes_a_message_through_the_real_tools(
             assert list(Draft202012Validator(schemas[name]).iter_errors(args)) == []
         assert spoken[1] == "Tomorrow, the free times are: 9 am to 5 pm. I'll book the first one for you."
         assert spoken[2].startswith(outputs[1]["say"])
-        assert spoken[3] == outputs[2]["say"]
+        assert spoken[3] == outputs[2]["say"] + " Thank you for calling, goodbye!"
+        assert goodbye_call.name == "end_call" and json.loads(goodbye_call.arguments)["reason"]
     assert server.validation_failures == []

@@ -342,3 +342,68 @@ async def test_a_text_only_answer_after_a_replay_is_asked_again_as_speech(make_s
     turns = await record_turns(stack, call.call_sid)
     # The text-only answer is kept in the record, not dropped.
     assert ("assistant", "Yes, Tuesday at ten.") in turns
+
+
+async def test_a_turn_answered_before_the_drop_is_replayed_in_its_place_and_not_answered_again(
+    make_stack: StackFactory,
+) -> None:
+    speech = tone(800, 300)
+    answer = noise(400, 22)
+    script = Script(
+        replies=[
+            Reply([Say("Hello.", audio=noise(300, 23))]),
+            Reply([Say("Tuesday at ten works.", audio=answer)]),
+        ],
+        transcript_delay_s=5.0,
+    )
+    stack = await make_stack(script)
+    call = await stack.simulator.place_call()
+    await call.wait_until_quiet(quiet_ms=150, timeout=10)
+    first = stack.fake.sessions[0]
+    said = time.monotonic()
+    await call.say(speech)
+    await stack.fake.wait_until(lambda: len(first.responses) >= 2, timeout=10)
+    await call.wait_until_quiet(quiet_ms=100, timeout=10, after=said)
+    # Answered, but not transcribed yet when the session goes away.
+    await first.close(code=1011, reason="internal error")
+    second = await stack.fake.wait_for_session(1, timeout=5)
+    await second.wait_for_client_event("session.update", timeout=3)
+    await stack.fake.wait_until(
+        lambda: sum(1 for e in second.client_events if e.type == "conversation.item.create") >= 3, timeout=5
+    )
+    items = [e.event["item"] for e in second.client_events if e.type == "conversation.item.create"]
+    kinds = [(item["role"], item["content"][0]["type"]) for item in items]
+    # The note, the greeting, the caller's words as audio in their place, then the answer they got.
+    assert kinds == [
+        ("system", "input_text"),
+        ("assistant", "output_text"),
+        ("user", "input_audio"),
+        ("assistant", "output_text"),
+    ]
+    assert speech in base64.b64decode(items[2]["content"][0]["audio"])
+    assert not [e for e in second.client_events if e.type == "response.create"]
+    await call.hang_up()
+
+
+async def test_a_caller_who_hangs_up_mid_sentence_is_transcribed_and_summarised(
+    make_stack: StackFactory,
+) -> None:
+    script = Script(
+        replies=[Reply([Say("Hello.", audio=noise(300, 24))])],
+        transcripts=["Tell Dana the roof is leaking"],
+        summary=json.dumps({"summary": "The caller reported a roof leak.", "urgency": "high"}),
+    )
+    stack = await make_stack(script)
+    call = await stack.simulator.place_call()
+    await call.wait_until_quiet(quiet_ms=150, timeout=10)
+    session = stack.fake.sessions[0]
+    await call.say(tone(1200, 300))  # and hangs up before the VAD's silence window closes the turn
+    await call.hang_up()
+    await stack.server.services.registry.wait_idle(10)
+    assert not any(e.type == "input_audio_buffer.speech_stopped" for e in session.server_events)
+    assert await record_turns(stack, call.call_sid) == [
+        ("assistant", "Hello."),
+        ("caller", "Tell Dana the roof is leaking"),
+    ]
+    assert (await call_detail(stack, call.call_sid)).call.summary == "The caller reported a roof leak."
+    assert len(session.responses) == 2  # the greeting and the summary: no answer to a gone caller

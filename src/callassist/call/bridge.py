@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 10.0  # Twilio sends `connected` and `start` right after the handshake
 CLOSE_AFTER_STOP_S = 1.0
 LATE_TRANSCRIPT_S = 3.0  # at the end, how long the caller's last words may take to be transcribed
-LOST_TURN_PADDING_S = 0.3  # the VAD's prefix padding: audio kept from just before speech began
+LOST_TURN_PADDING_BYTES = 300 * 8  # the VAD's prefix padding: audio kept from before speech began
 MEMORY_TIMEOUT_S = 1.5  # the greeting doesn't wait longer than this for the caller's history
 # Errors the Realtime API sends when a barge-in or a tool result races the server; harmless.
 RECOVERABLE_ERRORS = frozenset(
@@ -83,6 +83,7 @@ RECOVERABLE_ERRORS = frozenset(
     }
 )
 SUMMARY_REQUEST = "summary"
+SPEAK_AGAIN = "speak-again"
 # Tools whose effect is on the call itself: never run from a response the caller interrupted.
 CALL_ENDING_TOOLS = frozenset({"end_call"})
 REQUEST_EXPIRY_S = 5.0  # a response.create with neither response.created nor an error by then is lost
@@ -199,7 +200,7 @@ class CallBridge:
         self._response_requested: str | None = None  # event_id of our response.create in flight
         self._requested_at = 0.0
         self._wanted: str | None = None  # purpose of a response to ask for once the active one is over
-        self._wanted_note: str | None = None  # a system note to add when that response is asked for
+        self._pending_notes: list[str] = []  # system notes to add when the next response is asked for
         self._outputs_unanswered = False  # tool outputs or notes added that no response has seen yet
         self._request_count = 0
         self._responses_created = 0  # default-conversation responses, in order: see _wait_for_answer
@@ -219,6 +220,7 @@ class CallBridge:
         self._turn_ended_at: float | None = None
         self._awaiting_first_audio = True
         self._caller_speaking = False  # between the VAD's speech_started and speech_stopped
+        self._speech_item: str | None = None  # the caller turn the VAD has open
         self._winding_down = False  # a goodbye is under way: the call ends after it
         self._hang_up_task: asyncio.Task[Any] | None = None  # end_call's, until its goodbye is heard
         self._asked_to_speak = False  # a text-only answer was re-asked for as speech (once in a row)
@@ -383,6 +385,11 @@ class CallBridge:
         if self._active_response is not None and self._session.ready:
             # Nobody is listening: stop generating (and paying for) audio.
             await self._session.send({"type": "response.cancel"})
+        speaking = self._caller_speaking and self._speech_item and self._session.ready
+        # They hung up mid-sentence (before the VAD's silence window closed their turn): commit it so
+        # it is transcribed and kept; a commit creates no response (its SDK docstring).
+        if speaking and self.journal and await self._session.send({"type": "input_audio_buffer.commit"}):
+            self.journal.speech_stopped(self._speech_item, None)
         if self.end_reason is EndReason.openai_unavailable and self.call_sid and self._deps.assistant_failed:
             self._deps.assistant_failed(self.call_sid)  # before Twilio asks /voice/stream-ended
         # The caller's line closes now, not after the summary: no dead air after a goodbye.
@@ -504,6 +511,11 @@ class CallBridge:
     def _hang_up_after_goodbye(self, reason: str) -> None:
         """The assistant decided the call is over (end_call): close once its goodbye is heard, unless
         the caller talks over it ("oh wait, one more thing"): see _take_back_goodbye."""
+        if self._caller_speaking:
+            # They are already saying something more: the goodbye is taken back before it starts.
+            self._log.info("the assistant would end the call, but the caller is speaking: it goes on")
+            self._spawn(self._tell_model_the_call_goes_on())
+            return
         self._log.info("the assistant ends the call")
         self._winding_down = True
         self._hang_up_task = self._spawn(self._close_after_playback(EndReason.assistant_hung_up, 20.0))
@@ -551,7 +563,7 @@ class CallBridge:
         # A session being replaced (a rotation, a reconnect) is waited for briefly.
         if self._twilio_open and await self._session.wait_ready(min(SWITCH_WAIT_S, grace_s / 2)):
             await self._wait_for_no_response(deadline - time.monotonic() - 2.0)
-            self._wanted = self._wanted_note = None
+            self._wanted = None
             asked = self._responses_created
             await self._request_response(purpose="goodbye", note=note)
             await self._wait_for_answer(asked, deadline - time.monotonic() - 0.5)
@@ -810,7 +822,9 @@ class CallBridge:
     async def _setup(self, reconnect: bool) -> Sequence[dict[str, Any]]:
         """Events that open every OpenAI session: the configuration, then the greeting on the first,
         or the conversation so far on a new one (after a drop or the 60-minute cap), never both."""
+        unfinished_speech: list[dict[str, Any]] = []
         if reconnect:
+            unfinished_speech = self._keep_lost_caller_audio()  # needs the old session's offsets
             self._forget_old_session()
         instructions = build_instructions(self._settings, self.context, tools=self._tools.names())
         declarations = self._tools.declarations(
@@ -823,48 +837,57 @@ class CallBridge:
             events.append(self._response_create(purpose="greeting"))  # the assistant speaks first
         elif self.journal is not None:
             events += self.journal.transcript.replay_items()
-            lost = self._lost_caller_turn()
-            events += lost
-            if lost or self.journal.transcript.awaiting_answer:
-                events.append(self._response_create(purpose="turn"))  # the caller is waiting
+            events += unfinished_speech  # before the frames buffered meanwhile: the VAD hears it whole
+            # The caller is waiting, unless they are still speaking (the VAD answers then) or tools
+            # are still running (their delivery asks, so nothing is answered twice).
+            if self.journal.transcript.awaiting_answer and not unfinished_speech and not self._tool_batches:
+                events.append(self._response_create(purpose="turn"))
         return events
 
-    def _lost_caller_turn(self) -> list[dict[str, Any]]:
-        """The caller's last words when the old session was lost before transcribing them: given to
-        the new session as their audio (from the inbound tail), so the caller is answered, not left
-        waiting in silence. Frames that arrived after the drop are replayed to the new session's
-        buffer anyway and are left out here."""
+    def _keep_lost_caller_audio(self) -> list[dict[str, Any]]:
+        """The caller's words the lost session heard but never transcribed (transcription runs
+        asynchronously) are kept in the transcript as their audio, from the inbound tail, and
+        replayed to the new session in their place, so they are answered if they weren't. Speech
+        still under way at the drop is returned as audio to append before the frames buffered
+        since, so the new session's VAD hears the whole turn."""
         journal = self.journal
-        if journal is None or not journal.untranscribed:
+        if journal is None:
             return []
-        started = journal.speech_started_at(journal.untranscribed[0])
+        # The tail's frames the old session received, and where they sit in its input audio: the
+        # newest `buffered_frames` arrived after the drop and go to the new session anyway.
         frames = list(self._inbound.frames)
-        sent_before_drop = frames[: max(0, len(frames) - self._session.buffered_frames)]
-        since = (started or 0.0) - LOST_TURN_PADDING_S
-        audio = b"".join(binascii.a2b_base64(payload) for at, payload in sent_before_drop if at >= since)
+        sent = frames[: max(0, len(frames) - self._session.buffered_frames)]
+        end = self._input_bytes - sum(base64_size(payload) for _, payload in frames[len(sent) :])
+        heard = b"".join(binascii.a2b_base64(payload) for _, payload in sent)
+        base = end - len(heard)
+
+        def audio_of(extent: tuple[int, int] | None, *, to_the_end: bool = False) -> bytes:
+            if extent is None:
+                return b""
+            start = max(base, extent[0] * 8 - LOST_TURN_PADDING_BYTES)
+            stop = end if to_the_end else min(end, extent[1] * 8)
+            return heard[start - base : stop - base] if stop > start else b""
+
         for item_id in journal.untranscribed:
-            journal.caller_turn_lost(item_id)
-        if not audio:
+            journal.caller_turn_lost(item_id, audio_of(journal.speech_extent(item_id)))
+        if not (self._caller_speaking and self._speech_item):
             return []
-        self._log.info(
-            "the caller's last %.1fs went to a lost session: given to the new one", len(audio) / 8000
-        )
-        content = [{"type": "input_audio", "audio": base64.b64encode(audio).decode("ascii")}]
-        return [
-            {
-                "type": "conversation.item.create",
-                "item": {"type": "message", "role": "user", "content": content},
-            }
-        ]
+        unfinished = audio_of(journal.speech_extent(self._speech_item), to_the_end=True)
+        journal.speech_abandoned(self._speech_item)
+        if not unfinished:
+            return []
+        return [{"type": "input_audio_buffer.append", "audio": base64.b64encode(unfinished).decode("ascii")}]
 
     def _forget_old_session(self) -> None:
         """The old session's response and items are gone; audio still queued at Twilio plays out."""
         self._active_response = None
         self._response_requested = None
-        self._wanted = self._wanted_note = None
+        if not self._pending_notes:
+            self._wanted = None  # a pending note (a goodbye, a warning) is asked for once reconnected
         self._response_settled.set()
         self._input_bytes = 0
         self._caller_speaking = False
+        self._speech_item = None
         self._session_items.clear()
         self._last_audio_item = None
         self._generation += 1
@@ -948,6 +971,7 @@ class CallBridge:
 
     async def _on_speech_started(self, event: Any) -> None:
         self._caller_speaking = True
+        self._speech_item = getattr(event, "item_id", None)
         goodbye_taken_back = self._hang_up_task is not None and self._take_back_goodbye()
         interrupted_response = self._active_response
         if self.journal is not None:
@@ -1002,6 +1026,7 @@ class CallBridge:
 
     async def _on_speech_stopped(self, event: Any) -> None:
         self._caller_speaking = False
+        self._speech_item = None
         audio_end_ms = getattr(event, "audio_end_ms", None)
         if self.journal is not None:
             self.journal.speech_stopped(getattr(event, "item_id", None), audio_end_ms)
@@ -1032,10 +1057,19 @@ class CallBridge:
         if metadata.get("callassist") == SUMMARY_REQUEST:
             return  # out-of-band: it doesn't occupy the conversation
         self._active_response = response.id
-        if self._response_requested and metadata.get("callassist") == self._response_requested:
+        request = metadata.get("callassist")
+        if self._response_requested and request == self._response_requested:
             self._response_requested = None
+        if self._ended.is_set() or (request and self._caller_speaking):
+            # Ours, reaching the server after the caller began speaking: it would play over them and
+            # take the place of the VAD's answer to them (protocols.md D). Or the call is over.
+            await self._session.send({"type": "response.cancel", "response_id": response.id})
+            self._muted_responses.add(response.id)
+            if not self._ended.is_set():
+                self._wanted = self._wanted or self._purposes.get(request, "turn")
+            return
         self._responses_created += 1
-        if self._wanted is not None and self._wanted_note is None and self._outputs_unanswered:
+        if self._wanted is not None and not self._pending_notes and self._outputs_unanswered:
             # Created after the tool outputs or notes were added (the server VAD's own response to the
             # caller, typically), so it answers them too: no second response.
             self._wanted = None
@@ -1066,27 +1100,31 @@ class CallBridge:
             self._log.warning("response failed: %s", getattr(details, "error", details))
         if batch is not None:
             self._deliver_when_ready(response.id)  # its own request follows the outputs
-        elif status == "completed" and _answered_in_text_only(response):
-            await self._ask_to_speak(response.id)
+        elif (
+            status == "completed"
+            and _answered_in_text_only(response)
+            and await self._ask_to_speak(response.id)
+        ):
+            pass
         elif self._wanted is not None and self._active_response is None:
-            purpose, note = self._wanted, self._wanted_note
-            self._wanted = self._wanted_note = None
-            await self._request_response(purpose=purpose, note=note)
+            purpose, self._wanted = self._wanted, None
+            await self._request_response(purpose=purpose)
 
-    async def _ask_to_speak(self, response_id: str) -> None:
+    async def _ask_to_speak(self, response_id: str) -> bool:
         """After a conversation replayed as text, models have answered in text only, which a caller
         never hears (openai-realtime-api-beta #72, livekit/agents #1143). The text is kept in the
         record; the model is asked once to say it."""
         if self._asked_to_speak:
             self._log.warning("response %s was text only again; not asking a second time", response_id)
-            return
+            return False
         self._asked_to_speak = True
         self._log.warning("response %s came back as text only: asking for it to be spoken", response_id)
         await self._request_response(
-            purpose="speak-again",
+            purpose=SPEAK_AGAIN,
             note="Your last answer reached the caller as text only, which they cannot hear on the phone: "
             "say it to them now, out loud.",
         )
+        return True
 
     # Tools ---------------------------------------------------------------------------------------
 
@@ -1101,6 +1139,10 @@ class CallBridge:
             if getattr(item, "type", None) != "function_call" or item.call_id in self._seen_tool_calls:
                 continue
             name = item.name or ""
+            if self._ended.is_set():
+                self._seen_tool_calls.add(item.call_id)
+                self._log.info("not running %s: the call is over", name)
+                continue
             if getattr(item, "status", None) != "completed":
                 self._seen_tool_calls.add(item.call_id)
                 self._log.info("not running %s: the model's call to it was cut short", name)
@@ -1191,6 +1233,8 @@ class CallBridge:
         # Never `instructions` here: they would replace the session's (persona, language, privacy
         # rules, the date) for this response (SDK docstring of RealtimeResponseCreateParams).
         response: dict[str, Any] = {"metadata": {"callassist": request_id}}
+        if purpose == SPEAK_AGAIN:
+            response["output_modalities"] = ["audio"]
         return {"type": "response.create", "event_id": request_id, "response": response}
 
     async def _request_response(self, *, purpose: str, note: str | None = None) -> None:
@@ -1199,26 +1243,37 @@ class CallBridge:
         A `note` (a time warning, a goodbye) joins the conversation as a system message when the
         response is asked for, so the session's instructions stay in force. While the caller is
         speaking nothing is asked for: the turn that follows their speech (the server VAD's own
-        response) sees what was added and answers it, instead of a response talking over them."""
+        response) sees what was added and answers it, instead of a response talking over them.
+        Once the call is over, nothing is asked for."""
+        if note is not None:
+            self._pending_notes.append(note)
+        if self._ended.is_set():
+            return
         if self._response_requested and time.monotonic() - self._requested_at > REQUEST_EXPIRY_S:
             # Neither response.created nor an error came back: the request was lost.
             self._log.warning("response request %s got no answer; asking again", self._response_requested)
             self._response_requested = None
         if self._active_response is not None or self._response_requested:
             if self._wanted is None or note:
-                self._wanted, self._wanted_note = purpose, note
+                self._wanted = purpose
             return
         if not self._session.ready and self._session.switching:
             # A new session is being set up (a rotation takes milliseconds): ask it, not the void.
             await self._session.settled(SWITCH_WAIT_S)
-        if note is not None and await self._add_note(note):
-            self._outputs_unanswered = True
+        await self._add_pending_notes()
         if self._caller_speaking:
-            self._wanted, self._wanted_note = purpose, None
+            self._wanted = purpose
             return
         event = self._response_create(purpose=purpose)
         if not await self._session.send(event):
             self._response_requested = None
+
+    async def _add_pending_notes(self) -> None:
+        while self._pending_notes:
+            if not await self._add_note(self._pending_notes[0]):
+                return  # the session is down: kept for the next one
+            self._pending_notes.pop(0)
+            self._outputs_unanswered = True
 
     async def _add_note(self, text: str) -> bool:
         """A system message in the conversation: what the next response must take into account."""
@@ -1233,9 +1288,8 @@ class CallBridge:
         if self._wanted is None or self._responses_created != created or self._caller_speaking:
             return
         if self._active_response is None and not self._response_requested:
-            purpose, note = self._wanted, self._wanted_note
-            self._wanted = self._wanted_note = None
-            await self._request_response(purpose=purpose, note=note)
+            purpose, self._wanted = self._wanted, None
+            await self._request_response(purpose=purpose)
 
     async def _on_error(self, event: Any) -> None:
         error = event.error
@@ -1263,6 +1317,9 @@ class CallBridge:
         self._log.log(level, "OpenAI error %s: %s", code, getattr(error, "message", ""))
 
     async def _on_reconnected(self, event: Reconnected) -> None:
+        if self._pending_notes and self._wanted is not None:
+            purpose, self._wanted = self._wanted, None
+            await self._request_response(purpose=purpose)
         if event.rotated:
             obs.REALTIME_ROTATIONS.inc()
             self._log.info(

@@ -71,6 +71,7 @@ class CallJournal:
     # Caller --------------------------------------------------------------------------------------
 
     def speech_started(self, item_id: str | None, audio_start_ms: int | None) -> None:
+        self.caller_spoke = True
         if item_id:
             self._speech_started_at.setdefault(item_id, time.monotonic())
             self._speech_ms[item_id] = [audio_start_ms or 0, audio_start_ms or 0]
@@ -116,14 +117,25 @@ class CallJournal:
         self.recorder.turn(turn)
         self._transcription_usage(item_id, usage)
 
-    def caller_turn_lost(self, item_id: str) -> None:
+    def speech_extent(self, item_id: str) -> tuple[int, int] | None:
+        """Where a caller turn lies in its session's input audio (audio_start_ms, audio_end_ms)."""
+        extent = self._speech_ms.get(item_id)
+        return (extent[0], extent[1]) if extent else None
+
+    def speech_abandoned(self, item_id: str) -> None:
+        """A turn its session lost mid-speech: the next session hears it again, as a new turn."""
+        self._speech_started_at.pop(item_id, None)
+        self._speech_ms.pop(item_id, None)
+
+    def caller_turn_lost(self, item_id: str, audio: bytes) -> None:
         """The session that heard this turn was lost before transcribing it: the turn is kept, in
-        its place, without its words (the new session is given its audio instead)."""
+        its place, without its words but with its audio, which a new session is given instead."""
         self._untranscribed.discard(item_id)
         self._transcribed.set()
         started = self._speech_started_at.pop(item_id, time.monotonic())
         self._speech_ms.pop(item_id, None)
-        turn = self.transcript.add(Turn("caller", UNTRANSCRIBED, wall_clock(started), item_id))
+        turn = Turn("caller", UNTRANSCRIBED, wall_clock(started), item_id, audio=audio or None)
+        self.transcript.add(turn)
         self.recorder.turn(turn)
 
     def caller_inaudible(self, item_id: str) -> None:

@@ -7,8 +7,9 @@ OpenAI session (after a drop or the 60-minute cap) can be told what was already 
 
 from __future__ import annotations
 
+import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ class Turn:
     audio_ms: int | None = None
     latency_ms: int | None = None
     recorded: bool = False  # persisted: later changes are updates
+    audio: bytes | None = field(default=None, repr=False)  # a caller turn's μ-law, when not transcribed
 
 
 def cut_to_heard(text: str, heard_ms: float, generated_ms: float) -> str:
@@ -91,6 +93,8 @@ class Transcript:
         must respond)?"""
         ordered = sorted(self.turns, key=lambda t: t.spoken_at)
         for turn in reversed(ordered):
+            if turn.role == "caller" and turn.text == UNTRANSCRIBED and not turn.audio:
+                continue  # nothing of it can be answered
             if turn.role in ("caller", "system"):
                 return True
             if turn.role == "assistant" and turn.text:
@@ -102,7 +106,7 @@ class Transcript:
         events: list[dict[str, Any]] = []
         used = 0
         for turn in sorted(self.turns, key=lambda t: t.spoken_at, reverse=True):
-            if not turn.text or turn.text in (INAUDIBLE, UNTRANSCRIBED):
+            if not turn.text or turn.text == INAUDIBLE or (turn.text == UNTRANSCRIBED and not turn.audio):
                 continue
             if used + len(turn.text) > max_chars:
                 break
@@ -140,6 +144,11 @@ def _message(role: str, kind: str, text: str) -> dict[str, Any]:
 
 
 def _item(turn: Turn) -> dict[str, Any]:
+    if turn.role == "caller" and turn.audio:
+        # Never transcribed (its session was lost): the model hears it instead. Audio items are read
+        # in the session's input format (G.711 μ-law here).
+        audio = base64.b64encode(turn.audio).decode("ascii")
+        return {"type": "message", "role": "user", "content": [{"type": "input_audio", "audio": audio}]}
     if turn.role == "caller":
         return _message("user", "input_text", turn.text)
     if turn.role == "assistant":

@@ -34,9 +34,7 @@ from callassist.store.contacts import caller_memory
 from callassist.store.db import Database, DatabaseUnavailable, DatabaseUrlError
 from callassist.telephony import webhooks
 from callassist.telephony.signature import SignatureChecker, StreamTokens, is_direct_loopback
-from callassist.tools.calendar import register_calendar_tools
-from callassist.tools.call_control import register_call_tools
-from callassist.tools.messages import register_message_tools
+from callassist.tools import all_tools
 from callassist.tools.registry import ToolRegistry
 from callassist.tools.services import ToolServices
 
@@ -142,10 +140,7 @@ def build_services(settings: Settings) -> Services:
     api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "missing"
     openai = AsyncOpenAI(api_key=api_key, base_url=settings.openai_base_url)
     token = settings.twilio_auth_token.get_secret_value() if settings.signatures_required else None
-    tools = ToolRegistry(default_timeout_s=settings.tool_timeout_seconds)
-    register_calendar_tools(tools)
-    register_message_tools(tools)
-    register_call_tools(tools)
+    tools = all_tools(default_timeout_s=settings.tool_timeout_seconds)
     database = Database.from_url(settings.database)
     return Services(
         settings=settings,

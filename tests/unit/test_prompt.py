@@ -20,9 +20,7 @@ from callassist.realtime.config import (
     supports_reasoning,
 )
 from callassist.settings import Settings, load_settings
-from callassist.tools.calendar import register_calendar_tools
-from callassist.tools.call_control import register_call_tools
-from callassist.tools.messages import register_message_tools
+from callassist.tools import all_tools
 from callassist.tools.registry import ToolRegistry
 from tests.fakes.protocol import validate_client_event
 
@@ -35,11 +33,7 @@ def settings(**values: Any) -> Settings:
 
 
 def registry() -> ToolRegistry:
-    tools = ToolRegistry()
-    register_calendar_tools(tools)
-    register_message_tools(tools)
-    register_call_tools(tools)
-    return tools
+    return all_tools()
 
 
 def instructions(call: CallContext, **values: Any) -> str:

@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from callassist.tools.calendar import register_calendar_tools
-from callassist.tools.call_control import register_call_tools
-from callassist.tools.messages import register_message_tools
+from callassist.tools import all_tools
 from callassist.tools.registry import Tool, ToolRegistry
 
 # Values a caller would give, for fields whose text must parse; anything else is built from the schema.
@@ -31,11 +29,7 @@ SAMPLES = {
 
 
 def registry() -> ToolRegistry:
-    tools = ToolRegistry()
-    register_calendar_tools(tools)
-    register_message_tools(tools)
-    register_call_tools(tools)
-    return tools
+    return all_tools()
 
 
 def declared() -> Iterator[tuple[str, bool, dict[str, Any]]]:

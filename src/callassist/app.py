@@ -26,6 +26,7 @@ from callassist.call.bridge import CallBridge, CallDeps
 from callassist.call.recorder import RecordWriter
 from callassist.call.registry import CallRegistry
 from callassist.dashboard import api, calendar_feed
+from callassist.dashboard.auth import FailureLimiter
 from callassist.notify.notices import build_notifiers, close_notifiers, enqueue_call_notices
 from callassist.notify.outbox import OutboxWorker, Sender
 from callassist.realtime.pricing import PriceTable
@@ -62,6 +63,8 @@ class Services:
     # Calls whose assistant failed (OpenAI unreachable): /voice/stream-ended apologises to them.
     assistant_failures: OrderedDict[str, None] = field(default_factory=OrderedDict)
     outbox: OutboxWorker | None = None
+    # Refused owner requests per client (API, calendar feed): repeated ones get 429.
+    owner_failures: FailureLimiter = field(default_factory=FailureLimiter)
     ready: bool = False
 
     def call_deps(self) -> CallDeps:
@@ -241,9 +244,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
 
     @app.get("/healthz")
-    async def healthz() -> JSONResponse:
+    async def healthz(request: Request) -> JSONResponse:
         ok = services.ready and services.registry.accepting
-        body = {"status": "ok" if ok else "unavailable", "live_calls": len(services.registry)}
+        body: dict[str, object] = {"status": "ok" if ok else "unavailable"}
+        if is_direct_loopback(request):  # how busy the line is is nobody else's business
+            body["live_calls"] = len(services.registry)
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")

@@ -29,6 +29,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from callassist.calendar.timeutil import WorkingHours
 
 DEFAULT_PORT = 8000
+# The admin token guards every caller's data over the internet: long enough not to be guessed.
+MIN_ADMIN_TOKEN_LENGTH = 24
 VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"})
 # `reasoning.effort` of reasoning Realtime models (openai.types.realtime.RealtimeReasoningEffort).
 ReasoningEffort = Literal["minimal", "low", "medium", "high", "xhigh"]
@@ -310,6 +312,18 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r} (e.g. Europe/Paris)") from exc
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # Empty means unset (loopback only). The message never quotes the value.
+        token = value.get_secret_value() if value is not None else ""
+        if token and len(token.strip()) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters; make one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
         return value
 
     @field_validator("voice")

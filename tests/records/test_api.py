@@ -15,7 +15,7 @@ from callassist.dashboard import api
 from tests.records.seed import ALEX, BOB_CALL, DETAILED, LIVE, NEWEST_FIRST, SUMMARY, seed
 from tests.support.server import AUTH_TOKEN, NO_OPENAI, RunningServer, running_server
 
-ADMIN_TOKEN = "owner-secret-token"
+ADMIN_TOKEN = "owner-secret-token-0123456789"
 ROUTES = ["/api/calls", f"/api/calls/{DETAILED}", "/api/messages", "/api/contacts"]
 
 
@@ -54,7 +54,10 @@ async def get_json(
 async def test_refused_without_the_token(
     server: RunningServer, http: aiohttp.ClientSession, route: str
 ) -> None:
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {ADMIN_TOKEN}"}):
+    attempts = ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {ADMIN_TOKEN}"})
+    for number, headers in enumerate(attempts):
+        # Each from its own client (as a tunnel reports it): repeated refusals of one client get 429.
+        headers = {**headers, "X-Forwarded-For": f"203.0.113.{number + 1}"}
         # Refused before anything else is looked at, bad parameters included.
         async with http.get(server.base_url + route, headers=headers, params={"limit": "999"}) as response:
             assert response.status == 401
@@ -115,6 +118,22 @@ async def test_calls_pages_and_filters(server: RunningServer, http: aiohttp.Clie
         status, body = await get_json(http, url, **params)
         assert status == 400, params
         assert set(body) == {"error"}
+
+
+async def test_an_out_of_range_before_is_a_bad_request(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    url = server.base_url + "/api/calls"
+    # Valid ISO dates that leave datetime's range once moved to UTC (the owner's zone is UTC-5).
+    for before in ("9999-12-31T23:59", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"):
+        status, body = await get_json(http, url, before=before)
+        assert status == 400, (before, body)
+        assert set(body) == {"error"} and "out of range" in body["error"]
+    # The extremes that stay in range are fine.
+    for before, expected in (("0001-01-01T00:00Z", []), ("9999-12-31T23:59:59Z", NEWEST_FIRST)):
+        status, body = await get_json(http, url, before=before)
+        assert status == 200, (before, body)
+        assert [call["call_sid"] for call in body["calls"]] == expected
 
 
 async def test_one_call(server: RunningServer, http: aiohttp.ClientSession) -> None:

@@ -1,7 +1,8 @@
 """The owner's JSON API over the call records: calls, one call in full, messages, contacts.
 
 Every route needs the owner: `Authorization: Bearer <CALLASSIST_ADMIN_TOKEN>`, or, while no token
-is configured, a direct loopback client. Anyone else gets 401 and learns nothing else.
+is configured, a direct loopback client. Anyone else gets 401 and learns nothing else; a client
+refused 5 times within a minute gets 429 (Retry-After) until that minute has passed.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -18,11 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callassist.calendar.timeutil import TimeError, parse_local_datetime
 from callassist.dashboard import serialize
-from callassist.dashboard.auth import bearer_token, owner_allowed
+from callassist.dashboard.auth import bearer_token, check_owner
 from callassist.settings import Settings
 from callassist.store.contacts import ContactRepository, phone_for_lookup
 from callassist.store.db import Database
 from callassist.store.records import get_call, list_calls, list_messages
+
+if TYPE_CHECKING:
+    from callassist.app import Services
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +46,14 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers={**_PRIVATE, **(headers or {})})
 
 
-def _refusal(request: Request, settings: Settings) -> JSONResponse | None:
-    if owner_allowed(request, settings, bearer_token(request)):
+def _refusal(request: Request, services: Services) -> JSONResponse | None:
+    check = check_owner(request, services.settings, bearer_token(request), services.owner_failures)
+    if check.allowed:
         return None
+    if check.retry_after is not None:
+        return _error(
+            429, "too many refused requests: try again later", {"Retry-After": str(check.retry_after)}
+        )
     return _error(
         401,
         "owner only: send Authorization: Bearer <CALLASSIST_ADMIN_TOKEN>",
@@ -61,9 +70,9 @@ async def _answer(
 
     `read` returns None for "no such thing" (404 with `not_found`).
     """
-    services = request.app.state.services
+    services: Services = request.app.state.services
     settings: Settings = services.settings
-    if (refused := _refusal(request, settings)) is not None:
+    if (refused := _refusal(request, services)) is not None:
         return refused
     database: Database = services.database
     try:
@@ -103,6 +112,9 @@ def _before(request: Request, settings: Settings) -> datetime | None:
         return parse_local_datetime(text, settings.zone)
     except TimeError as exc:
         raise _BadRequest(f"before: {exc}") from None
+    except OverflowError:
+        # A valid date whose zone moves it outside the years 1 to 9999 ("9999-12-31T23:00-05:00").
+        raise _BadRequest(f"before: {text!r} is out of range (years 1 to 9999 only)") from None
 
 
 def _caller(request: Request) -> str | None:

@@ -1,13 +1,30 @@
-"""Only the owner reads the data: CALLASSIST_ADMIN_TOKEN, or (when it is unset) the machine itself."""
+"""Only the owner reads the data: CALLASSIST_ADMIN_TOKEN, or (when it is unset) the machine itself.
+
+Refusals are counted per client: after `FAILURES_ALLOWED` within `FAILURE_WINDOW_S`, that client
+is answered 429 (with Retry-After) without its token being looked at, until the window has passed.
+"""
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 
 from callassist.settings import Settings
-from callassist.telephony.signature import is_direct_loopback
+from callassist.telephony.signature import LOOPBACK_HOSTS, is_direct_loopback
+
+FAILURES_ALLOWED = 5
+FAILURE_WINDOW_S = 60.0
+# Clients remembered at once; the least recently refused are forgotten first.
+MAX_CLIENTS = 4096
+_MAX_KEY_LENGTH = 64
 
 
 def owner_allowed(connection: HTTPConnection, settings: Settings, presented: str | None) -> bool:
@@ -23,3 +40,125 @@ def owner_allowed(connection: HTTPConnection, settings: Settings, presented: str
 def bearer_token(connection: HTTPConnection) -> str | None:
     scheme, _, token = connection.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class FailureLimiter:
+    """Recent refusals per client, in bounded memory: at most `max_clients` clients, each with the
+    times of its last `allowed` refusals."""
+
+    def __init__(
+        self,
+        allowed: int = FAILURES_ALLOWED,
+        window_s: float = FAILURE_WINDOW_S,
+        max_clients: int = MAX_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.allowed = allowed
+        self.window_s = window_s
+        self.max_clients = max_clients
+        self._clock = clock
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds until `client` may try again, or None if it may now."""
+        times = self._recent(client)
+        if len(times) < self.allowed:
+            return None
+        return max(1, math.ceil(times[0] + self.window_s - self._clock()))
+
+    def failed(self, client: str) -> None:
+        times = self._recent(client)
+        times.append(self._clock())
+        del times[: -self.allowed]
+        self._failures[client] = times
+        self._failures.move_to_end(client)
+        while len(self._failures) > self.max_clients:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, client: str) -> None:
+        self._failures.pop(client, None)
+
+    def _recent(self, client: str) -> list[float]:
+        times = self._failures.get(client)
+        if times is None:
+            return []
+        horizon = self._clock() - self.window_s
+        recent = [at for at in times if at > horizon]
+        if recent:
+            self._failures[client] = recent
+        else:
+            del self._failures[client]
+        return recent
+
+
+def client_key(connection: HTTPConnection) -> str:
+    """Who is asking, for counting refusals (never for deciding who they are).
+
+    A direct client is its socket address. A tunnel or reverse proxy on this machine connects from
+    loopback for everyone, so there the address it reports for the client is used (the last one it
+    added to X-Forwarded-For, or CF-Connecting-IP, X-Real-IP, Forwarded). IPv6 addresses count per
+    /64, the block one subscriber usually gets.
+    """
+    host = connection.client.host if connection.client else ""
+    if host in LOOPBACK_HOSTS:
+        host = _forwarded_client(connection.headers) or host
+    address = _address(host)
+    if address is None:
+        return host[:_MAX_KEY_LENGTH] or "unknown"
+    if address.version == 6 and not address.is_loopback:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An IP address, also when written with a port ("192.0.2.7:4711", "[2001:db8::7]:4711")."""
+    name, _, port = text.rpartition(":")
+    candidates = [text, text.strip("[]")]
+    if port.isdigit() and (name.startswith("[") or ":" not in name):
+        candidates.append(name.strip("[]"))
+    for candidate in candidates:
+        try:
+            return ipaddress.ip_address(candidate)
+        except ValueError:
+            continue
+    return None
+
+
+def _forwarded_client(headers: Headers) -> str | None:
+    for name in ("cf-connecting-ip", "x-real-ip"):
+        if value := headers.get(name, "").strip():
+            return value
+    if forwarded_for := headers.get("x-forwarded-for", "").strip():
+        return forwarded_for.rsplit(",", 1)[-1].strip()
+    if forwarded := headers.get("forwarded", "").strip():
+        last = forwarded.rsplit(",", 1)[-1]
+        for pair in last.split(";"):
+            name, _, value = pair.strip().partition("=")
+            if name.lower() == "for" and value:
+                return value.strip('"')
+    return None
+
+
+@dataclass(frozen=True)
+class OwnerCheck:
+    """The outcome of checking the owner: allowed, or refused (with `retry_after` when limited)."""
+
+    allowed: bool
+    retry_after: int | None = None
+
+
+def check_owner(
+    connection: HTTPConnection, settings: Settings, presented: str | None, failures: FailureLimiter
+) -> OwnerCheck:
+    """`owner_allowed`, with repeated refusals of one client answered by a wait instead of a check."""
+    client = client_key(connection)
+    if (wait := failures.retry_after(client)) is not None:
+        return OwnerCheck(allowed=False, retry_after=wait)
+    if owner_allowed(connection, settings, presented):
+        failures.succeeded(client)
+        return OwnerCheck(allowed=True)
+    failures.failed(client)
+    return OwnerCheck(allowed=False)

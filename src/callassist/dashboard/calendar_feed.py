@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 
 from callassist.calendar.base import Calendar, CalendarError
 from callassist.calendar.ical import calendar_document
-from callassist.dashboard.auth import owner_allowed
+from callassist.dashboard.auth import check_owner
 
 router = APIRouter()
 
@@ -31,7 +31,15 @@ async def export_document(
 async def calendar_feed(request: Request, token: str | None = None) -> Response:
     services = request.app.state.services
     settings = services.settings
-    if not owner_allowed(request, settings, token):
+    check = check_owner(request, settings, token, services.owner_failures)
+    if check.retry_after is not None:
+        return Response(
+            "too many refused requests: try again later",
+            status_code=429,
+            media_type="text/plain",
+            headers={"Retry-After": str(check.retry_after)},
+        )
+    if not check.allowed:
         return Response("forbidden", status_code=403, media_type="text/plain")
     if services.calendar is None:
         return Response("starting", status_code=503, media_type="text/plain")

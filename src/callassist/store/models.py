@@ -232,3 +232,29 @@ class OutboxRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     sent_at: Mapped[datetime | None]
+
+
+# Stream admissions (revision 0003) ----------------------------------------------------------------
+
+
+class StreamAdmissionRow(Base):
+    """What Twilio's signed webhooks said about a call, and whether its one Media Stream was opened.
+
+    The stream's identity (caller, attestation, called number, the owner's missed dial) is read from
+    here, never from the stream itself; `stream_started_at` makes a CallSid's stream single-use,
+    across restarts. Rows come only from signed webhooks (one per real call) and are kept like the
+    call history, so a webhook replayed months later still finds its call spent.
+    """
+
+    __tablename__ = "stream_admissions"
+
+    call_sid: Mapped[str] = mapped_column(String, primary_key=True)
+    caller_number: Mapped[str | None] = mapped_column(String)  # Twilio's From, as signed
+    called_number: Mapped[str | None] = mapped_column(String)  # Twilio's To
+    stir_verstat: Mapped[str | None] = mapped_column(String(64))  # SHAKEN/STIR: TN-Validation-Passed-A...
+    dial_status: Mapped[str | None] = mapped_column(String(32))  # the owner's DialCallStatus, if rung
+    first_seen_at: Mapped[datetime] = mapped_column(default=utc_now)
+    # The stream token's issue time (epoch seconds, as inside the token); None until one is issued.
+    token_issued: Mapped[int | None] = mapped_column(BigInteger)
+    stream_sid: Mapped[str | None] = mapped_column(String)
+    stream_started_at: Mapped[datetime | None]

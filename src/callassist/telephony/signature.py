@@ -4,9 +4,11 @@ With TWILIO_AUTH_TOKEN set, every request must carry a valid signature computed 
 URL Twilio called (never `request.url`, which a tunnel or proxy rewrites). Without a token, only
 direct loopback clients are served, for local trials with the simulator.
 
-The stream handshake signature covers a URL that is the same for every call, so it alone could be
-replayed; each stream therefore also carries a one-time, short-lived token in a `<Parameter>` that
-only our own webhook can have produced (see `StreamTokens`).
+The stream handshake signature covers a URL that is the same for every call, and Twilio's signatures
+carry no nonce or time, so a captured webhook or handshake can be replayed. Each stream therefore
+also carries a short-lived token in a `<Parameter>` that only our own webhook can have produced
+(see `StreamTokens`); the store's record of the call (`callassist.store.admission`) makes it
+single-use, across restarts, and is where the stream's identity comes from.
 """
 
 from __future__ import annotations
@@ -70,30 +72,54 @@ class SignatureChecker:
         return self._check(connection, self._stream_url + (f"?{query}" if query else ""), None)
 
 
-class StreamTokens:
-    """One-time tokens binding a Media Stream to a call our webhook answered.
+# Twilio opens the stream within a second or two of our TwiML; a token unused after this is worthless.
+STREAM_TOKEN_TTL_S = 120.0
 
-    token = "<issued-at>.<hmac(secret, call_sid + issued-at)>"; accepted once, within `ttl` seconds.
+
+class StreamTokens:
+    """Tokens binding a Media Stream to a call our webhook answered.
+
+    token = "<issued-at>.<hmac(key, call_sid | issued-at)>", valid for `ttl` seconds. `verify` checks
+    only the MAC and the age (no store needed, so forged tokens cost nothing); single use is the
+    store's job (`StreamAdmissions.claim`). `redeem` is the in-memory, single-process variant.
     """
 
-    def __init__(self, secret: str | None = None, ttl_seconds: float = 900.0) -> None:
+    def __init__(self, secret: str | None = None, ttl_seconds: float = STREAM_TOKEN_TTL_S) -> None:
         # A key of its own, derived from the secret: the auth token itself never signs our tokens.
         base = (secret or secrets.token_hex(32)).encode()
         self._key = hmac.new(base, b"callassist stream token", hashlib.sha256).digest()
         self._ttl = ttl_seconds
         self._used: dict[str, float] = {}
 
-    def issue(self, call_sid: str) -> str:
-        issued = str(int(time.time()))
-        return f"{issued}.{self._digest(call_sid, issued)}"
+    @property
+    def ttl_seconds(self) -> float:
+        return self._ttl
 
-    def redeem(self, call_sid: str, token: str) -> bool:
+    def issue(self, call_sid: str, issued: int | None = None) -> str:
+        """The token for `call_sid`; given the same `issued` time, the same token."""
+        stamp = str(int(time.time()) if issued is None else issued)
+        return f"{stamp}.{self._digest(call_sid, stamp)}"
+
+    def verify(self, call_sid: str, token: str) -> int | None:
+        """The token's issue time if we made it for this call and it has not expired, else None."""
         issued, _, digest = token.partition(".")
-        if not issued.isdigit() or not hmac.compare_digest(digest, self._digest(call_sid, issued)):
-            return False
+        # ASCII only: compare_digest refuses other text, and isdigit() alone accepts any script's digits.
+        if not (token.isascii() and issued.isdigit()) or len(issued) > 12:
+            return None
+        if not hmac.compare_digest(digest, self._digest(call_sid, issued)):
+            return None
         now = time.time()
         if not (now - self._ttl <= int(issued) <= now + 60):
+            return None
+        return int(issued)
+
+    def expired(self, issued: int) -> bool:
+        return time.time() - self._ttl > issued
+
+    def redeem(self, call_sid: str, token: str) -> bool:
+        if self.verify(call_sid, token) is None:
             return False
+        now = time.time()
         self._forget_expired(now)
         if token in self._used:
             return False

@@ -1,0 +1,168 @@
+"""Which Media Stream may open which call, and as whom: the server's own record of Twilio's webhooks.
+
+Twilio's signatures carry no nonce or time, and the stream handshake's signature covers a URL that
+is the same for every call: a captured webhook and handshake can be replayed at will. So nothing a
+stream says about itself is believed. Each signed webhook that answers a call records what Twilio
+told us (caller number, SHAKEN/STIR attestation, called number, the owner's dial result), keyed by
+CallSid; the stream only proves, with its token, which record it belongs to, and takes its identity
+from there. A CallSid gets one stream, ever: the claim is a conditional UPDATE, so it holds across
+processes and restarts, and a replayed webhook for a call whose stream was opened gets no token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callassist.store.db import Database
+from callassist.store.models import CallRow, StreamAdmissionRow, utc_now
+from callassist.telephony.signature import StreamTokens
+
+# Twilio's values are short; anything longer is not Twilio's and must not break a column's limit.
+_MAX_NUMBER = 64
+_MAX_STIR = 64
+_MAX_DIAL = 32
+_MAX_SID = 64
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookFacts:
+    """What one signed webhook said about its call."""
+
+    caller_number: str | None
+    called_number: str | None
+    stir_verstat: str | None
+    dial_status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A stream admitted for its call, with the identity Twilio's webhooks gave that call."""
+
+    call_sid: str
+    caller_number: str | None
+    called_number: str | None
+    stir_verstat: str | None
+    dial_status: str | None
+
+    @property
+    def attested(self) -> bool:
+        """The carrier vouches for the caller ID (SHAKEN/STIR full attestation, level A)."""
+        return (self.stir_verstat or "").startswith("TN-Validation-Passed-A")
+
+
+class Refusal(StrEnum):
+    token = "token"  # missing, forged, for another call, or expired
+    used = "used"  # this call already had its stream (or no webhook of ours issued that token)
+
+
+class Spent(StrEnum):
+    """Why a webhook gets no stream token."""
+
+    streamed = "streamed"  # the call's stream was opened already
+    expired = "expired"  # its token was issued long ago and never used
+
+
+def _clip(value: str | None, limit: int) -> str | None:
+    return value[:limit] if value else None
+
+
+class StreamAdmissions:
+    def __init__(self, database: Database, tokens: StreamTokens) -> None:
+        self._database = database
+        self._tokens = tokens
+
+    async def note(self, call_sid: str, facts: WebhookFacts) -> Spent | None:
+        """Record a webhook that issues no token yet (the owner is rung first). Spent if the call's
+        stream was opened already: a replay."""
+        async with self._database.session() as session:
+            row = await self._row(session, call_sid, facts)
+            return Spent.streamed if row.stream_started_at is not None else None
+
+    async def issue(self, call_sid: str, facts: WebhookFacts) -> str | Spent:
+        """The stream token for this call, or why there is none.
+
+        The first token-issuing webhook fixes the record (identity and issue time); a repeat before
+        the stream opens gets the same token back (still good for one stream only), never a new one.
+        """
+        async with self._database.session() as session:
+            row = await self._row(session, call_sid, facts)
+            if row.stream_started_at is not None:
+                return Spent.streamed
+            if row.token_issued is None:
+                if await self._call_recorded(session, call_sid):
+                    return Spent.streamed  # a call from before this table existed
+                row.dial_status = _clip(facts.dial_status, _MAX_DIAL)
+                token = self._tokens.issue(call_sid)
+                row.token_issued = int(token.partition(".")[0])
+                return token
+            if self._tokens.expired(row.token_issued):
+                return Spent.expired
+            return self._tokens.issue(call_sid, issued=row.token_issued)
+
+    async def claim(self, call_sid: str, token: str, stream_sid: str) -> Admission | Refusal:
+        """Admit the stream that carries this call's token, once. A forged or expired token is
+        refused before the store is asked."""
+        issued = self._tokens.verify(call_sid, token)
+        if issued is None:
+            return Refusal.token
+        async with self._database.session() as session:
+            result = await session.execute(
+                update(StreamAdmissionRow)
+                .where(
+                    StreamAdmissionRow.call_sid == call_sid,
+                    StreamAdmissionRow.token_issued == issued,
+                    StreamAdmissionRow.stream_started_at.is_(None),
+                )
+                .values(stream_started_at=utc_now(), stream_sid=_clip(stream_sid, _MAX_SID))
+                .returning(
+                    StreamAdmissionRow.caller_number,
+                    StreamAdmissionRow.called_number,
+                    StreamAdmissionRow.stir_verstat,
+                    StreamAdmissionRow.dial_status,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            claimed = result.one_or_none()
+        if claimed is None:
+            return Refusal.used
+        return Admission(call_sid, *claimed)
+
+    async def _row(self, session: AsyncSession, call_sid: str, facts: WebhookFacts) -> StreamAdmissionRow:
+        """The call's record, created by its first webhook and locked for this transaction. Facts a
+        later webhook adds (e.g. an attestation only the first one lacked) fill gaps until the token
+        is issued; nothing is overwritten."""
+        values = {
+            "caller_number": _clip(facts.caller_number, _MAX_NUMBER),
+            "called_number": _clip(facts.called_number, _MAX_NUMBER),
+            "stir_verstat": _clip(facts.stir_verstat, _MAX_STIR),
+        }
+        insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
+        await session.execute(
+            insert(StreamAdmissionRow)
+            .values(call_sid=call_sid, first_seen_at=utc_now(), **values)
+            .on_conflict_do_nothing(index_elements=[StreamAdmissionRow.call_sid])
+        )
+        row = (
+            await session.execute(
+                select(StreamAdmissionRow)
+                .where(StreamAdmissionRow.call_sid == call_sid)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        ).scalar_one()
+        if row.token_issued is None:
+            for name, value in values.items():
+                if value and getattr(row, name) is None:
+                    setattr(row, name, value)
+        return row
+
+    @staticmethod
+    async def _call_recorded(session: AsyncSession, call_sid: str) -> bool:
+        found = await session.execute(select(CallRow.call_sid).where(CallRow.call_sid == call_sid))
+        return found.first() is not None

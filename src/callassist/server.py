@@ -184,7 +184,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 async def _refuse(send: Send, status: int, reason: str) -> None:
-    log.info("refused a request before reading it: %d %s", status, reason)
+    log.info("refused a request: %d %s", status, reason)
     body = f"{reason}\n".encode()
     headers: list[tuple[bytes, bytes]] = [
         (b"content-type", b"text/plain; charset=utf-8"),

@@ -252,6 +252,7 @@ class CallJournal:
 
     def tool_outcome(self, outcome: ToolOutcome) -> None:
         self.tool_outcomes.append(outcome)
+        # Written once: a tool with effects committed its outcome before the model heard it.
         self.recorder.tool_call(outcome)
         self.transcript.note(tool_note(outcome.name, outcome.output), datetime.now(UTC))
 

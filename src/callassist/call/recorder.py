@@ -5,7 +5,12 @@ usage) without waiting. One RecordWriter per server commits them in order: what 
 a tenth of a second goes into one transaction, and rows for the same table go in one executemany
 (with a hundred live calls the writes cost a fifth of the CPU otherwise). A failed batch is retried
 job by job so one bad write can't take the others with it. A crash loses at most the last tenth of
-a second: the turn in flight.
+a second: the turn in flight. What must not be lost, a message and the outcome of a tool that changed
+something (a booking), is committed before the caller is told it is done: `message` and
+`commit_tool_call` wait for their commit.
+
+Failed writes are logged by kind and by the database's own error, never with the statement's
+parameters (they hold what callers said).
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callassist import caller_text
 from callassist.call.transcript import Turn
 from callassist.realtime.pricing import Usage
 from callassist.store.db import Database
@@ -139,7 +146,11 @@ class RecordWriter:
                 await _insert_all(session, pending)
         except Exception as exc:
             if len(batch) > 1:
-                log.warning("call records: a batch of %d failed (%s); writing one by one", len(batch), exc)
+                log.warning(
+                    "call records: a batch of %d failed (%s); writing one by one",
+                    len(batch),
+                    database_error(exc),
+                )
             for job in batch:
                 _settle(job, await self._write_one(job))
             return
@@ -157,11 +168,26 @@ class RecordWriter:
             except Exception as exc:
                 last = exc
                 job.logger.warning(
-                    "call record: writing %s failed (attempt %d): %s", job.what, attempt + 1, exc
+                    "call record: writing %s failed (attempt %d): %s",
+                    job.what,
+                    attempt + 1,
+                    database_error(exc),
                 )
         self.failed_writes += 1
         job.logger.error("call record: gave up writing %s", job.what)
         return last
+
+
+def database_error(exc: BaseException) -> str:
+    """A failed write for the log: the driver's own error, without SQLAlchemy's statement and
+    parameters (which quote the row: a caller's words, name and number)."""
+    original = getattr(exc, "orig", None)
+    cause = original if isinstance(original, BaseException) else exc
+    first_line = (str(cause).splitlines() or [""])[0][:200]
+    if isinstance(exc, StatementError) and cause is exc:
+        first_line = ""  # no driver error to quote: its own text would carry the parameters
+    kind = type(cause).__name__
+    return f"{kind}: {first_line}" if first_line else kind
 
 
 async def _nothing(session: AsyncSession) -> None:
@@ -280,7 +306,27 @@ class CallRecorder:
         self._submit(f"{turn.role} turn change", change)
 
     def tool_call(self, outcome: ToolOutcome) -> None:
-        row = {
+        """Record a tool call (batched), unless it was recorded already."""
+        if outcome.recorded:
+            return
+        outcome.recorded = True
+        self._insert(f"tool call {outcome.name}", ToolCallRow, self._tool_row(outcome))
+
+    async def commit_tool_call(self, outcome: ToolOutcome) -> None:
+        """Record a tool call and wait until it is committed (for tools that changed something: the
+        caller is told only then). Marks the outcome recorded at once, so it is never written twice."""
+        if outcome.recorded:
+            return
+        outcome.recorded = True
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        row = self._tool_row(outcome)
+        self._writer.submit(
+            _Job(f"tool call {outcome.name}", None, done, self._log, table=ToolCallRow.__table__, values=row)
+        )
+        await done
+
+    def _tool_row(self, outcome: ToolOutcome) -> dict[str, Any]:
+        return {
             "call_sid": self.call_sid,
             "call_id": outcome.call_id,
             "name": outcome.name,
@@ -290,8 +336,6 @@ class CallRecorder:
             "started_at": datetime.fromtimestamp(outcome.started_at, UTC),
             "duration_ms": round(outcome.duration_s * 1000),
         }
-
-        self._insert(f"tool call {outcome.name}", ToolCallRow, row)
 
     def usage(
         self,
@@ -336,6 +380,9 @@ class CallRecorder:
         urgency: str,
     ) -> int:
         """Store a message and wait until it is committed (the assistant only then confirms it)."""
+        # Normalised here too, whoever calls: name and message are the caller's words.
+        caller_name = caller_text.name(caller_name)
+        message = caller_text.one_line(message, caller_text.MESSAGE_CHARS)
 
         async def write(session: AsyncSession) -> int:
             created = await session.execute(
@@ -375,6 +422,7 @@ class CallRecorder:
             "greeting_latency_ms": greeting_latency_ms,
             "reconnects": reconnects,
         }
+        caller_name = caller_text.name(caller_name)  # from a tool, the summary or the contact book
         if caller_name:
             values["caller_name"] = caller_name
         if summary is not None:
@@ -426,27 +474,31 @@ def call_cost(call_sid: str) -> Any:
 
 
 def parse_summary(text: str) -> CallSummaryFields:
-    """The model's summary JSON, tolerating prose around it; plain text becomes the summary."""
+    """The model's summary JSON, tolerating prose around it; plain text becomes the summary.
+
+    Every field is the caller's influence (the model summarises what they said): each is one clean
+    line, bounded (caller_text), before it is stored and quoted in the caller's next call.
+    """
     start, end = text.find("{"), text.rfind("}")
     try:
         data = json.loads(text[start : end + 1]) if start >= 0 and end > start else None
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if not isinstance(data, dict):
-        return CallSummaryFields(summary=text.strip()[:2000] or None, raw=text)
+        return CallSummaryFields(summary=caller_text.optional_line(text, caller_text.SUMMARY_CHARS), raw=text)
 
-    def string(key: str) -> str | None:
+    def string(key: str, limit: int) -> str | None:
         value = data.get(key)
-        return (
-            str(value).strip()[:2000] if isinstance(value, str | int | float) and str(value).strip() else None
-        )
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            return None
+        return caller_text.optional_line(str(value), limit)
 
-    urgency = (string("urgency") or "").lower()
+    urgency = (string("urgency", 20) or "").lower()
     follow = data.get("follow_up_needed", data.get("follow_up"))
     return CallSummaryFields(
-        summary=string("summary"),
-        caller_name=string("caller_name"),
-        reason=string("reason"),
+        summary=string("summary", caller_text.SUMMARY_CHARS),
+        caller_name=string("caller_name", caller_text.NAME_CHARS),
+        reason=string("reason", caller_text.REASON_CHARS),
         follow_up=follow if isinstance(follow, bool) else None,
         urgency=urgency if urgency in ("low", "normal", "high", "urgent") else None,
         raw=text,

@@ -2,6 +2,8 @@
 
 `caller_memory` is what the next call starts from: the contact's name and note, and one line per
 earlier call ("Tue Nov 24: Asked to book a meeting; booked Wed 25th 2 pm (follow-up needed)").
+Names and summaries are one clean line each (caller_text) as they leave here too, whatever older
+records hold: callers influenced them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import UTC, datetime, tzinfo
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callassist import caller_text
 from callassist.store.models import CallRow, ContactRow, utc_now
 
 # What people type between digits: "+1 (555) 123-4567", "+44 20.7946.0958".
@@ -68,7 +71,9 @@ class ContactRepository:
     async def upsert(self, phone: str, name: str, note: str | None = None) -> Contact:
         """Add the contact, or rename it and replace its note. ValueError for a bad number or name."""
         number = normalize_phone(phone)
-        name = name.strip()
+        if len(caller_text.one_line(name, None)) > caller_text.NAME_CHARS:
+            raise ValueError(f"the contact's name is longer than {caller_text.NAME_CHARS} characters")
+        name = caller_text.one_line(name, caller_text.NAME_CHARS)  # the assistant says it: one line
         if not name:
             raise ValueError("the contact's name is empty")
         note = note.strip() if note else None
@@ -139,7 +144,7 @@ class CallerMemory:
 def memory_line(started_at: datetime, summary: str, follow_up: bool | None, zone: tzinfo) -> str:
     """'Tue Nov 24: <summary>' with ' (follow-up needed)' when the call asked for one."""
     local = started_at.astimezone(zone)
-    line = f"{local:%a %b} {local.day}: {summary.strip()}"
+    line = f"{local:%a %b} {local.day}: {caller_text.one_line(summary, caller_text.SUMMARY_CHARS)}"
     return f"{line} (follow-up needed)" if follow_up else line
 
 
@@ -183,7 +188,7 @@ async def caller_memory(
         past = [memory_line(started, summary, follow_up, zone) for started, summary, follow_up in rows]
     return CallerMemory(
         phone=number,
-        name=name,
+        name=caller_text.name(name),
         note=contact.note if contact else None,
         past_calls=past,
     )

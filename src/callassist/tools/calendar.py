@@ -23,6 +23,7 @@ from callassist.calendar.timeutil import (
     spoken_day,
     spoken_duration,
 )
+from callassist.caller_text import NAME_CHARS, NOTES_CHARS, TITLE_CHARS, OneLine
 from callassist.tools.registry import ToolContext, ToolError, ToolRegistry
 
 MAX_RANGE_DAYS = 14
@@ -48,8 +49,11 @@ class CheckAvailabilityArgs(BaseModel):
 
 
 class CreateEventArgs(BaseModel):
-    title: str = Field(
-        min_length=1, max_length=120, description="Short title for the calendar, e.g. 'Call with Alex Kim'"
+    # Title, name and notes come from what the caller said: normalised to one clean line (caller_text).
+    title: OneLine = Field(
+        min_length=1,
+        max_length=TITLE_CHARS,
+        description="Short title for the calendar, e.g. 'Call with Alex Kim'",
     )
     start: str = Field(
         description="Start, YYYY-MM-DDTHH:MM in {owner}'s local time, no offset, e.g. 2026-11-25T14:00"
@@ -60,13 +64,13 @@ class CreateEventArgs(BaseModel):
     end: str | None = Field(
         default=None, description="End, YYYY-MM-DDTHH:MM in {owner}'s local time, instead of a length"
     )
-    caller_name: str = Field(
+    caller_name: OneLine = Field(
         min_length=1,
-        max_length=80,
+        max_length=NAME_CHARS,
         description="The caller's name as they gave it (spelled as they spelled it)",
     )
-    notes: str | None = Field(
-        default=None, max_length=1000, description="What the meeting is about, if the caller said"
+    notes: OneLine | None = Field(
+        default=None, max_length=NOTES_CHARS, description="What the meeting is about, if the caller said"
     )
 
 
@@ -199,7 +203,7 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
             "working_hours": booking.hours.describe(),
         }
 
-    @registry.tool()
+    @registry.tool(effects=True)
     async def create_event(ctx: ToolContext, args: CreateEventArgs) -> dict[str, Any]:
         """Book a meeting with {owner} for this caller. Check availability first, and confirm the day,
         time and length with the caller before booking. If the time can't be booked, the answer says
@@ -247,7 +251,7 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
             raise _unavailable(ctx, exc) from None
         return {"events": [_event(booking, event, details=True) for event in events]}
 
-    @registry.tool()
+    @registry.tool(effects=True)
     async def cancel_event(ctx: ToolContext, args: EventIdArgs) -> dict[str, Any]:
         """Cancel one of this caller's own bookings. Confirm with the caller first."""
         booking = _booking(ctx)
@@ -261,7 +265,7 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
         shown = _event(booking, event, details=True)
         return {"cancelled": shown, "say": f"Cancelled: {shown['spoken']}."}
 
-    @registry.tool()
+    @registry.tool(effects=True)
     async def reschedule_event(ctx: ToolContext, args: RescheduleEventArgs) -> dict[str, Any]:
         """Move one of this caller's own bookings to a new time (keeping its length unless told).
         If the new time can't be booked, the answer offers the nearest free times."""

@@ -8,19 +8,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from callassist.tools.registry import ToolContext, ToolError, ToolRegistry
+from callassist.caller_text import MESSAGE_CHARS, NAME_CHARS, OneLine
+from callassist.tools.registry import ToolContext, ToolError, ToolRegistry, failure_note
 
 _PHONE = re.compile(r"^\+?[0-9]{6,15}$")
 
 
 class TakeMessageArgs(BaseModel):
-    caller_name: str = Field(
+    # Name and message are what the caller said: normalised to one clean line each (caller_text).
+    caller_name: OneLine = Field(
         min_length=1,
-        max_length=80,
+        max_length=NAME_CHARS,
         description="The caller's name as they gave it (spelled as they spelled it)",
     )
-    message: str = Field(
-        min_length=1, max_length=2000, description="The message for {owner}, in the caller's words"
+    message: OneLine = Field(
+        min_length=1, max_length=MESSAGE_CHARS, description="The message for {owner}, in the caller's words"
     )
     callback_number: str | None = Field(
         default=None,
@@ -45,7 +47,7 @@ class TakeMessageArgs(BaseModel):
 
 
 def register_message_tools(registry: ToolRegistry) -> None:
-    @registry.tool(timeout_s=15.0)
+    @registry.tool(timeout_s=15.0, effects=True)
     async def take_message(ctx: ToolContext, args: TakeMessageArgs) -> dict[str, Any]:
         """Take a message for {owner}: the caller's name, what they want, how to call them back and how
         urgent it is. Read it back to the caller before saving it; {owner} gets it after the call."""
@@ -63,8 +65,9 @@ def register_message_tools(registry: ToolRegistry) -> None:
                     urgency=args.urgency,
                 )
             )
-        except Exception:
-            ctx.logger.exception("could not store a message")
+        except Exception as exc:
+            # Not the exception's text: a database error quotes the row, the caller's words with it.
+            ctx.logger.error("could not store a message: %s", failure_note(exc))
             raise ToolError(
                 "The message could not be saved. Apologise and ask them to try again later."
             ) from None

@@ -4,6 +4,14 @@ From that one declaration come the JSON schema sent in `session.update`, argumen
 dispatch. A tool returns a dict for the model, or raises ToolError with a sentence the assistant can
 say out loud. Bad arguments, exceptions and timeouts all become such answers: a tool never raises
 into the bridge.
+
+A tool declared with `effects=True` changes the world outside the call (a booking, a message): its
+outcome is committed to the call's record before the model hears it, so the assistant never tells
+a caller "done" about something a crash could then make the owner never hear of.
+
+Logs name the tool and how it ended (ok, refused, invalid arguments, timeout, failed), never its
+arguments or anything that may echo them (refusals and validation errors quote what was said, and
+callers say card numbers and PINs).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import json
 import logging
 import re
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, get_type_hints
@@ -23,6 +32,15 @@ from pydantic import BaseModel, ValidationError
 log = logging.getLogger(__name__)
 
 Args = TypeVar("Args", bound=BaseModel)
+
+# How a tool call ended, as logged and kept on the outcome.
+OK, REFUSED, INVALID, UNKNOWN, TIMEOUT, FAILED = (
+    "ok", "refused", "invalid arguments", "unknown tool", "timeout", "failed",
+)  # fmt: skip
+_TOOL_NAME = re.compile(r"[A-Za-z_]{1,64}")
+# How long a tool with effects waits for its record to be committed before answering anyway (the
+# record stays queued and is written as soon as the database allows).
+RECORD_WAIT_S = 5.0
 
 
 class ToolError(Exception):
@@ -43,14 +61,21 @@ class ToolContext:
     is_owner: bool
     services: Any
     caller_name: str | None = None
-    recorder: Any = None  # this call's CallRecorder (messages are stored through it)
+    # This call's CallRecorder: messages are stored through it, and the outcome of a tool with
+    # effects is committed through it (`commit_tool_call`) before the model is answered.
+    recorder: Any = None
     hang_up: Callable[[str], None] | None = None  # ends the call once the goodbye has been heard
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log
 
 
 @dataclass
 class ToolOutcome:
-    """One tool call as it happened: what the model asked, what it got back, how long it took."""
+    """One tool call as it happened: what the model asked, what it got back, how long it took.
+
+    `arguments` are the validated ones, as JSON (what the caller said, normalised); the text the
+    model sent only when it was not valid. `recorded` is set once the outcome went to the call's
+    record, so it is written once.
+    """
 
     name: str
     call_id: str
@@ -58,6 +83,8 @@ class ToolOutcome:
     output: dict[str, Any]
     duration_s: float
     started_at: float = field(default_factory=time.time)  # wall clock, when the call began
+    status: str = OK  # OK, REFUSED, INVALID, UNKNOWN, TIMEOUT or FAILED
+    recorded: bool = False
 
     @property
     def ok(self) -> bool:
@@ -83,6 +110,7 @@ class Tool:
     handler: Handler
     owner_only: bool = False
     timeout_s: float | None = None
+    effects: bool = False  # changes the world outside the call: recorded before the model is told
 
     def declaration(self, owner_name: str | None = None) -> dict[str, Any]:
         """The tool as session.update declares it, with `{owner}` replaced by the owner's name."""
@@ -178,6 +206,16 @@ def _plain_optional(node: Any) -> Any:
     return {**kept[0], **merged}
 
 
+def failure_note(exc: BaseException) -> str:
+    """An exception for the log: its type and where it was raised, never its message (which may
+    quote what a caller said: a card number, a PIN, a name)."""
+    frames = traceback.extract_tb(exc.__traceback__)[-4:]
+    where = " <- ".join(
+        f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} in {frame.name}" for frame in reversed(frames)
+    )
+    return f"{type(exc).__name__}" + (f" at {where}" if where else "")
+
+
 def _readable(error: ValidationError) -> str:
     parts = []
     for problem in error.errors(include_url=False):
@@ -193,9 +231,13 @@ class ToolRegistry:
         self._tools: dict[str, Tool] = {}
 
     def tool(
-        self, *, owner_only: bool = False, timeout_s: float | None = None
+        self, *, owner_only: bool = False, timeout_s: float | None = None, effects: bool = False
     ) -> Callable[[Callable[[ToolContext, Args], Awaitable[dict[str, Any]]]], Tool]:
-        """Declare a tool: `async def name(ctx: ToolContext, args: SomeArgs) -> dict` with a docstring."""
+        """Declare a tool: `async def name(ctx: ToolContext, args: SomeArgs) -> dict` with a docstring.
+
+        `effects=True` for a tool that changes the world outside the call (books, cancels, takes a
+        message): its outcome is committed to the call's record before the model is answered.
+        """
 
         def register(function: Callable[[ToolContext, Args], Awaitable[dict[str, Any]]]) -> Tool:
             hints = get_type_hints(function)
@@ -212,6 +254,7 @@ class ToolRegistry:
                 handler=function,
                 owner_only=owner_only,
                 timeout_s=timeout_s,
+                effects=effects,
             )
             if declared.name in self._tools:
                 raise ValueError(f"tool {declared.name!r} declared twice")
@@ -236,50 +279,94 @@ class ToolRegistry:
         return [tool.declaration(name) for tool in self._tools.values() if owner or not tool.owner_only]
 
     async def call(self, name: str, call_id: str, arguments: str, ctx: ToolContext) -> ToolOutcome:
-        """Run one tool call. Always returns an outcome; never raises (except cancellation)."""
+        """Run one tool call. Always returns an outcome; never raises (except cancellation).
+
+        For a tool with effects the outcome is committed to the call's record first (waiting at most
+        RECORD_WAIT_S), so what the caller is told is done is in the record even if the process dies.
+        """
         started, started_wall = time.monotonic(), time.time()
-        output = await self._run(name, arguments, ctx)
-        outcome = ToolOutcome(name, call_id, arguments, output, time.monotonic() - started, started_wall)
-        ctx.logger.info(
-            "tool %s %s in %.0f ms", name, "ok" if outcome.ok else f"refused: {output.get('error')}",
-            outcome.duration_s * 1000,
-        )  # fmt: skip
+        tool = self._tools.get(name)
+        if tool is not None and tool.owner_only and not ctx.is_owner:
+            tool = None
+        output, kept, status = await self._run(tool, name, arguments, ctx)
+        outcome = ToolOutcome(
+            name, call_id, kept, output, time.monotonic() - started, started_wall, status=status
+        )
+        # The outcome only: a refusal or a validation error may quote the arguments. (An undeclared
+        # name is the model's own text: shown only when it looks like a tool's name.)
+        shown = name if tool is not None or _TOOL_NAME.fullmatch(name) else "(an undeclared name)"
+        ctx.logger.info("tool %s %s in %.0f ms", shown, status, outcome.duration_s * 1000)
+        if tool is not None and tool.effects and ctx.recorder is not None:
+            await self._commit(outcome, ctx)
         return outcome
 
-    async def _run(self, name: str, arguments: str, ctx: ToolContext) -> dict[str, Any]:
-        tool = self._tools.get(name)
-        if tool is None or (tool.owner_only and not ctx.is_owner):
-            return {"ok": False, "error": f"There is no tool called {name!r}. Don't call it again."}
+    async def _commit(self, outcome: ToolOutcome, ctx: ToolContext) -> None:
+        try:
+            async with asyncio.timeout(RECORD_WAIT_S):
+                # Shielded: a call ending meanwhile must not cancel the write itself.
+                await asyncio.shield(ctx.recorder.commit_tool_call(outcome))
+        except TimeoutError:
+            ctx.logger.error(
+                "tool %s: its record was not committed within %.0f s (still queued)",
+                outcome.name,
+                RECORD_WAIT_S,
+            )
+        except Exception as exc:
+            ctx.logger.error(
+                "tool %s: its record could not be committed: %s", outcome.name, failure_note(exc)
+            )
+
+    async def _run(
+        self, tool: Tool | None, name: str, arguments: str, ctx: ToolContext
+    ) -> tuple[dict[str, Any], str, str]:
+        """(output for the model, arguments to keep, status)."""
+        if tool is None:
+            return (
+                {"ok": False, "error": f"There is no tool called {name!r}. Don't call it again."},
+                arguments,
+                UNKNOWN,
+            )
         try:
             raw = json.loads(arguments) if arguments.strip() else {}
         except (ValueError, RecursionError):
-            return {"ok": False, "error": "The arguments were not valid JSON. Call the tool again correctly."}
+            error = "The arguments were not valid JSON. Call the tool again correctly."
+            return {"ok": False, "error": error}, arguments, INVALID
         try:
             args = tool.parameters.model_validate(raw)
         except ValidationError as exc:
-            return {
-                "ok": False,
-                "error": f"Invalid arguments ({_readable(exc)}). Ask the caller if something is unclear, "
-                "then call the tool again.",
-            }
+            error = (
+                f"Invalid arguments ({_readable(exc)}). Ask the caller if something is unclear, then call "
+                "the tool again."
+            )
+            return {"ok": False, "error": error}, arguments, INVALID
+        # What is kept is what the tool was given: validated and normalised (see caller_text).
+        kept = args.model_dump_json(exclude_unset=True)
         timeout = tool.timeout_s or self.default_timeout_s
         try:
             async with asyncio.timeout(timeout):
                 result = await tool.handler(ctx, args)
         except ToolError as refusal:
-            return {"ok": False, "error": refusal.message, **refusal.details}
+            return {"ok": False, "error": refusal.message, **refusal.details}, kept, REFUSED
         except TimeoutError:
             ctx.logger.warning("tool %s timed out after %.1fs", name, timeout)
-            return {
-                "ok": False,
-                "error": "That took too long and was stopped. Apologise, say it didn't go through, and "
-                "offer to take a message instead.",
-            }
-        except Exception:
-            ctx.logger.exception("tool %s failed", name)
-            return {
-                "ok": False,
-                "error": "Something went wrong on our side and it didn't go through. Apologise and offer "
-                "to take a message instead.",
-            }
-        return {"ok": True, **result}
+            return (
+                {
+                    "ok": False,
+                    "error": "That took too long and was stopped. Apologise, say it didn't go through, and "
+                    "offer to take a message instead.",
+                },
+                kept,
+                TIMEOUT,
+            )
+        except Exception as exc:
+            ctx.logger.error("tool %s failed: %s", name, failure_note(exc))
+            return (
+                {
+                    "ok": False,
+                    "error": "Something went wrong on our side and it didn't go through. Apologise and offer "
+                    "to take a message instead.",
+                },
+                kept,
+                FAILED,
+            )
+        return {"ok": True, **result}, kept, OK

@@ -37,6 +37,7 @@ from callassist.calendar.ical import (
     new_uid,
     vcalendar,
     vevent_to_event,
+    x_text,
 )
 
 log = logging.getLogger(__name__)
@@ -232,10 +233,11 @@ class CalDAVCalendar:
         url = calendar_url + quote(booked.id, safe="") + ".ics"
         async with self._failures_as_calendar_errors("saving the event"):
             # No If-None-Match: a fresh uuid4 cannot collide, and Google refuses every If* but If-Match.
-            response = await client.put(url, vcalendar([vevent]).to_ical().decode(), _ICS_HEADERS)
+            body = vcalendar([vevent]).to_ical().decode()
+            response = await client.put(url, body, _ICS_HEADERS)
             _expect_success(response)
         self._hrefs[booked.id] = url
-        created = vevent_to_event(vevent, self.timezone)
+        created = self._as_stored(body, booked.id)
         assert created is not None  # a timed, opaque event with end > start always converts
         return created
 
@@ -270,12 +272,11 @@ class CalDAVCalendar:
             _replace(master, "SEQUENCE", _sequence(master) + 1)
             _replace(master, "LAST-MODIFIED", now)
             _replace(master, "DTSTAMP", now)
-            response = await client.put(
-                resource.url, resource.calendar.to_ical().decode(), {**_ICS_HEADERS, **_if_match(resource)}
-            )
+            body = resource.calendar.to_ical().decode()
+            response = await client.put(resource.url, body, {**_ICS_HEADERS, **_if_match(resource)})
             _expect_success(response)
         self._hrefs[event_id] = resource.url
-        updated = vevent_to_event(master, self.timezone)
+        updated = self._as_stored(body, event_id)
         assert updated is not None  # it converted before the move and end > start still holds
         return updated
 
@@ -292,6 +293,12 @@ class CalDAVCalendar:
                 raise EventNotFound(f"no event with id {event_id}")
             _expect_success(response)
         self._hrefs.pop(event_id, None)
+
+    def _as_stored(self, body: str, uid: str) -> CalendarEvent | None:
+        """The event as the server will give it back: read from what was sent (escaping is lossy,
+        e.g. a CRLF in a name is one line break in TEXT)."""
+        master = _master_component(icalendar.Calendar.from_ical(body), uid)
+        return None if master is None else vevent_to_event(master, self.timezone)
 
     # -- connecting --------------------------------------------------------------------------------
 
@@ -602,8 +609,8 @@ def _sequence(component: icalendar.cal.Component) -> int:
 
 def _updated_description(component: icalendar.cal.Component, notes: str) -> str:
     """New DESCRIPTION for `notes`: a phone booking keeps its line naming the caller."""
-    number, name = component.get(CALLER_NUMBER_PROPERTY), component.get(CALLER_NAME_PROPERTY)
-    caller_number, caller_name = (str(number) if number else None), (str(name) if name else None)
+    caller_number = x_text(component, CALLER_NUMBER_PROPERTY)
+    caller_name = x_text(component, CALLER_NAME_PROPERTY)
     old = str(component.get("DESCRIPTION", "")).rstrip()
     if caller_number or caller_name or old.endswith(booking_line(caller_name, caller_number)):
         return booking_description(notes, caller_name, caller_number)

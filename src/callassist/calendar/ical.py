@@ -2,6 +2,10 @@
 
 Shared by the CalDAV backend, `callassist calendar export` and the subscribable ICS feed. Reading is
 lenient because the data comes from other people's calendar apps; writing is strict and always UTC.
+
+Every value is written through icalendar's own types, which escape it: text (a caller's name, a
+title, notes) can never end its content line or start another property or component. Our own
+X- properties are written and read as TEXT, their default value type (RFC 5545 3.8.8.2).
 """
 
 from __future__ import annotations
@@ -11,6 +15,14 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 import icalendar
+
+try:  # icalendar >= 7.2 keeps unknown properties verbatim, escaped as they came
+    from icalendar.parser import unescape_backslash as _unescape_text
+except ImportError:  # older icalendar unescaped them already
+
+    def _unescape_text(val: str) -> str:
+        return val
+
 
 from callassist.calendar.base import CalendarEvent
 
@@ -91,11 +103,25 @@ def event_to_vevent(
         stamp=_utc(stamp) if stamp else datetime.now(UTC).replace(microsecond=0),
         created=_utc(event.created_at).replace(microsecond=0) if event.created_at else None,
     )
+    # vText, not the bare string: icalendar would write an unknown property's value verbatim, so a
+    # line break in a name would end the line and whatever followed would be parsed as iCalendar.
     if event.caller_number:
-        vevent.add(CALLER_NUMBER_PROPERTY, event.caller_number)
+        vevent.add(CALLER_NUMBER_PROPERTY, icalendar.vText(event.caller_number))
     if event.caller_name:
-        vevent.add(CALLER_NAME_PROPERTY, event.caller_name)
+        vevent.add(CALLER_NAME_PROPERTY, icalendar.vText(event.caller_name))
     return vevent
+
+
+def x_text(component: icalendar.cal.Component, name: str) -> str | None:
+    """One of our X- properties (TEXT), unescaped, or None when absent or empty."""
+    value = component.get(name)
+    if isinstance(value, list):  # repeated where it shouldn't be: the first one wins
+        value = value[0] if value else None
+    if value is None:
+        return None
+    # A vText was unescaped when parsed (or never escaped: set here); anything else is verbatim.
+    text = str(value) if isinstance(value, icalendar.vText) else _unescape_text(str(value))
+    return text.strip() or None
 
 
 def _text(component: icalendar.cal.Component, name: str) -> str | None:
@@ -157,8 +183,8 @@ def vevent_to_event(component: icalendar.cal.Component, zone: tzinfo) -> Calenda
         end = _moment(raw_start + timedelta(days=1), zone) if all_day else start
     if end <= start:
         return None
-    caller_number = _text(component, CALLER_NUMBER_PROPERTY)
-    caller_name = _text(component, CALLER_NAME_PROPERTY)
+    caller_number = x_text(component, CALLER_NUMBER_PROPERTY)
+    caller_name = x_text(component, CALLER_NAME_PROPERTY)
     created = _decoded(component, "CREATED")
     return CalendarEvent(
         id=uid,
@@ -183,8 +209,8 @@ def vcalendar(
     document.add("CALSCALE", "GREGORIAN")
     if name:
         # NAME is RFC 7986; X-WR-CALNAME is what Apple, Google and Outlook show for a subscription.
-        document.add("NAME", name)
-        document.add("X-WR-CALNAME", name)
+        document.add("NAME", icalendar.vText(name))
+        document.add("X-WR-CALNAME", icalendar.vText(name))
     for component in components:
         document.add_component(component)
     return document

@@ -50,8 +50,11 @@ async def test_export_is_valid_rfc5545(tmp_path: Path) -> None:
     assert event.decoded("DTEND") - event.decoded("DTSTART") == timedelta(minutes=45)
 
 
+ADMIN_TOKEN = "owner-secret-token-0123456789"  # 24 characters at least
+
+
 async def test_feed_needs_the_admin_token_and_parses(tmp_path: Path) -> None:
-    async with running_server(NO_OPENAI, tmp_path / "data", admin_token="owner-secret") as server:
+    async with running_server(NO_OPENAI, tmp_path / "data", admin_token=ADMIN_TOKEN) as server:
         calendar = server.services.calendar
         assert calendar is not None
         await calendar.create(NewEvent("Booked by Alex", soon(14), soon(15), caller_number="+15551230000"))
@@ -60,9 +63,7 @@ async def test_feed_needs_the_admin_token_and_parses(tmp_path: Path) -> None:
                 params = {"token": token} if token else {}
                 async with http.get(server.base_url + "/calendar.ics", params=params) as response:
                     assert response.status == 403
-            async with http.get(
-                server.base_url + "/calendar.ics", params={"token": "owner-secret"}
-            ) as response:
+            async with http.get(server.base_url + "/calendar.ics", params={"token": ADMIN_TOKEN}) as response:
                 assert response.status == 200
                 assert response.headers["Content-Type"].startswith("text/calendar")
                 body = await response.read()

@@ -6,6 +6,10 @@
 
 smtp:// upgrades with STARTTLS whenever the server offers it, and never sends a password in clear
 to anything but a loopback address. The stdlib's smtplib does the talking, in a worker thread.
+
+Messages are built with the `email` package only (its policy encodes and folds headers and refuses
+line breaks in them); the subject is one clean line whatever the notice holds, and a notice that
+can't be written as an e-mail at all is a permanent failure, not a retry every few minutes.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from email.utils import format_datetime
 from typing import Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from callassist import caller_text
 from callassist.notify.outbox import DeliveryError, Notice
 
 DEFAULT_TIMEOUT_S = 20.0
 DEFAULT_SUBJECT = "callassist"
+SUBJECT_CHARS = 200
 _DEFAULT_PORTS = {"smtp": 587, "smtps": 465}
 _QUERY_OPTIONS = ("from", "to")
 
@@ -133,10 +139,12 @@ class SmtpMailer:
         return f"SmtpMailer({self.config.display}, to={self.recipient!r})"
 
     def compose(self, notice: Notice) -> EmailMessage:
+        """The notice as an e-mail; ValueError when it can't be one (e.g. an unusable address)."""
         message = EmailMessage()
         message["From"] = self.config.from_address
         message["To"] = notice.recipient
-        message["Subject"] = notice.subject or DEFAULT_SUBJECT
+        # The subject names the caller: one line, so it can never end the header or add another.
+        message["Subject"] = caller_text.one_line(notice.subject, SUBJECT_CHARS) or DEFAULT_SUBJECT
         message["Date"] = format_datetime(notice.created_at)
         # The same notice keeps the same Message-ID on every attempt, so a mailbox that received
         # it once already (answer lost on the way back) can drop the copy.
@@ -150,7 +158,17 @@ class SmtpMailer:
         return message
 
     async def send(self, notice: Notice) -> str:
-        message = self.compose(notice)
+        try:
+            message = self.compose(notice)
+            message.as_bytes()  # everything the server will be sent encodes, or fails here
+        except (ValueError, TypeError, LookupError) as exc:
+            # The same notice fails the same way every time: no retry can help.
+            why = caller_text.one_line(str(exc), 120)
+            raise DeliveryError(
+                f"the notice can't be written as an e-mail: {type(exc).__name__}"
+                + (f": {why}" if why else ""),
+                permanent=True,
+            ) from None
         await asyncio.to_thread(self._send_blocking, message)
         return str(message["Message-ID"])
 

@@ -4,6 +4,12 @@ A notice is enqueued in the caller's transaction, so it exists exactly when the 
 caused it was committed. An `OutboxWorker` delivers it later, retrying with backoff while the
 channel is down. Each delivery is claimed first with a conditional UPDATE (a lease), so any number
 of workers, in one process or many, send a given notice once.
+
+Nothing is retried forever: a notice the channel refuses for good (a bad address, a message the
+server rejects, an SMTP 5xx, a Twilio 4xx such as an invalid number) fails at once; one that keeps
+failing otherwise fails after `max_attempts` attempts or `give_up_after`, whichever comes first.
+A failed notice keeps its reason in `last_error`, is logged as an error, and is listed by
+`callassist.store.records.list_notices` (and with its call in `get_call`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ CHANNELS: tuple[str, ...] = get_args(Channel)
 
 DEFAULT_BACKOFF: tuple[float, ...] = (5, 15, 30, 60, 120, 300, 900)
 DEFAULT_GIVE_UP_AFTER = timedelta(days=3)
+# With DEFAULT_BACKOFF, a hundred attempts take about a day: a channel down longer than that is
+# something the owner must be told about (the notice fails, with its reason), not something to
+# keep knocking on.
+DEFAULT_MAX_ATTEMPTS = 100
 # Long enough for a human-readable reason, short enough that a provider's page of HTML doesn't land
 # in the table.
 MAX_ERROR_LENGTH = 300
@@ -162,11 +172,14 @@ class OutboxWorker:
         lease_s: float = 60.0,
         backoff: Sequence[float] = DEFAULT_BACKOFF,
         give_up_after: timedelta = DEFAULT_GIVE_UP_AFTER,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         clock: Callable[[], datetime] = utc_now,
         batch_size: int = 50,
     ) -> None:
         if not backoff or min(backoff) < 0:
             raise ValueError("backoff needs at least one delay, none negative")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
         if lease_s <= 0 or poll_interval_s <= 0:
             raise ValueError("lease_s and poll_interval_s must be positive")
         for channel, sender in senders.items():
@@ -179,6 +192,7 @@ class OutboxWorker:
         self.send_timeout_s = lease_s / 2
         self.backoff = tuple(backoff)
         self.give_up_after = give_up_after
+        self.max_attempts = max_attempts
         self.clock = clock
         self.batch_size = batch_size
         self._wake = asyncio.Event()
@@ -400,8 +414,9 @@ class OutboxWorker:
         now = self.clock()
         reason = _shorten(reason)
         too_old = now - notice.created_at >= self.give_up_after
+        too_many = notice.attempts >= self.max_attempts
         values: dict[str, Any] = {"last_error": reason, "locked_until": None}
-        if permanent or too_old:
+        if permanent or too_old or too_many:
             values["status"] = "failed"
         else:
             delay = self.backoff[min(notice.attempts - 1, len(self.backoff) - 1)]
@@ -422,7 +437,12 @@ class OutboxWorker:
         if marked is None:
             log.warning("notice %s: lease ran out during a failed delivery", notice.id)
         elif "status" in values:
-            why = "permanent error" if permanent else f"undelivered for {self.give_up_after}"
+            if permanent:
+                why = "permanent error"
+            elif too_many:
+                why = f"undelivered after {self.max_attempts} attempts"
+            else:
+                why = f"undelivered for {self.give_up_after}"
             log.error(
                 "notice %s (%s to %s) failed for good after %d attempt(s), %s: %s",
                 notice.id,

@@ -1,4 +1,5 @@
-"""Reading call records back: the call list, one call in full, the messages callers left.
+"""Reading call records back: the call list, one call in full, the messages callers left, and the
+owner's notices with their delivery state (a notice that failed for good says why).
 
 Every query returns plain frozen dataclasses, never ORM rows, so callers can keep them after the
 session closes and can't write through them by accident. Money stays exact: `Decimal` dollars made
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -21,6 +22,7 @@ from callassist.store.models import (
     CallRow,
     ContactRow,
     MessageRow,
+    OutboxRow,
     ToolCallRow,
     TranscriptEntryRow,
     UsageRow,
@@ -121,6 +123,23 @@ class MessageRecord:
 
 
 @dataclass(frozen=True)
+class NoticeRecord:
+    """A notice to the owner and where its delivery stands."""
+
+    id: int
+    call_sid: str | None
+    channel: str  # 'sms' or 'email'
+    recipient: str
+    subject: str | None
+    status: str  # 'pending', 'sent' or 'failed'
+    attempts: int
+    last_error: str | None  # why the last attempt failed (for 'failed': why it was given up)
+    created_at: datetime
+    next_attempt_at: datetime | None  # pending only
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True)
 class LatencyFigures:
     """Assistant turns: caller stopped speaking -> first audio sent, in milliseconds."""
 
@@ -161,6 +180,7 @@ class CallDetail:
     usage: list[UsageRecord]
     messages: list[MessageRecord]
     latency: LatencyFigures
+    notices: list[NoticeRecord] = field(default_factory=list)  # what the owner was sent about it
 
     @property
     def call_sid(self) -> str:
@@ -334,6 +354,9 @@ async def get_call(session: AsyncSession, call_sid: str) -> CallDetail | None:
         .where(MessageRow.call_sid == call_sid)
         .order_by(MessageRow.created_at, MessageRow.id)
     )
+    notice_rows = await session.scalars(
+        select(OutboxRow).where(OutboxRow.call_sid == call_sid).order_by(OutboxRow.created_at, OutboxRow.id)
+    )
     latency = LatencyFigures(
         turns_ms=[
             entry.latency_ms
@@ -356,6 +379,7 @@ async def get_call(session: AsyncSession, call_sid: str) -> CallDetail | None:
         usage=usage,
         messages=[_message(row) for row in message_rows],
         latency=latency,
+        notices=[_notice(row) for row in notice_rows],
     )
 
 
@@ -378,3 +402,33 @@ async def list_messages(session: AsyncSession, *, limit: int = 50) -> list[Messa
         select(MessageRow).order_by(MessageRow.created_at.desc(), MessageRow.id.desc()).limit(limit)
     )
     return [_message(row) for row in rows]
+
+
+def _notice(row: OutboxRow) -> NoticeRecord:
+    return NoticeRecord(
+        id=row.id,
+        call_sid=row.call_sid,
+        channel=row.channel,
+        recipient=row.recipient,
+        subject=row.subject,
+        status=row.status,
+        attempts=row.attempts,
+        last_error=row.last_error,
+        created_at=row.created_at,
+        next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
+        sent_at=row.sent_at,
+    )
+
+
+async def list_notices(
+    session: AsyncSession, *, status: str | None = None, limit: int = 50
+) -> list[NoticeRecord]:
+    """The newest `limit` notices to the owner, optionally only those with `status` ('failed': the
+    ones that will never arrive, each with its reason)."""
+    query = select(OutboxRow)
+    if status is not None:
+        query = query.where(OutboxRow.status == status)
+    rows = await session.scalars(
+        query.order_by(OutboxRow.created_at.desc(), OutboxRow.id.desc()).limit(limit)
+    )
+    return [_notice(row) for row in rows]

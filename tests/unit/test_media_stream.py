@@ -92,6 +92,50 @@ def test_rejects_unusable_frames(text: str) -> None:
         parse_inbound(text)
 
 
+START = '{"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", %s}}'
+MEDIA = '{"event": "media", "media": {"track": "inbound", "payload": "AAAA", %s}}'
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # JSON-valid, wrong inside: each once raised something other than MediaStreamError.
+        MEDIA % '"timestamp": 1e400',  # inf: OverflowError
+        MEDIA % '"timestamp": -1e400',
+        MEDIA % '"timestamp": NaN',
+        MEDIA % '"timestamp": "soon"',
+        MEDIA % '"timestamp": [40]',
+        MEDIA % '"timestamp": {"ms": 40}',
+        START % '"mediaFormat": {"sampleRate": "fast"}',
+        START % '"mediaFormat": {"sampleRate": 1e400}',
+        START % '"mediaFormat": {"sampleRate": 8000.5}',
+        START % '"mediaFormat": {"sampleRate": null, "encoding": "audio/x-mulaw"}',
+        START % '"mediaFormat": {"sampleRate": true}',
+        START % '"mediaFormat": {"sampleRate": [8000]}',
+        START % '"mediaFormat": {"sampleRate": "' + "9" * 5000 + '"}',  # past int()'s digit limit
+        START % '"tracks": 5',
+        START % '"tracks": "inbound"',
+        START % '"tracks": {"inbound": true}',
+        START % '"tracks": [["inbound"]]',
+        START % '"mediaFormat": ["audio/x-mulaw"]',
+        START % '"customParameters": ["token"]',
+        '{"event": ["media"]}',
+    ],
+)
+def test_json_valid_frames_with_wrong_fields_are_media_stream_errors(text: str) -> None:
+    with pytest.raises(MediaStreamError):
+        parse_inbound(text)
+
+
+def test_twilios_own_shapes_still_parse() -> None:
+    assert parse_inbound(MEDIA % '"timestamp": "40"') == Media("AAAA", 40, 3)
+    assert parse_inbound(MEDIA % '"timestamp": 40') == Media("AAAA", 40, 3)
+    assert parse_inbound(MEDIA % '"chunk": "1"') == Media("AAAA", 0, 3)  # no timestamp: 0
+    start = parse_inbound(START % '"mediaFormat": {"sampleRate": "8000"}, "tracks": ["inbound"]')
+    assert isinstance(start, Start) and start.sample_rate == 8000 and start.tracks == ("inbound",)
+    assert isinstance(parse_inbound(START % '"mediaFormat": {"sampleRate": 8000.0}'), Start)
+
+
 def test_outbound_messages_are_valid_json_and_keep_payload_unchanged() -> None:
     out = Outbound("MZ1")
     assert json.loads(out.media(PAYLOAD)) == {

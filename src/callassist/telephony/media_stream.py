@@ -79,62 +79,87 @@ def base64_size(payload: str) -> int:
     return len(payload) * 3 // 4 - padding
 
 
+def _int(value: Any, what: str) -> int:
+    """A whole number Twilio sent as a string or a number; 1e400 (inf), NaN, 12.5, "8k" are not."""
+    if isinstance(value, bool) or not isinstance(value, (int, str, float)):
+        raise MediaStreamError(f"{what} is not a number")
+    try:
+        number = int(value) if not isinstance(value, float) or value.is_integer() else None
+    except (ValueError, OverflowError):
+        number = None
+    if number is None:
+        raise MediaStreamError(f"{what} is not a whole number")
+    return number
+
+
 def parse_inbound(text: str) -> InboundMessage:
-    """Parse one text frame from Twilio. Raises MediaStreamError for anything unusable."""
+    """Parse one text frame from Twilio. Raises MediaStreamError for anything unusable, whatever
+    its shape: JSON-valid frames with fields of the wrong type or value included."""
     if len(text) > MAX_MESSAGE_CHARS:
         raise MediaStreamError(f"message of {len(text)} characters exceeds {MAX_MESSAGE_CHARS}")
     try:
         message = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise MediaStreamError(f"malformed JSON: {exc}") from None
-    message = _mapping(message, "message")
-    event = message.get("event")
+    try:
+        message = _mapping(message, "message")
+        event = message.get("event")
 
-    if event == "media":
-        media = _mapping(message.get("media"), "media")
-        payload = _text(media.get("payload"), "media.payload")
-        try:
-            # strict mode rejects bad padding and stray characters; the decode is ~0.3 µs per frame
-            size = len(binascii.a2b_base64(payload, strict_mode=True))
-        except (binascii.Error, ValueError):
-            raise MediaStreamError("media.payload is not valid base64") from None
-        track = media.get("track", "inbound")
-        if track not in ("inbound", "inbound_track"):
-            raise MediaStreamError(f"unexpected media track {track!r}")
-        try:
-            timestamp = int(media.get("timestamp", 0))
-        except (TypeError, ValueError):
-            timestamp = 0
-        return Media(payload=payload, timestamp_ms=timestamp, size=size)
-    if event == "mark":
-        mark = _mapping(message.get("mark"), "mark")
-        return Mark(name=_text(mark.get("name"), "mark.name"))
-    if event == "start":
-        start = _mapping(message.get("start"), "start")
-        params = start.get("customParameters") or {}
-        params = {str(k): str(v) for k, v in _mapping(params, "start.customParameters").items()}
-        media_format = start.get("mediaFormat") or {}
-        media_format = _mapping(media_format, "start.mediaFormat")
-        stream_sid = start.get("streamSid") or message.get("streamSid")
-        return Start(
-            stream_sid=_text(stream_sid, "start.streamSid"),
-            call_sid=_text(start.get("callSid"), "start.callSid"),
-            account_sid=str(start.get("accountSid") or ""),
-            custom_parameters=params,
-            tracks=tuple(str(t) for t in start.get("tracks") or ("inbound",)),
-            encoding=str(media_format.get("encoding", "audio/x-mulaw")),
-            sample_rate=int(media_format.get("sampleRate", 8000)),
-        )
-    if event == "connected":
-        return Connected(protocol=str(message.get("protocol", "")), version=str(message.get("version", "")))
-    if event == "dtmf":
-        dtmf = _mapping(message.get("dtmf"), "dtmf")
-        return Dtmf(digit=_text(dtmf.get("digit"), "dtmf.digit"))
-    if event == "stop":
-        stop = message.get("stop")
-        call_sid = stop.get("callSid") if isinstance(stop, dict) else None
-        return Stop(call_sid=call_sid if isinstance(call_sid, str) else None)
-    raise MediaStreamError(f"unknown event {str(event)[:40]!r}")
+        if event == "media":
+            media = _mapping(message.get("media"), "media")
+            payload = _text(media.get("payload"), "media.payload")
+            try:
+                # strict mode rejects bad padding and stray characters; the decode is ~0.3 µs per frame
+                size = len(binascii.a2b_base64(payload, strict_mode=True))
+            except (binascii.Error, ValueError):
+                raise MediaStreamError("media.payload is not valid base64") from None
+            track = media.get("track", "inbound")
+            if track not in ("inbound", "inbound_track"):
+                raise MediaStreamError(f"unexpected media track {track!r}")
+            try:
+                timestamp_ms = int(media.get("timestamp", 0))  # "5" (Twilio's), 5 (tolerated)
+            except (TypeError, ValueError, OverflowError):  # 1e400 is inf, NaN, "soon", [1]
+                raise MediaStreamError("media.timestamp is not a number") from None
+            return Media(payload=payload, timestamp_ms=timestamp_ms, size=size)
+        if event == "mark":
+            mark = _mapping(message.get("mark"), "mark")
+            return Mark(name=_text(mark.get("name"), "mark.name"))
+        if event == "start":
+            start = _mapping(message.get("start"), "start")
+            params = start.get("customParameters") or {}
+            params = {str(k): str(v) for k, v in _mapping(params, "start.customParameters").items()}
+            media_format = start.get("mediaFormat") or {}
+            media_format = _mapping(media_format, "start.mediaFormat")
+            stream_sid = start.get("streamSid") or message.get("streamSid")
+            tracks = start.get("tracks") or ["inbound"]
+            if not isinstance(tracks, list) or not all(isinstance(track, str) for track in tracks):
+                raise MediaStreamError("start.tracks is not a list of names")
+            return Start(
+                stream_sid=_text(stream_sid, "start.streamSid"),
+                call_sid=_text(start.get("callSid"), "start.callSid"),
+                account_sid=str(start.get("accountSid") or ""),
+                custom_parameters=params,
+                tracks=tuple(tracks),
+                encoding=str(media_format.get("encoding", "audio/x-mulaw")),
+                sample_rate=_int(media_format.get("sampleRate", 8000), "start.mediaFormat.sampleRate"),
+            )
+        if event == "connected":
+            return Connected(
+                protocol=str(message.get("protocol", "")), version=str(message.get("version", ""))
+            )
+        if event == "dtmf":
+            dtmf = _mapping(message.get("dtmf"), "dtmf")
+            return Dtmf(digit=_text(dtmf.get("digit"), "dtmf.digit"))
+        if event == "stop":
+            stop = message.get("stop")
+            call_sid = stop.get("callSid") if isinstance(stop, dict) else None
+            return Stop(call_sid=call_sid if isinstance(call_sid, str) else None)
+        raise MediaStreamError(f"unknown event {str(event)[:40]!r}")
+    except MediaStreamError:
+        raise
+    except (TypeError, ValueError, OverflowError, AttributeError, RecursionError) as exc:
+        # A shape no check foresaw: still a bad frame, never an exception in the caller's call.
+        raise MediaStreamError(f"unusable message ({type(exc).__name__}: {str(exc)[:80]})") from None
 
 
 class Outbound:

@@ -31,6 +31,7 @@ from callassist.notify.notices import build_notifiers, close_notifiers, enqueue_
 from callassist.notify.outbox import OutboxWorker, Sender
 from callassist.realtime.pricing import PriceTable
 from callassist.settings import Settings, load_settings
+from callassist.store.admission import StreamAdmissions
 from callassist.store.contacts import caller_memory
 from callassist.store.db import Database, DatabaseUnavailable, DatabaseUrlError
 from callassist.telephony import webhooks
@@ -55,10 +56,10 @@ class Services:
     tools: ToolRegistry
     prices: PriceTable
     records: RecordWriter
+    admissions: StreamAdmissions
     calendar: Calendar | None = None
     tool_services: ToolServices | None = None
     deps: CallDeps | None = None
-    streams_open: int = 0  # Media Streams accepted and not yet closed (started or not)
     senders: dict[str, Sender] = field(default_factory=dict)
     # Calls whose assistant failed (OpenAI unreachable): /voice/stream-ended apologises to them.
     assistant_failures: OrderedDict[str, None] = field(default_factory=OrderedDict)
@@ -72,7 +73,7 @@ class Services:
         return CallDeps(
             settings=self.settings,
             openai=self.openai,
-            stream_tokens=self.stream_tokens,
+            admissions=self.admissions,
             tools=self.tools,
             records=self.records,
             prices=self.prices,
@@ -145,17 +146,19 @@ def build_services(settings: Settings) -> Services:
     token = settings.twilio_auth_token.get_secret_value() if settings.signatures_required else None
     tools = all_tools(default_timeout_s=settings.tool_timeout_seconds)
     database = Database.from_url(settings.database)
+    # Derived from the auth token when there is one, so tokens survive a restart mid-call set-up.
+    stream_tokens = StreamTokens(secret=token)
     return Services(
         settings=settings,
         openai=openai,
         signatures=SignatureChecker(token, settings.public_url, settings.stream_url()),
-        # Derived from the auth token when there is one, so tokens survive a restart mid-call set-up.
-        stream_tokens=StreamTokens(secret=token),
-        registry=CallRegistry(),
+        stream_tokens=stream_tokens,
+        registry=CallRegistry(settings.max_calls),
         database=database,
         tools=tools,
         prices=PriceTable.from_json(settings.prices),
         records=RecordWriter(database),
+        admissions=StreamAdmissions(database, stream_tokens),
     )
 
 

@@ -14,6 +14,18 @@ CALLS_TOTAL = Counter("callassist_calls_total", "Calls that ended, by outcome", 
 WEBHOOKS_REJECTED = Counter(
     "callassist_webhooks_rejected_total", "Webhooks and streams refused", ["endpoint", "reason"]
 )
+STREAMS_PRE_START = Gauge(
+    "callassist_streams_pre_start",
+    "Media Streams accepted and still waiting for a valid `start` (each may hold an OpenAI connection)",
+)
+STREAMS_REFUSED = Counter(
+    "callassist_streams_refused_total",
+    "Media Streams refused or ended before their call began, by reason",
+    ["reason"],
+)
+TWILIO_SEND_TIMEOUTS = Counter(
+    "callassist_twilio_send_timeouts_total", "Calls ended because Twilio stopped reading their stream"
+)
 REALTIME_RECONNECTS = Counter("callassist_realtime_reconnects_total", "OpenAI sessions re-established")
 REALTIME_ROTATIONS = Counter(
     "callassist_realtime_rotations_total", "Calls moved to a fresh OpenAI session ahead of its time cap"

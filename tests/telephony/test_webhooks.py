@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from twilio.request_validator import RequestValidator
 
+from callassist.store.models import StreamAdmissionRow
 from tests.support.server import ACCOUNT_SID, AUTH_TOKEN, NO_OPENAI, RunningServer, running_server
 
 CALL = {
@@ -63,9 +64,9 @@ async def test_signed_webhook_connects_the_assistant(server: RunningServer) -> N
     assert stream.get("statusCallback") == server.settings.public_url + "/voice/stream-status"
     assert stream.get("statusCallbackMethod") == "POST"
     parameters = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
-    assert parameters["callerNumber"] == "+15551230000"
-    assert parameters["calledNumber"] == "+15559870000"
-    assert parameters["token"]
+    # The token only: who is calling stays on the server, recorded from this signed webhook.
+    assert list(parameters) == ["token"] and parameters["token"]
+    assert "+1555" not in body
 
 
 async def test_owner_is_rung_first_and_the_assistant_answers_only_when_missed(tmp_path: Path) -> None:
@@ -79,15 +80,18 @@ async def test_owner_is_rung_first_and_the_assistant_answers_only_when_missed(tm
         assert dial.get("action") == server.settings.public_url + "/voice/dial-result"
         assert dial.findtext("Number") == "+15550001111"
 
-        for missed in ("busy", "no-answer", "failed"):
-            params = {**CALL, "DialCallStatus": missed}
+        for index, missed in enumerate(("busy", "no-answer", "failed")):
+            params = {**CALL, "CallSid": f"CA{index:032d}", "DialCallStatus": missed}
             _, body = await post(
                 server, "/voice/dial-result", params, sign(server, "/voice/dial-result", params)
             )
             stream = ET.fromstring(body).find("Connect/Stream")
             assert stream is not None, missed
-            parameters = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
-            assert parameters["dialStatus"] == missed
+            assert [p.get("name") for p in stream.findall("Parameter")] == ["token"]
+            # The owner's missed dial is the server's record, for the stream to read.
+            async with server.services.database.session(read_only=True) as session:
+                row = await session.get(StreamAdmissionRow, params["CallSid"])
+            assert row is not None and row.dial_status == missed and row.token_issued is not None
 
         for answered in ("completed", "answered", "canceled"):
             params = {**CALL, "DialCallStatus": answered, "DialCallDuration": "42"}

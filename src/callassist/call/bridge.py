@@ -48,6 +48,8 @@ from callassist.realtime.session import (
     TranscriptDelta,
 )
 from callassist.settings import Settings
+from callassist.store.admission import Admission, Refusal, StreamAdmissions
+from callassist.store.db import describe_failure
 from callassist.telephony.media_stream import (
     Connected,
     Dtmf,
@@ -61,13 +63,22 @@ from callassist.telephony.media_stream import (
     base64_size,
     parse_inbound,
 )
-from callassist.telephony.signature import StreamTokens
 from callassist.tools.registry import ToolContext, ToolOutcome, ToolRegistry
 
 log = logging.getLogger(__name__)
 
-START_TIMEOUT_S = 10.0  # Twilio sends `connected` and `start` right after the handshake
+# Twilio sends `connected` and `start` right after the handshake: a stream silent this long is not
+# Twilio's, and it holds a pre-start place (and maybe an OpenAI connection) meanwhile.
+START_TIMEOUT_S = 3.0
+ADMIT_TIMEOUT_S = 5.0  # reading and claiming the call's record in the store
+# A Twilio peer that stops reading fills the socket's buffers and then every send waits: a send (or
+# close) that can't complete in this long ends the call instead of hanging it.
+TWILIO_SEND_TIMEOUT_S = 5.0
 CLOSE_AFTER_STOP_S = 1.0
+# Bound on closing the OpenAI session. Longer than the socket's own close timeout (1 s, after which
+# it aborts a peer that doesn't answer the closing handshake, e.g. one still pushing audio nobody
+# reads): cutting the close off before that would leave the socket open for good.
+OPENAI_CLOSE_S = CLOSE_AFTER_STOP_S + 1.5
 LATE_TRANSCRIPT_S = 3.0  # at the end, how long the caller's last words may take to be transcribed
 LOST_TURN_PADDING_BYTES = 300 * 8  # the VAD's prefix padding: audio kept from before speech began
 MEMORY_TIMEOUT_S = 1.5  # the greeting doesn't wait longer than this for the caller's history
@@ -108,6 +119,8 @@ class EndReason(StrEnum):
     time_limit = "time-limit"
     rejected = "rejected"
     no_start = "no-start"
+    busy = "busy"  # admitted, but every CALLASSIST_MAX_CALLS slot was taken
+    twilio_unresponsive = "twilio-unresponsive"  # Twilio stopped reading the stream
 
 
 # Loads (contact name, notes about earlier calls) for a caller number.
@@ -120,7 +133,7 @@ class CallDeps:
 
     settings: Settings
     openai: AsyncOpenAI
-    stream_tokens: StreamTokens
+    admissions: StreamAdmissions
     tools: ToolRegistry
     records: RecordWriter
     prices: PriceTable
@@ -166,8 +179,10 @@ class CallBridge:
         twilio: WebSocket,
         deps: CallDeps,
         *,
-        on_started: Callable[[CallBridge], None] | None = None,
+        on_started: Callable[[CallBridge], bool] | None = None,
     ) -> None:
+        """on_started: called once the stream is admitted at `start`, to take a call slot; False
+        means none is free and the stream is refused."""
         self._twilio = twilio
         self._deps = deps
         self._settings = deps.settings
@@ -187,6 +202,8 @@ class CallBridge:
         self._ended = asyncio.Event()
         self._closing = False  # the call is over; cleanup is running
         self._twilio_open = True
+        self._start_deadline: asyncio.Timeout | None = None  # while waiting for `start`
+        self._evicted = False  # made room for a newer stream before sending `start`
         # Tools run off the audio path; their results are answered per response.
         self._tool_ctx = ToolContext(call_sid=None, caller_number=None, is_owner=False, services=None)
         self._tool_batches: dict[str, _ToolBatch] = {}
@@ -300,12 +317,14 @@ class CallBridge:
         )
 
     async def run(self) -> EndReason:
-        """Run the call to its end. Never raises for problems of either peer."""
-        # Open the OpenAI socket while Twilio is still sending `connected`/`start`.
+        """Run the call to its end. Never raises for problems of either peer.
+
+        The OpenAI connection is opened while Twilio is still sending `connected`/`start` and
+        belongs to this scope: whatever way the stream ends (no `start`, a late one, a refused
+        token, a finished call, a cancellation), it is closed before this returns."""
         connecting = asyncio.create_task(self._session.connect(), name="openai-connect")
         try:
             if not await self._receive_start():
-                connecting.cancel()
                 return self._finish_early()
             obs.CALLS_ACTIVE.inc()
             try:
@@ -314,10 +333,15 @@ class CallBridge:
                 obs.CALLS_ACTIVE.dec()
             return self.end_reason or EndReason.twilio_disconnected
         finally:
-            if not connecting.done():
-                connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await connecting
+            try:
+                connecting.cancel()  # nothing if it is done
+                await asyncio.wait({connecting})  # a cancellation of run() itself still goes through
+                if not connecting.cancelled():
+                    connecting.exception()  # retrieved: a failed connect is _run_call's to report
+            finally:
+                # A connect that finished (even one that raced its cancellation) left a socket open.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._session.close(), OPENAI_CLOSE_S)
 
     async def _run_call(self, connecting: asyncio.Task[None]) -> None:
         twilio_pump = asyncio.create_task(self._pump_twilio(), name="twilio-pump")
@@ -402,9 +426,9 @@ class CallBridge:
             if self.journal is not None:
                 # The caller's last words may still be being transcribed (asynchronously).
                 await self.journal.transcripts_settled(within_s=0.5 if shutting_down else LATE_TRANSCRIPT_S)
-        # Close OpenAI (within a second), so no more audio is produced for a gone caller.
+        # Close OpenAI (bounded: OPENAI_CLOSE_S), so no more audio is produced for a gone caller.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._session.close(), CLOSE_AFTER_STOP_S)
+            await asyncio.wait_for(self._session.close(), OPENAI_CLOSE_S)
         for task in (openai_pump, twilio_pump):
             if task is not None and not task.done():
                 task.cancel()
@@ -652,46 +676,40 @@ class CallBridge:
     # Twilio side ---------------------------------------------------------------------------------
 
     async def _receive_start(self) -> bool:
-        """Read `connected` and `start`; check the per-call token. False if the stream is unusable."""
-        try:
-            async with asyncio.timeout(START_TIMEOUT_S):
-                while True:
-                    parsed = await self._next_message()
-                    if parsed is None:
-                        self.end_reason = EndReason.twilio_disconnected
-                        return False
-                    if isinstance(parsed, Start):
-                        break
-                    if isinstance(parsed, Stop):
-                        self.end_reason = EndReason.caller_hung_up
-                        return False
-                    # `connected` (and anything else) before `start` carries nothing we need.
-        except TimeoutError:
-            self._log.warning("no `start` from Twilio within %.0fs", START_TIMEOUT_S)
-            self.end_reason = EndReason.no_start
-            await self._close_twilio(code=1008)
-            return False
+        """Read `connected` and `start`, admit the stream and take a call slot. False if the stream
+        is not admitted (it is closed then).
 
+        Who is calling comes from the store's record of Twilio's signed webhooks for this CallSid,
+        never from the stream: `start.customParameters` is attacker-controlled for anyone holding a
+        captured handshake, so only its token is read, to find and claim that record (once)."""
+        parsed = await self._wait_for_start()
+        if parsed is None:
+            return False
         self.start = parsed
         self._log_context["call"] = parsed.call_sid
-        token = parsed.custom_parameters.get("token", "")
-        if not self._deps.stream_tokens.redeem(parsed.call_sid, token):
-            self._log.warning("stream refused: missing, invalid, expired or reused call token")
-            obs.WEBHOOKS_REJECTED.labels(endpoint="stream", reason="token").inc()
-            self.end_reason = EndReason.rejected
-            await self._close_twilio(code=1008)
+        admission = await self._admit(parsed)
+        if admission is None:
+            return False
+        if self._on_started is not None and not self._on_started(self):
+            self._log.warning("all %d lines busy: the stream is refused", self._settings.max_calls)
+            obs.STREAMS_REFUSED.labels(reason="busy").inc()
+            self.end_reason = EndReason.busy
+            if self._deps.assistant_failed is not None:
+                self._deps.assistant_failed(parsed.call_sid)  # /voice/stream-ended apologises
+            await self._close_twilio(code=1013)
             return False
         if parsed.encoding != "audio/x-mulaw" or parsed.sample_rate != 8000:
             self._log.warning("unexpected media format %s/%s", parsed.encoding, parsed.sample_rate)
         self._out = Outbound(parsed.stream_sid)
-        params = parsed.custom_parameters
-        caller = caller_identity(params.get("callerNumber"))
+        caller = caller_identity(admission.caller_number)
         owner_phone = self._settings.owner_phone
         # Caller ID alone is easy to fake: the owner's own view needs the carrier's attestation
-        # (SHAKEN/STIR level A) unless the owner chose to trust caller ID.
-        attested = params.get("stirVerstat", "").startswith("TN-Validation-Passed-A")
+        # (SHAKEN/STIR level A, as Twilio's signed webhook gave it) unless the owner chose to trust
+        # caller ID.
         is_owner = bool(
-            owner_phone and caller == owner_phone and (attested or self._settings.trust_owner_caller_id)
+            owner_phone
+            and caller == owner_phone
+            and (admission.attested or self._settings.trust_owner_caller_id)
         )
         if owner_phone and caller == owner_phone and not is_owner:
             self._log.warning(
@@ -699,9 +717,9 @@ class CallBridge:
             )
         self.context = CallContext(
             caller_number=caller,
-            called_number=params.get("calledNumber") or None,
+            called_number=admission.called_number,
             is_owner=is_owner,
-            owner_missed_call=params.get("dialStatus") or None,
+            owner_missed_call=admission.dial_status,
         )
         recorder = CallRecorder(self._deps.records, parsed.call_sid, logger=self._log)
         recorder.call_started(
@@ -731,9 +749,76 @@ class CallBridge:
             logger=self._log,
         )
         self._log.info("stream started (caller %s)", obs.masked_number(caller))
-        if self._on_started is not None:
-            self._on_started(self)
         return True
+
+    async def _wait_for_start(self) -> Start | None:
+        """Twilio's `start`, within START_TIMEOUT_S; None if the stream ended or went silent first
+        (or was evicted to make room for a newer one)."""
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S) as deadline:
+                self._start_deadline = deadline
+                if self._evicted:
+                    deadline.reschedule(asyncio.get_running_loop().time())
+                while True:
+                    parsed = await self._next_message()
+                    if parsed is None:
+                        self.end_reason = EndReason.twilio_disconnected
+                        obs.STREAMS_REFUSED.labels(reason="ended-before-start").inc()
+                        return None
+                    if isinstance(parsed, Start):
+                        return parsed
+                    if isinstance(parsed, Stop):
+                        self.end_reason = EndReason.caller_hung_up
+                        obs.STREAMS_REFUSED.labels(reason="ended-before-start").inc()
+                        return None
+                    # `connected` (and anything else) before `start` carries nothing we need.
+        except TimeoutError:
+            self.end_reason = EndReason.no_start
+            if self._evicted:  # counted by the registry
+                self._log.info("closed a stream that sent no `start`, to make room for a newer one")
+                await self._close_twilio(code=1013)
+            else:
+                self._log.warning("no `start` from Twilio within %gs", START_TIMEOUT_S)
+                obs.STREAMS_REFUSED.labels(reason="no-start").inc()
+                await self._close_twilio(code=1008)
+            return None
+        finally:
+            self._start_deadline = None
+
+    def evict(self) -> None:
+        """Another stream needs this one's pre-start place: stop waiting for `start` now."""
+        if self.start is not None or self._evicted:
+            return
+        self._evicted = True
+        if self._start_deadline is not None:
+            self._start_deadline.reschedule(asyncio.get_running_loop().time())
+
+    async def _admit(self, start: Start) -> Admission | None:
+        """The call's record, claimed for this stream; None (and the stream closed) if the token is
+        not one our webhook issued for this CallSid, has expired, or its call had a stream already."""
+        token = start.custom_parameters.get("token", "")
+        try:
+            async with asyncio.timeout(ADMIT_TIMEOUT_S):
+                outcome = await self._deps.admissions.claim(start.call_sid, token, start.stream_sid)
+        except Exception as exc:  # the store is down or too slow: the call can't be recorded either
+            self._log.error("stream refused: the call's record could not be read: %s", describe_failure(exc))
+            obs.STREAMS_REFUSED.labels(reason="store").inc()
+            self.end_reason = EndReason.rejected
+            if self._deps.assistant_failed is not None:
+                self._deps.assistant_failed(start.call_sid)  # the token was good: a real caller
+            await self._close_twilio(code=1011)
+            return None
+        if isinstance(outcome, Refusal):
+            if outcome is Refusal.token:
+                self._log.warning("stream refused: missing, invalid or expired call token")
+            else:
+                self._log.warning("stream refused: this call's stream was opened already (a replay?)")
+            obs.WEBHOOKS_REJECTED.labels(endpoint="stream", reason="token").inc()
+            obs.STREAMS_REFUSED.labels(reason=outcome.value).inc()
+            self.end_reason = EndReason.rejected
+            await self._close_twilio(code=1008)
+            return None
+        return outcome
 
     async def _next_message(self) -> InboundMessage | None:
         """The next usable message from Twilio (bad frames are counted and skipped), or None once
@@ -799,11 +884,24 @@ class CallBridge:
         if count <= _LOGGED_BAD_FRAMES or count % 100 == 0:
             self._log.warning("ignored a bad Media Stream frame (%d so far): %s", count, reason)
 
-    async def _send_twilio(self, text: str) -> None:
+    async def _send_twilio(self, *texts: str) -> None:
+        """Send to Twilio, in order. A peer that stops reading fills the socket's buffers and then
+        a send waits for ever: after TWILIO_SEND_TIMEOUT_S the call ends instead (one timer per
+        call, not per message: a chunk's media and mark share it)."""
         if not self._twilio_open:
             return
         try:
-            await self._twilio.send_text(text)
+            async with asyncio.timeout(TWILIO_SEND_TIMEOUT_S):
+                for text in texts:
+                    await self._twilio.send_text(text)
+        except TimeoutError:
+            self._twilio_open = False  # a close would wait for the same full buffer
+            obs.TWILIO_SEND_TIMEOUTS.inc()
+            self._log.warning(
+                "Twilio stopped reading the stream (a send waited %.0fs): ending the call",
+                TWILIO_SEND_TIMEOUT_S,
+            )
+            self._end(EndReason.twilio_unresponsive)
         except Exception as exc:
             self._twilio_open = False
             self._log.info("Twilio stream closed while sending: %s", exc)
@@ -814,8 +912,10 @@ class CallBridge:
             return
         self._twilio_open = False
         if self._twilio.application_state == WebSocketState.CONNECTED:
+            # Bounded: the close frame waits behind whatever a peer that stopped reading left queued.
             with contextlib.suppress(Exception):
-                await self._twilio.close(code=code)
+                async with asyncio.timeout(TWILIO_SEND_TIMEOUT_S):
+                    await self._twilio.close(code=code)
 
     # OpenAI side ---------------------------------------------------------------------------------
 
@@ -966,8 +1066,7 @@ class CallBridge:
                 journal.first_audio(delta.item_id, now)
         mark = self._tracker.sent(delta.item_id, size)
         self.stats.chunks_out += 1
-        await self._send_twilio(self._out.media(delta.delta))
-        await self._send_twilio(self._out.mark(mark))
+        await self._send_twilio(self._out.media(delta.delta), self._out.mark(mark))
 
     async def _on_speech_started(self, event: Any) -> None:
         self._caller_speaking = True

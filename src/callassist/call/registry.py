@@ -1,29 +1,133 @@
-"""The live calls of this server: admission while running, a clean goodbye for each on shutdown."""
+"""The live calls of this server: admission while running, a clean goodbye for each on shutdown.
+
+A Media Stream goes through two gates. From the handshake to a valid `start` it is *pre-start*:
+a small pool of its own (`PRE_START_LIMIT`) with a short deadline (the bridge's START_TIMEOUT_S),
+because the handshake's signature alone proves nothing (it can be replayed) and each such stream
+may already hold an OpenAI connection. Only a stream admitted at `start` takes one of
+CALLASSIST_MAX_CALLS' slots, so streams that never send `start` can't keep real callers out.
+When the pool is full, the stream that has waited longest without a `start` makes room, if it has
+waited longer than Twilio ever takes (`EVICT_AFTER_S`): a flood must then be fast, not just wide.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
+from callassist import observability as obs
 from callassist.call.bridge import CallBridge
 
 log = logging.getLogger(__name__)
 CLEANUP_S = 3.5  # after the goodbye: tools (1 s), summary (1.5 s), close (1 s), record flush
+PRE_START_LIMIT = 10  # streams waiting for `start` at once
+EVICT_AFTER_S = 0.5  # Twilio sends `connected` and `start` right after the handshake
+
+
+class StreamTicket:
+    """One Media Stream's place, from the handshake to its end."""
+
+    __slots__ = ("_live", "_registry", "_waiting", "bridge", "opened_at")
+
+    def __init__(self, registry: CallRegistry) -> None:
+        self._registry = registry
+        self.opened_at = time.monotonic()
+        self.bridge: CallBridge | None = None
+        self._waiting = True  # in the pre-start pool
+        self._live = False  # holds a call slot
+
+    @property
+    def waiting(self) -> bool:
+        return self._waiting
+
+    def start_call(self, bridge: CallBridge) -> bool:
+        """The stream was admitted at `start`: it leaves the pool and takes a call slot, if one is
+        free (False: all CALLASSIST_MAX_CALLS slots are taken)."""
+        self._leave_pool()
+        self._live = self._registry.add(bridge)
+        return self._live
+
+    def close(self) -> None:
+        """The stream is over: whatever it held is given back."""
+        self._leave_pool()
+        if self._live and self.bridge is not None:
+            self._registry.remove(self.bridge)
+        self._live = False
+
+    def _evictable(self, now: float) -> bool:
+        bridge = self.bridge
+        return now - self.opened_at >= EVICT_AFTER_S and (bridge is None or bridge.start is None)
+
+    def _leave_pool(self) -> None:
+        if self._waiting:
+            self._waiting = False
+            self._registry._left_pool(self)
 
 
 class CallRegistry:
-    def __init__(self) -> None:
+    def __init__(self, max_calls: int | None = None, *, pre_start_limit: int = PRE_START_LIMIT) -> None:
         self._calls: set[CallBridge] = set()
         self._empty = asyncio.Event()
         self._empty.set()
+        self._pool: dict[StreamTicket, None] = {}  # pre-start streams, oldest first
+        self._pool_empty = asyncio.Event()
+        self._pool_empty.set()
+        self.max_calls = max_calls
+        self.pre_start_limit = pre_start_limit
         self.accepting = True
 
     def __len__(self) -> int:
         return len(self._calls)
 
-    def add(self, bridge: CallBridge) -> None:
+    @property
+    def pre_start(self) -> int:
+        return len(self._pool)
+
+    @property
+    def full(self) -> bool:
+        return self.max_calls is not None and len(self._calls) >= self.max_calls
+
+    def open_stream(self) -> StreamTicket | None:
+        """A place in the pre-start pool for a new stream, or None if the pool is full of streams
+        that are all still young enough to be Twilio's."""
+        if len(self._pool) >= self.pre_start_limit and not self._evict_one():
+            obs.STREAMS_REFUSED.labels(reason="pre-start-full").inc()
+            return None
+        ticket = StreamTicket(self)
+        self._pool[ticket] = None
+        self._pool_empty.clear()
+        obs.STREAMS_PRE_START.inc()
+        return ticket
+
+    def _left_pool(self, ticket: StreamTicket) -> None:
+        del self._pool[ticket]
+        obs.STREAMS_PRE_START.dec()
+        if not self._pool:
+            self._pool_empty.set()
+
+    async def wait_no_pre_start(self, within_s: float) -> None:
+        """Until no stream waits for `start` (or is being closed after a refused one); TimeoutError
+        after `within_s`."""
+        await asyncio.wait_for(self._pool_empty.wait(), within_s)
+
+    def _evict_one(self) -> bool:
+        now = time.monotonic()
+        victim = next((ticket for ticket in self._pool if ticket._evictable(now)), None)
+        if victim is None:
+            return False
+        victim._leave_pool()
+        obs.STREAMS_REFUSED.labels(reason="evicted").inc()
+        if victim.bridge is not None:
+            victim.bridge.evict()
+        return True
+
+    def add(self, bridge: CallBridge) -> bool:
+        """Take a call slot for an admitted stream; False if all are taken."""
+        if self.full:
+            return False
         self._calls.add(bridge)
         self._empty.clear()
+        return True
 
     def remove(self, bridge: CallBridge) -> None:
         self._calls.discard(bridge)

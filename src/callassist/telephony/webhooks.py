@@ -12,6 +12,8 @@ from starlette.datastructures import FormData
 
 from callassist import observability as obs
 from callassist.call.bridge import CallBridge
+from callassist.store.admission import Spent, WebhookFacts
+from callassist.store.db import describe_failure
 from callassist.telephony import twiml
 
 if TYPE_CHECKING:
@@ -26,6 +28,10 @@ OWNER_MISSED = frozenset({"busy", "no-answer", "failed"})
 RESTARTING = "Sorry, the assistant is restarting. Please call again in a minute."
 UNAVAILABLE = "Sorry, the assistant can't take your call right now. Please try again a little later."
 BUSY = "Sorry, all lines are busy right now. Please call again in a few minutes."
+# A webhook for a call whose stream was opened already: Twilio never asks twice (it is in <Connect>
+# until the stream closes, then asks /voice/stream-ended), so this is a replay. A polite 200 rather
+# than a 4xx: were it ever Twilio, a caller would hear this instead of Twilio's "application error".
+ALREADY_CONNECTED = "Sorry, this call can't be connected to the assistant again. Please call back."
 # <Stream statusCallback> events (Twilio's TwiML <Stream> page: StreamEvent, with StreamError on errors).
 STREAM_ERROR = "stream-error"
 _NUMBER_LIKE = re.compile(r"\+?\d[\d ().-]{5,}\d")
@@ -57,18 +63,41 @@ def _field(form: FormData, name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _assistant_twiml(services: Services, form: FormData, dial_status: str | None = None) -> str:
-    call_sid = _field(form, "CallSid")
-    parameters = {
-        "callerNumber": _field(form, "From"),
-        "calledNumber": _field(form, "To"),
-        "token": services.stream_tokens.issue(call_sid),
-    }
-    if _field(form, "StirVerstat"):
+def _facts(form: FormData, dial_status: str | None = None) -> WebhookFacts:
+    """What Twilio's signed webhook says about the call; the stream's identity comes from here."""
+    return WebhookFacts(
+        caller_number=_field(form, "From") or None,
+        called_number=_field(form, "To") or None,
         # SHAKEN/STIR: "TN-Validation-Passed-A" means the carrier vouches for the caller ID.
-        parameters["stirVerstat"] = _field(form, "StirVerstat")
-    if dial_status:
-        parameters["dialStatus"] = dial_status
+        stir_verstat=_field(form, "StirVerstat") or None,
+        dial_status=dial_status,
+    )
+
+
+def _spent(endpoint: str, call_sid: str, why: Spent) -> str:
+    obs.WEBHOOKS_REJECTED.labels(endpoint=endpoint, reason=f"call-{why.value}").inc()
+    if why is Spent.streamed:
+        log.warning("webhook for call %s, whose stream was opened already (a replay?): no token", call_sid)
+    else:
+        log.warning("webhook for call %s, whose stream token expired unused: no new token", call_sid)
+    return twiml.unavailable(ALREADY_CONNECTED)
+
+
+async def _assistant_twiml(
+    services: Services, form: FormData, endpoint: str, dial_status: str | None = None
+) -> str:
+    """Connect the call to the assistant: a Media Stream whose only parameter is the call's token.
+    Who is calling is recorded here, from this signed webhook, and the stream's `start` is never
+    asked (see `callassist.store.admission`)."""
+    call_sid = _field(form, "CallSid")
+    try:
+        token = await services.admissions.issue(call_sid, _facts(form, dial_status))
+    except Exception as exc:  # the store is down: the call could not be recorded or admitted
+        log.error("call %s: could not record its webhook: %s", call_sid, describe_failure(exc))
+        return twiml.unavailable(UNAVAILABLE)
+    if isinstance(token, Spent):
+        return _spent(endpoint, call_sid, token)
+    parameters = {"token": token}
     # Absolute URLs under the public one: Twilio resolves relative ones against the webhook's URL.
     public = services.settings.public_url
     return twiml.connect_assistant(
@@ -84,21 +113,30 @@ async def incoming_call(request: Request) -> Response:
     form = await _signed_form(request, "incoming")
     services = _services(request)
     settings = services.settings
-    caller = _field(form, "From")
-    log.info("incoming call %s from %s", _field(form, "CallSid"), obs.masked_number(caller))
+    caller, call_sid = _field(form, "From"), _field(form, "CallSid")
+    log.info("incoming call %s from %s", call_sid, obs.masked_number(caller))
     if not services.registry.accepting:
         return Response(twiml.unavailable(RESTARTING), media_type=XML)
-    if services.streams_open >= settings.max_calls:
-        log.warning("all %d lines busy: call %s refused", settings.max_calls, _field(form, "CallSid"))
+    if services.registry.full:
+        log.warning("all %d lines busy: call %s refused", settings.max_calls, call_sid)
         return Response(twiml.unavailable(BUSY), media_type=XML)
     owner = settings.owner_phone
     if owner and settings.ring_owner_seconds > 0 and caller != owner:
+        # What this webhook says is kept for the stream the dial result may open (its attestation,
+        # above all); a replay of it for a call that had its stream is refused like any other.
+        try:
+            spent = await services.admissions.note(call_sid, _facts(form))
+        except Exception as exc:  # ringing the owner needs no store; the dial result will say
+            log.warning("call %s: could not record its webhook: %s", call_sid, describe_failure(exc))
+            spent = None
+        if spent is not None:
+            return Response(_spent("incoming", call_sid, spent), media_type=XML)
         # Absolute: a relative action resolves against the host root, wrong if PUBLIC_BASE_URL has a path.
         document = twiml.ring_owner(
             owner, settings.ring_owner_seconds, settings.public_url + "/voice/dial-result"
         )
         return Response(document, media_type=XML)
-    return Response(_assistant_twiml(services, form), media_type=XML)
+    return Response(await _assistant_twiml(services, form, "incoming"), media_type=XML)
 
 
 @router.post("/voice/dial-result")
@@ -112,7 +150,7 @@ async def dial_result(request: Request) -> Response:
         return Response(twiml.hang_up(), media_type=XML)
     if not services.registry.accepting:
         return Response(twiml.unavailable(RESTARTING), media_type=XML)
-    return Response(_assistant_twiml(services, form, dial_status=status), media_type=XML)
+    return Response(await _assistant_twiml(services, form, "dial-result", dial_status=status), media_type=XML)
 
 
 @router.post("/voice/stream-ended")
@@ -158,25 +196,42 @@ def _loggable(text: str, limit: int = 300) -> str:
 @router.websocket("/voice/stream")
 async def media_stream(websocket: WebSocket) -> None:
     services = _services(websocket)
-    # The signature is checked before accept() and before any OpenAI connection is opened; the
-    # per-call token (start.customParameters) once Twilio sends `start`, before OpenAI is configured.
+    # The signature is checked before accept() and before any OpenAI connection is opened. It covers
+    # a URL that is the same for every call, so it can be replayed: the stream is admitted only at
+    # `start`, by its call's token, and until then it holds a place in a small pre-start pool (not a
+    # call slot), for a few seconds at most.
     if not services.signatures.check_stream(websocket):
         obs.WEBHOOKS_REJECTED.labels(endpoint="stream", reason="signature").inc()
         log.warning("refused a Media Stream: invalid or missing X-Twilio-Signature")
         await websocket.close(code=1008)
         return
-    if (
-        not services.registry.accepting
-        or services.deps is None
-        or services.streams_open >= services.settings.max_calls
-    ):
+    if not services.registry.accepting or services.deps is None:
         await websocket.close(code=1013)  # try again later
         return
-    await websocket.accept()
-    services.streams_open += 1
-    bridge = CallBridge(websocket, services.deps, on_started=services.registry.add)
+    ticket = services.registry.open_stream()
+    if ticket is None:
+        _log_pool_full(services.registry.pre_start_limit)
+        await websocket.close(code=1013)
+        return
     try:
+        bridge = CallBridge(websocket, services.deps, on_started=ticket.start_call)
+        ticket.bridge = bridge
+        await websocket.accept()
         await bridge.run()
     finally:
-        services.streams_open -= 1
-        services.registry.remove(bridge)
+        ticket.close()
+
+
+_pool_refusals = 0
+
+
+def _log_pool_full(limit: int) -> None:
+    """A flood is counted in /metrics; the log gets its first refusal and every hundredth."""
+    global _pool_refusals
+    _pool_refusals += 1
+    if _pool_refusals == 1 or _pool_refusals % 100 == 0:
+        log.warning(
+            "refused a Media Stream: %d streams are already waiting for `start` (%d refused so far)",
+            limit,
+            _pool_refusals,
+        )

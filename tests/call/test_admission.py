@@ -1,0 +1,499 @@
+"""Who may open a call, and as whom, under attack, over real sockets on loopback.
+
+The attacker holds what a tunnel's traffic inspector keeps: signed webhooks and the stream handshake
+(both replayable: Twilio's signatures carry no nonce, and the handshake's covers a fixed URL). Each
+test is bounded in count and time and waits on events, not sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import random
+import socket
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client import REGISTRY
+from twilio.request_validator import RequestValidator
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from callassist.call import bridge as bridge_module
+from callassist.call import registry as registry_module
+from callassist.simulator.audio import tone
+from callassist.store.models import CallRow
+from tests.fakes.realtime_server import FakeRealtimeServer, FakeSession, Reply, Say, Script
+from tests.support.server import ACCOUNT_SID, AUTH_TOKEN, RunningServer, running_server
+from tests.support.stack import StackFactory
+
+OWNER = "+15550001111"
+ATTACKER = "+15557654321"
+ATTESTED_A = "TN-Validation-Passed-A"
+STREAM_SID = "MZ" + "5" * 32
+OWNER_TOOL = "get_my_agenda"
+
+
+def noise(ms: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(ms * 8)
+
+
+def call_sid(n: int) -> str:
+    return f"CA{n:032x}"
+
+
+def webhook(sid: str, from_number: str, **extra: str) -> dict[str, str]:
+    return {
+        "AccountSid": ACCOUNT_SID,
+        "ApiVersion": "2010-04-01",
+        "CallSid": sid,
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        "From": from_number,
+        "To": "+15559870000",
+        **extra,
+    }
+
+
+async def post_signed(server: RunningServer, path: str, params: dict[str, str]) -> tuple[int, str]:
+    """A webhook as Twilio sends it (or as an attacker replays it: same body, same signature)."""
+    url = server.settings.public_url + path
+    headers = {"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(url, params)}
+    async with aiohttp.ClientSession() as http, http.post(url, data=params, headers=headers) as response:
+        return response.status, await response.text()
+
+
+def parameters_of(twiml: str) -> dict[str, str]:
+    """The <Stream>'s <Parameter>s: what Twilio sends back in `start.customParameters`."""
+    stream = ET.fromstring(twiml).find("Connect/Stream")
+    if stream is None:
+        return {}
+    return {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+
+
+def token_of(twiml: str) -> str | None:
+    return parameters_of(twiml).get("token")
+
+
+async def stream_parameters(
+    server: RunningServer, sid: str, from_number: str, **extra: str
+) -> dict[str, str]:
+    """Twilio's webhook for a new call; the parameters its stream will carry (a token among them)."""
+    status, body = await post_signed(server, "/voice/incoming", webhook(sid, from_number, **extra))
+    parameters = parameters_of(body)
+    assert status == 200 and parameters.get("token"), body
+    return parameters
+
+
+async def issue_token(server: RunningServer, sid: str, from_number: str, **extra: str) -> str:
+    return (await stream_parameters(server, sid, from_number, **extra))["token"]
+
+
+@contextlib.asynccontextmanager
+async def stream(server: RunningServer, **options: Any) -> AsyncIterator[ClientConnection]:
+    """The Media Stream handshake, signed as Twilio signs it (the same for every call)."""
+    url = server.settings.stream_url()
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, {})
+    async with connect(url, additional_headers={"X-Twilio-Signature": signature}, **options) as ws:
+        yield ws
+
+
+CONNECTED = json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+
+
+def start_frame(sid: str, parameters: dict[str, str]) -> str:
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "start": {
+                "accountSid": ACCOUNT_SID,
+                "streamSid": STREAM_SID,
+                "callSid": sid,
+                "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": parameters,
+            },
+            "streamSid": STREAM_SID,
+        }
+    )
+
+
+def stop_frame(sid: str) -> str:
+    return json.dumps(
+        {"event": "stop", "streamSid": STREAM_SID, "stop": {"accountSid": ACCOUNT_SID, "callSid": sid}}
+    )
+
+
+async def close_code_of(ws: ClientConnection, within_s: float = 5.0) -> int | None:
+    """Read until the server closes the stream; its close code."""
+    with pytest.raises(ConnectionClosed) as closed:
+        async with asyncio.timeout(within_s):
+            while True:
+                await ws.recv()
+    return closed.value.rcvd.code if closed.value.rcvd is not None else None
+
+
+async def received_audio(ws: ClientConnection, size: int) -> bytes:
+    audio = b""
+    async with asyncio.timeout(10):
+        while len(audio) < size:
+            message = json.loads(await ws.recv())
+            if message["event"] == "media":
+                audio += base64.b64decode(message["media"]["payload"])
+    return audio
+
+
+def tools_of(session: FakeSession) -> set[str]:
+    return {tool["name"] for tool in session.session_config.get("tools", [])}
+
+
+async def call_row(server: RunningServer, sid: str) -> CallRow | None:
+    async with server.services.database.session(read_only=True) as session:
+        return await session.get(CallRow, sid)
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def greeting_script(audio: bytes) -> Callable[[], Script]:
+    return lambda: Script(replies=[Reply([Say("Hello, Dana's assistant.", audio=audio)])])
+
+
+# 1. Owner impersonation through a replayed webhook ---------------------------------------------
+
+
+async def test_replayed_webhooks_and_handshakes_mint_no_token_and_never_claim_the_owner(
+    tmp_path: Path,
+) -> None:
+    greeting = noise(300, 1)
+    settings: dict[str, Any] = {"owner_phone": OWNER, "ring_owner_seconds": 0}
+    owner_sid, attacker_sid, later_sid = call_sid(1), call_sid(2), call_sid(3)
+    owner_webhook = webhook(owner_sid, OWNER, StirVerstat=ATTESTED_A)
+    async with FakeRealtimeServer(greeting_script(greeting)) as fake:
+        async with running_server(fake.base_url, tmp_path / "data", **settings) as server:
+            # The owner calls their assistant, attested A. A tunnel's inspector keeps the webhook.
+            owner_parameters = await stream_parameters(server, owner_sid, OWNER, StirVerstat=ATTESTED_A)
+            owner_token = owner_parameters["token"]
+            async with stream(server) as ws:
+                await ws.send(CONNECTED)
+                await ws.send(start_frame(owner_sid, owner_parameters))
+                assert await received_audio(ws, len(greeting)) == greeting
+                await ws.send(stop_frame(owner_sid))
+            await server.services.registry.wait_idle(10)
+            owner_session = fake.sessions[-1]
+            assert OWNER_TOOL in tools_of(owner_session)
+
+            # Replaying the owner's webhook mints no new token: a polite goodbye, no <Stream>.
+            status, body = await post_signed(server, "/voice/incoming", owner_webhook)
+            assert status == 200 and token_of(body) is None
+            assert [child.tag for child in ET.fromstring(body)] == ["Say", "Hangup"]
+            assert "token" not in body
+
+            # Replaying the owner's stream (handshake + start with its token) is refused.
+            async with stream(server) as ws:
+                await ws.send(CONNECTED)
+                await ws.send(start_frame(owner_sid, owner_parameters))
+                assert await close_code_of(ws) == 1008
+
+            # The attacker's own call (their number, no attestation) claims the owner's number,
+            # attestation A and a missed owner dial in customParameters: none of it is believed.
+            attacker_token = await issue_token(server, attacker_sid, ATTACKER)
+            forged = {
+                **owner_parameters,
+                "token": attacker_token,
+                "callerNumber": OWNER,
+                "stirVerstat": ATTESTED_A,
+                "calledNumber": "+15550000000",
+                "dialStatus": "no-answer",
+            }
+            async with stream(server) as ws:
+                await ws.send(CONNECTED)
+                await ws.send(start_frame(attacker_sid, forged))
+                assert await received_audio(ws, len(greeting)) == greeting
+                attacker_session = fake.sessions[-1]
+                await ws.send(stop_frame(attacker_sid))
+            await server.services.registry.wait_idle(10)
+            assert OWNER_TOOL not in tools_of(attacker_session)
+            row = await call_row(server, attacker_sid)
+            assert row is not None
+            assert (row.caller_number, row.is_owner, row.called_number, row.dial_status) == (
+                ATTACKER,
+                False,
+                "+15559870000",
+                None,
+            )
+            # A third call's token, issued and not used yet when the server restarts.
+            later_token = await issue_token(server, later_sid, "+15551230000")
+            configured = len(fake.sessions)
+
+        # After a restart the store, not memory, decides: spent calls stay spent.
+        async with running_server(fake.base_url, tmp_path / "data", **settings) as server:
+            status, body = await post_signed(server, "/voice/incoming", owner_webhook)
+            assert status == 200 and token_of(body) is None
+            for sid, token in ((owner_sid, owner_token), (attacker_sid, attacker_token)):
+                async with stream(server) as ws:
+                    await ws.send(CONNECTED)
+                    await ws.send(start_frame(sid, {"token": token, "callerNumber": OWNER}))
+                    assert await close_code_of(ws) == 1008
+            # ... while a real call's token issued before the restart still opens its one stream.
+            async with stream(server) as ws:
+                await ws.send(CONNECTED)
+                await ws.send(start_frame(later_sid, {"token": later_token}))
+                assert await received_audio(ws, len(greeting)) == greeting
+                await ws.send(stop_frame(later_sid))
+            await server.services.registry.wait_idle(10)
+
+        await fake.wait_until(lambda: all(s.closed for s in fake.sessions), timeout=5)
+        configured_sessions = [s for s in fake.sessions if s.client_events]
+        # The owner's call, the attacker's own call, the third call: nothing else reached the model.
+        assert len(configured_sessions) == 3 and configured <= len(fake.sessions)
+        assert fake.validation_failures == []
+
+
+# 2. OpenAI sessions of streams that end before a valid `start` ----------------------------------
+
+
+async def test_streams_ending_before_a_valid_start_leave_no_openai_session_open(
+    make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bridge_module, "START_TIMEOUT_S", 0.5)
+    greeting = noise(200, 2)
+    stack = await make_stack(greeting_script(greeting))
+    server = stack.server
+    # One real call, so its token can be replayed.
+    used_sid = call_sid(10)
+    used_token = await issue_token(server, used_sid, "+15551230000")
+    async with stream(server) as ws:
+        await ws.send(CONNECTED)
+        await ws.send(start_frame(used_sid, {"token": used_token}))
+        assert await received_audio(ws, len(greeting)) == greeting
+        await ws.send(stop_frame(used_sid))
+    await server.services.registry.wait_idle(10)
+    refused_before = metric("callassist_streams_refused_total", reason="token") + metric(
+        "callassist_streams_refused_total", reason="used"
+    )
+
+    async def hang_up_at_once(ws: ClientConnection) -> None:
+        pass
+
+    async def connected_only(ws: ClientConnection) -> None:
+        await ws.send(CONNECTED)
+
+    async def stop_before_start(ws: ClientConnection) -> None:
+        await ws.send(CONNECTED)
+        await ws.send(stop_frame(call_sid(11)))
+
+    async def forged_token(ws: ClientConnection) -> None:
+        await ws.send(start_frame(call_sid(12), {"token": "1700000000.forged"}))
+        assert await close_code_of(ws) == 1008
+
+    async def reused_token(ws: ClientConnection) -> None:
+        await ws.send(CONNECTED)
+        await ws.send(start_frame(used_sid, {"token": used_token}))
+        assert await close_code_of(ws) == 1008
+
+    async def never_starts(ws: ClientConnection) -> None:
+        await ws.send(CONNECTED)
+        assert await close_code_of(ws) == 1008  # the short pre-start deadline
+
+    async def garbage_then_gone(ws: ClientConnection) -> None:
+        await ws.send('{"event": "start", "start": {"streamSid": "MZ", "callSid": "CA", "tracks": 5}}')
+        await ws.send("not json")
+
+    ways = [
+        hang_up_at_once,
+        connected_only,
+        stop_before_start,
+        forged_token,
+        reused_token,
+        never_starts,
+        garbage_then_gone,
+    ]
+
+    async def one(index: int) -> None:
+        async with stream(server) as ws:
+            await ways[index % len(ways)](ws)
+
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    for wave in range(4):  # 40 streams, 10 at a time (the pre-start pool's size)
+        await asyncio.gather(*(one(wave * 10 + i) for i in range(10)))
+    assert loop.time() - began < 5
+
+    await server.services.registry.wait_no_pre_start(5)
+    await stack.fake.wait_until(lambda: all(s.closed for s in stack.fake.sessions), timeout=5)
+    assert len(stack.fake.sessions) > 1  # pre-start connections were opened ... and all were closed
+    assert [s for s in stack.fake.sessions[1:] if s.client_events] == []  # none was configured
+    assert server.services.registry.pre_start == 0 and len(server.services.registry) == 0
+    refused_after = metric("callassist_streams_refused_total", reason="token") + metric(
+        "callassist_streams_refused_total", reason="used"
+    )
+    assert refused_after - refused_before >= 10
+    async with aiohttp.ClientSession() as http, http.get(server.base_url + "/metrics") as response:
+        text = await response.text()
+    assert "callassist_streams_pre_start 0.0" in text
+    assert 'callassist_streams_refused_total{reason="no-start"}' in text
+
+
+async def test_pre_start_streams_are_capped(
+    make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_module, "EVICT_AFTER_S", 60.0)  # nobody is old enough to make room
+    stack = await make_stack()
+    server = stack.server
+    full_before = metric("callassist_streams_refused_total", reason="pre-start-full")
+    async with contextlib.AsyncExitStack() as streams:
+        for _ in range(registry_module.PRE_START_LIMIT):
+            ws = await streams.enter_async_context(stream(server))
+            await ws.send(CONNECTED)
+        assert server.services.registry.pre_start == registry_module.PRE_START_LIMIT
+        for _ in range(5):
+            with pytest.raises(InvalidStatus):
+                async with stream(server):
+                    pass
+        assert metric("callassist_streams_refused_total", reason="pre-start-full") - full_before == 5
+        assert sum(not s.closed for s in stack.fake.sessions) <= registry_module.PRE_START_LIMIT
+    await server.services.registry.wait_no_pre_start(5)
+    await stack.fake.wait_until(lambda: all(s.closed for s in stack.fake.sessions), timeout=5)
+
+
+# 3. Slot squatting -----------------------------------------------------------------------------
+
+
+async def test_squatters_that_never_start_keep_no_real_caller_out(
+    make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_module, "EVICT_AFTER_S", 0.0)  # a newcomer always makes room
+    greeting, answer = noise(300, 3), noise(400, 4)
+    stack = await make_stack(
+        lambda: Script(replies=[Reply([Say("Hi", audio=greeting)]), Reply([Say("Ok", audio=answer)])]),
+        max_calls=1,
+    )
+    server, registry = stack.server, stack.server.services.registry
+    async with contextlib.AsyncExitStack() as squatters:
+
+        async def squat(count: int) -> list[ClientConnection]:
+            opened = []
+            for _ in range(count):
+                ws = await squatters.enter_async_context(stream(server))
+                await ws.send(CONNECTED)  # ... and never `start`
+                opened.append(ws)
+            return opened
+
+        first = await squat(registry.pre_start_limit)
+        assert registry.pre_start == registry.pre_start_limit and len(registry) == 0
+        call = await stack.simulator.place_call()  # the pool is full: the oldest squatter makes room
+        await call.wait_until_quiet(quiet_ms=150, timeout=10)
+        assert bytes(call.audio_received) == greeting
+        assert len(registry) == 1
+        second = await squat(15)  # more knock while the real caller talks
+        assert len(registry) == 1 and registry.pre_start <= registry.pre_start_limit
+        said = asyncio.get_running_loop().time()
+        await call.say(tone(800, 300))
+        await call.wait_until_quiet(quiet_ms=150, timeout=10, after=said)
+        assert bytes(call.audio_received) == greeting + answer
+        # The only slot is the caller's: a second caller is told the lines are busy.
+        status, body = await post_signed(server, "/voice/incoming", webhook(call_sid(20), "+15551112222"))
+        assert status == 200 and token_of(body) is None and "busy" in body
+        await call.hang_up()
+        await registry.wait_idle(10)
+        # Every squatter was closed: evicted (1013) or at the pre-start deadline (1008).
+        codes = await asyncio.gather(*(close_code_of(ws) for ws in first + second))
+        assert set(codes) <= {1008, 1013} and 1013 in codes
+    # The slot is free again for the next real caller.
+    again = await stack.simulator.place_call()
+    await again.wait_until_quiet(quiet_ms=150, timeout=10)
+    assert bytes(again.audio_received) == greeting
+    await again.hang_up()
+    await registry.wait_idle(10)
+    await stack.fake.wait_until(lambda: all(s.closed for s in stack.fake.sessions), timeout=5)
+
+
+# 9. Malformed but JSON-valid frames ------------------------------------------------------------
+
+MALFORMED = [
+    # json.dumps can't write these: raw text, as an attacker (or a broken proxy) would.
+    '{"event": "media", "media": {"track": "inbound", "timestamp": 1e400, "payload": "AAAA"}}',
+    '{"event": "media", "media": {"track": "inbound", "timestamp": NaN, "payload": "AAAA"}}',
+    '{"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", '
+    '"mediaFormat": {"sampleRate": "fast"}, "customParameters": {}}}',
+    '{"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", "tracks": 5}}',
+    '{"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", '
+    '"mediaFormat": {"sampleRate": 1e400}}}',
+    '{"event": "media", "media": {"track": "inbound", "timestamp": [1], "payload": "AAAA"}}',
+]
+
+
+async def test_malformed_json_valid_frames_are_skipped_before_and_after_start(
+    make_stack: StackFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="callassist")
+    greeting = noise(300, 5)
+    stack = await make_stack(greeting_script(greeting))
+    server = stack.server
+    sid = call_sid(30)
+    token = await issue_token(server, sid, "+15551230000")
+    async with stream(server) as ws:
+        await ws.send(CONNECTED)
+        for frame in MALFORMED:  # before `start`: they raised inside the ASGI app
+            await ws.send(frame)
+        await ws.send(start_frame(sid, {"token": token}))
+        for frame in MALFORMED:  # during the call: they ended it as "twilio-disconnected"
+            await ws.send(frame)
+        assert await received_audio(ws, len(greeting)) == greeting
+        await ws.send(stop_frame(sid))
+    await server.services.registry.wait_idle(10)
+    row = await call_row(server, sid)
+    assert row is not None and row.outcome == "caller-hung-up"
+    bad = [r for r in caplog.records if "ignored a bad Media Stream frame" in r.getMessage()]
+    assert 1 <= len(bad) <= bridge_module._LOGGED_BAD_FRAMES
+    ended = next(r.getMessage() for r in caplog.records if "call ended" in r.getMessage())
+    assert f"bad frames {2 * len(MALFORMED)}" in ended
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# 10. A Twilio peer that stops reading ----------------------------------------------------------
+
+
+async def test_a_twilio_peer_that_stops_reading_ends_the_call_cleanly(
+    make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bridge_module, "TWILIO_SEND_TIMEOUT_S", 1.0)
+    greeting = noise(60_000, 6)  # a minute of audio, generated at once: far more than the buffers below
+    stack = await make_stack(greeting_script(greeting), fake_options={"speed": 1000.0, "chunk_ms": 500})
+    server = stack.server
+    sid = call_sid(40)
+    token = await issue_token(server, sid, "+15551230000")
+    # Small kernel buffers on both ends (loopback's autotuning would otherwise absorb megabytes): the
+    # server's connections inherit its listener's send buffer; the peer has a tiny receive window
+    # and never reads, so the server's buffers fill and then its sends wait.
+    for listener in server.server.servers[0].sockets:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    port = int(server.base_url.rsplit(":", 1)[1])
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    timeouts_before = metric("callassist_twilio_send_timeouts_total")
+    async with stream(server, sock=sock, max_queue=1, max_size=None) as ws:
+        await ws.send(CONNECTED)
+        await ws.send(start_frame(sid, {"token": token}))
+        session = await stack.fake.wait_for_session(0)
+        await session.wait_for_client_event("session.update")  # the call is live
+        assert len(server.services.registry) == 1
+        # The call ends on its own: recorded, and its OpenAI session closed.
+        await server.services.registry.wait_idle(15)
+        await stack.fake.wait_until(lambda: session.closed, timeout=5)
+        row = await call_row(server, sid)
+        assert row is not None and row.outcome == "twilio-unresponsive" and row.ended_at is not None
+        assert metric("callassist_twilio_send_timeouts_total") - timeouts_before == 1
+        ws.transport.abort()  # the peer goes away for good

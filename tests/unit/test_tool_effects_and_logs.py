@@ -244,6 +244,7 @@ async def test_booking_cancelling_moving_and_messages_are_tools_with_effects(
         is_owner=False,
         services=ToolServices(owner_name="Dana", booking=booking),
         recorder=recorder,
+        caller_verified=True,  # their own bookings: moved and cancelled below
     )
     tools = all_tools()
     day = (datetime.now(NY) + timedelta(days=2)).date().isoformat()

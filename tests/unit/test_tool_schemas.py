@@ -97,6 +97,8 @@ def test_every_tool_is_declared() -> None:
         "get_my_agenda",
         "take_message",
         "end_call",
+        "send_verification_code",
+        "check_verification_code",
     }
     assert "get_my_agenda" not in {name for name, owner, _ in DECLARED if not owner}
 

@@ -113,12 +113,16 @@ class TwilioSms:
         return self._client
 
     async def send(self, notice: Notice) -> str:
-        from_number = notice.sender or self.from_number
+        return await self.send_text(notice.recipient, notice.sender, notice.body)
+
+    async def send_text(self, to: str, from_number: str | None, body: str) -> str:
+        """One SMS now; returns Twilio's message SID. DeliveryError says whether to try again."""
+        from_number = from_number or self.from_number
         if not from_number:
             raise DeliveryError("no number to send the SMS from (set TWILIO_PHONE_NUMBER)", permanent=True)
         try:
             message = await self._twilio().messages.create_async(
-                to=notice.recipient, from_=from_number, body=sms_body(notice.body)
+                to=to, from_=from_number, body=sms_body(body)
             )
         except TwilioRestException as exc:
             reason = str(exc.msg).removeprefix("Unable to create record: ")

@@ -33,6 +33,7 @@ class CallContext:
     caller_name: str | None = None
     is_owner: bool = False
     owner_missed_call: str | None = None  # Twilio DialCallStatus when the owner was rung first
+    caller_verified: bool = False  # the number is theirs: carrier attestation A (or the owner's own)
     history: Sequence[str] = field(default_factory=tuple)  # short notes about earlier calls
 
 
@@ -92,6 +93,8 @@ def build_instructions(
     owner = _data_line(settings.owner_name, MAX_NAME_CHARS) or "the owner"
     today = f"{now:%A}, {now:%B} {now.day}, {now.year}"
     has = set(tools) - ({"get_my_agenda"} if not call.is_owner else set())
+    if call.is_owner or call.caller_verified:
+        has -= {"send_verification_code", "check_verification_code"}
     calendar = "check_availability" in has or "create_event" in has
     messages = "take_message" in has
 
@@ -159,6 +162,18 @@ def build_instructions(
             rule += (
                 " To move or cancel a booking, find it with find_my_events first and confirm with the "
                 "caller before changing it."
+            )
+        if "find_my_events" in has and not (call.is_owner or call.caller_verified):
+            rule += (
+                " Caller ID can be faked: the caller's own bookings (and what their past calls were "
+                "about) can be looked up, moved or cancelled only once their number is confirmed"
+                + (
+                    ": offer to text them a code (send_verification_code), and check what they read out or "
+                    "type with check_verification_code"
+                    if "send_verification_code" in has
+                    else ""
+                )
+                + f". Otherwise take a message for {owner} with the change they want."
             )
         if call.is_owner and "get_my_agenda" in has:
             rule += f" When {owner} asks what is in their calendar, use get_my_agenda."

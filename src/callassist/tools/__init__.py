@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from callassist.tools.calendar import register_calendar_tools
 from callassist.tools.call_control import register_call_tools
+from callassist.tools.identity import register_identity_tools
 from callassist.tools.messages import register_message_tools
 from callassist.tools.registry import ToolRegistry
 
@@ -14,4 +15,5 @@ def all_tools(default_timeout_s: float = 8.0) -> ToolRegistry:
     register_calendar_tools(tools)
     register_message_tools(tools)
     register_call_tools(tools)
+    register_identity_tools(tools)
     return tools

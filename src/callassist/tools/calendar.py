@@ -24,6 +24,7 @@ from callassist.calendar.timeutil import (
     spoken_duration,
 )
 from callassist.caller_text import NAME_CHARS, NOTES_CHARS, TITLE_CHARS, OneLine
+from callassist.tools.identity import verification_possible
 from callassist.tools.registry import ToolContext, ToolError, ToolRegistry
 
 MAX_RANGE_DAYS = 14
@@ -159,11 +160,25 @@ def _refusal(booking: BookingService, refused: BookingRefused) -> ToolError:
     return ToolError(refused.message, reason=refused.reason, alternatives=alternatives, say=say)
 
 
-def _require_number(ctx: ToolContext) -> str:
+def _require_own_number(ctx: ToolContext) -> str:
+    """The caller's number, once it is known to be theirs (caller ID alone can be faked)."""
     if not ctx.caller_number:
         raise ToolError(
             "The caller's number is hidden, so their bookings can't be looked up. Offer to take a "
             "message instead."
+        )
+    if not (ctx.caller_verified or ctx.is_owner):
+        owner = getattr(ctx.services, "owner_name", None) or "the owner"
+        how = (
+            "Offer to text a code to the phone they are calling from (send_verification_code) to confirm "
+            "the number is theirs; if they can't or would rather not, take"
+            if verification_possible(ctx)
+            else "Take"
+        )
+        raise ToolError(
+            "Bookings made from this number can only be looked up, moved or cancelled once the number is "
+            f"confirmed to be the caller's. {how} a message for {owner} with the change they want.",
+            needs_verification=True,
         )
     return ctx.caller_number
 
@@ -243,7 +258,7 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
         """List the meetings this caller booked with {owner} (found by the number they call from),
         with the ids needed to move or cancel them."""
         booking = _booking(ctx)
-        number = _require_number(ctx)
+        number = _require_own_number(ctx)
         first, last = _days(ctx, args.from_date, args.to_date, DEFAULT_LOOKAHEAD_DAYS)
         try:
             events = await booking.caller_events(number, first, last)
@@ -255,7 +270,7 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
     async def cancel_event(ctx: ToolContext, args: EventIdArgs) -> dict[str, Any]:
         """Cancel one of this caller's own bookings. Confirm with the caller first."""
         booking = _booking(ctx)
-        number = _require_number(ctx)
+        number = _require_own_number(ctx)
         try:
             event = await booking.cancel(args.event_id, number)
         except (EventNotFound, NotYours):
@@ -270,7 +285,7 @@ def register_calendar_tools(registry: ToolRegistry) -> None:
         """Move one of this caller's own bookings to a new time (keeping its length unless told).
         If the new time can't be booked, the answer offers the nearest free times."""
         booking = _booking(ctx)
-        number = _require_number(ctx)
+        number = _require_own_number(ctx)
         try:
             current = await booking.own_event(args.event_id, number)
             start = parse_local_datetime(args.start, booking.zone, offsets_are_local_times=True)

@@ -66,6 +66,12 @@ class ToolContext:
     recorder: Any = None
     hang_up: Callable[[str], None] | None = None  # ends the call once the goodbye has been heard
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log
+    # Caller ID can be faked: reading or changing a caller's own bookings and history needs the
+    # carrier's attestation (SHAKEN/STIR A) or a one-time code sent to the number (tools/identity.py).
+    caller_verified: bool = False
+    called_number: str | None = None  # the owner's Twilio number the caller dialled (codes come from it)
+    keypad: str = ""  # digits the caller pressed (a code typed in), never shown to the model
+    verification: Any = None  # a code sent during this call (identity.PendingCode)
 
 
 @dataclass

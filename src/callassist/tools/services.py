@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from callassist.calendar.booking import BookingService
+from callassist.tools.identity import CodeSender, HistoryLoader
 
 
 @dataclass
 class ToolServices:
     owner_name: str
     booking: BookingService
+    codes: CodeSender | None = None  # texts one-time codes (Twilio SMS), when Twilio is configured
+    caller_history: HistoryLoader | None = None  # a verified caller's earlier calls

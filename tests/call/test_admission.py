@@ -233,7 +233,6 @@ async def test_replayed_webhooks_and_handshakes_mint_no_token_and_never_claim_th
             )
             # A third call's token, issued and not used yet when the server restarts.
             later_token = await issue_token(server, later_sid, "+15551230000")
-            configured = len(fake.sessions)
 
         # After a restart the store, not memory, decides: spent calls stay spent.
         async with running_server(fake.base_url, tmp_path / "data", **settings) as server:
@@ -255,7 +254,7 @@ async def test_replayed_webhooks_and_handshakes_mint_no_token_and_never_claim_th
         await fake.wait_until(lambda: all(s.closed for s in fake.sessions), timeout=5)
         configured_sessions = [s for s in fake.sessions if s.client_events]
         # The owner's call, the attacker's own call, the third call: nothing else reached the model.
-        assert len(configured_sessions) == 3 and configured <= len(fake.sessions)
+        assert len(configured_sessions) == 3
         assert fake.validation_failures == []
 
 

@@ -19,7 +19,7 @@ from callassist.settings import DEFAULT_PORT, Settings, SettingsError, env_file_
 if TYPE_CHECKING:
     from callassist.calendar.base import Calendar
     from callassist.store.db import Database
-    from callassist.store.records import CallDetail
+    from callassist.store.records import CallDetail, NoticeRecord
 
 app = typer.Typer(
     help="callassist: an AI phone assistant that answers your Twilio number when you can't.",
@@ -347,13 +347,17 @@ def calendar_export(
     sys.stdout.buffer.flush()
 
 
-# Call records: calls, messages, contacts ---------------------------------------------------------
+# Call records: calls, messages, notices, contacts ------------------------------------------------
 
 calls_app = typer.Typer(help="Calls the assistant answered: list, show one.", no_args_is_help=True)
 messages_app = typer.Typer(help="Messages callers left for the owner.", no_args_is_help=True)
+notices_app = typer.Typer(
+    help="Notices sent to the owner (SMS, e-mail) and whether they arrived.", no_args_is_help=True
+)
 contacts_app = typer.Typer(help="People the assistant greets by name.", no_args_is_help=True)
 app.add_typer(calls_app, name="calls")
 app.add_typer(messages_app, name="messages")
+app.add_typer(notices_app, name="notices")
 app.add_typer(contacts_app, name="contacts")
 
 _T = TypeVar("_T")
@@ -397,6 +401,12 @@ def _local(moment: datetime, settings: Settings, spec: str = "%a %Y-%m-%d %H:%M"
     return moment.astimezone(settings.zone).strftime(spec)
 
 
+def _local_since(moment: datetime, since: datetime, settings: Settings) -> str:
+    """`moment` local: the time alone on the (local) day of `since`, else with its date."""
+    same_day = moment.astimezone(settings.zone).date() == since.astimezone(settings.zone).date()
+    return _local(moment, settings, "%H:%M" if same_day else "%a %Y-%m-%d %H:%M")
+
+
 def _seconds(total: float | None) -> str:
     if total is None:
         return "-"
@@ -410,6 +420,24 @@ def _who(name: str | None, number: str | None) -> str:
 
 def _shorten(text: str, width: int = 160) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _terminal_safe(text: str) -> str:
+    """Stored text as one line a terminal prints and never obeys: whitespace runs become one space
+    (as the outbox stores a reason), any other control or format character is shown escaped."""
+    import unicodedata
+
+    return "".join(
+        repr(char)[1:-1] if unicodedata.category(char) in ("Cc", "Cf") else char
+        for char in " ".join(text.split())
+    )
+
+
+_NOTICE_STYLES = {"failed": "bold red", "pending": "yellow", "sent": "green"}
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt{'s' if count != 1 else ''}"
 
 
 @calls_app.command("list")
@@ -488,7 +516,7 @@ def calls_show(
     call_sid: Annotated[str, typer.Argument(help="The call's Twilio CallSid (CA...)")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (as GET /api/calls/<sid>)")] = False,
 ) -> None:
-    """Show one call: who, when, cost, latency, summary, then the transcript and tool calls."""
+    """Show one call: who, when, cost, latency, summary, transcript, tool calls, messages, notices."""
     from callassist.dashboard.serialize import call_detail_json
     from callassist.store.records import get_call
 
@@ -608,6 +636,22 @@ def _print_call(detail: CallDetail, settings: Settings) -> None:
                 sep="",
             )
 
+    if detail.notices:
+        notices = Table(
+            "Channel", "To", "Status", "Attempts", "Last error",
+            title="Notices", title_justify="left", title_style="bold", box=None, pad_edge=False,
+        )  # fmt: skip
+        for notice in detail.notices:
+            notices.add_row(
+                notice.channel,
+                Text(notice.recipient),
+                Text(notice.status, style=_NOTICE_STYLES.get(notice.status, "")),
+                str(notice.attempts),
+                Text(_terminal_safe(notice.last_error or "")),
+            )
+        console.print()
+        console.print(notices)
+
     if detail.usage:
         usage = Table(
             "Kind", "Model", "Text", "Audio", "Cached", "Cost",
@@ -669,6 +713,65 @@ def messages_list(
             head.append(f"  call back on {message.callback_number}")
         console.print(head)
         console.print(Padding(Text(message.message), (0, 0, 0, 2), expand=False))
+
+
+@notices_app.command("list")
+def notices_list(
+    failed: Annotated[bool, typer.Option("--failed", help="Only the notices that failed for good")] = False,
+    status: Annotated[
+        str | None, typer.Option(help="Only notices with this status: pending, sent or failed")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (as GET /api/notices)")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="How many notices, newest first")] = 50,
+) -> None:
+    """List the notices sent to the owner and their delivery, newest first (CALLASSIST_TIMEZONE).
+
+    A failed notice will never arrive; it shows the reason it was given up, as stored.
+    """
+    from rich.padding import Padding
+    from rich.text import Text
+
+    from callassist.dashboard.serialize import notices_json
+    from callassist.store.records import NOTICE_STATUSES, list_notices
+
+    if status is not None and status not in NOTICE_STATUSES:
+        raise fail(f"--status must be one of: {', '.join(NOTICE_STATUSES)}", 2)
+    if failed and status not in (None, "failed"):
+        raise fail(f"--failed and --status {status} contradict each other", 2)
+    wanted = "failed" if failed else status
+    settings = settings_or_exit()
+
+    async def listing() -> list[NoticeRecord]:
+        async with open_records(settings) as database, database.session(read_only=True) as session:
+            return await list_notices(session, status=wanted, limit=limit)
+
+    notices = run_on_database(listing())
+    if as_json:
+        _echo_json(notices_json(notices, settings.zone))
+        return
+    if not notices:
+        console.print("No notices." if wanted is None else f"No {wanted} notices.", highlight=False)
+        return
+    for notice in notices:
+        state = notice.status
+        if notice.sent_at is not None:
+            state += f" {_local_since(notice.sent_at, notice.created_at, settings)}"
+        elif notice.next_attempt_at is not None:
+            state += f" (next try {_local_since(notice.next_attempt_at, notice.created_at, settings)})"
+        head = Text.assemble(
+            (_local(notice.created_at, settings), "bold"),
+            f"  {notice.channel} to ",
+            notice.recipient,
+            "  ",
+            (state, _NOTICE_STYLES.get(notice.status, "")),
+            f"  {_attempts(notice.attempts)}",
+        )
+        console.print(head)
+        if notice.last_error:
+            reason = Text.assemble(("last error: ", "dim"), _terminal_safe(notice.last_error))
+            console.print(Padding(reason, (0, 0, 0, 2), expand=False))
+        about = f"call {notice.call_sid}" if notice.call_sid else "no call"
+        console.print(Padding(Text(about, style="dim"), (0, 0, 0, 2), expand=False))
 
 
 def _phone_or_exit(number: str) -> str:

@@ -2,7 +2,9 @@
 
 Alex (a contact) called four times: an old call, one without a summary, the detailed one with an
 interrupted assistant turn, tool calls, usage and a message, and one still in progress. Bob left a
-message about an invoice; one more message has no call.
+message about an invoice; one more message has no call. The owner was told about the detailed
+call by SMS (sent) and by e-mail (failed: the server refused it); the SMS about Bob's call is still
+being retried; an e-mail about Carol's message (no call) failed at once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from callassist.store.models import (
     CallRow,
     ContactRow,
     MessageRow,
+    OutboxRow,
     ToolCallRow,
     TranscriptEntryRow,
     UsageRow,
@@ -218,6 +221,82 @@ def message_rows() -> list[MessageRow]:
     ]
 
 
+OWNER_PHONE = "+15550002222"
+OWNER_EMAIL = "dana@example.com"
+# In every notice's body, which is never shown by the records (only what became of the notice is).
+NOTICE_BODY_MARK = "BODY-OF-THE-NOTICE"
+SMTP_REFUSAL = "mail.example.com: 554 5.7.1 [message rejected] as spam"
+TWILIO_REFUSAL = "Twilio refused the SMS: HTTP 503, error None: Service Unavailable"
+BAD_ADDRESS = "'dana@' is not an e-mail address"
+# (call_sid, channel, status) of the seeded notices, newest first (the two about the detailed call
+# were created together: the one inserted later comes first).
+NOTICES_NEWEST_FIRST = [
+    (DETAILED, "email", "failed"),
+    (DETAILED, "sms", "sent"),
+    (BOB_CALL, "sms", "pending"),
+    (None, "email", "failed"),
+]
+
+
+def notice_rows() -> list[OutboxRow]:
+    bob_ended = datetime(2026, 11, 23, 12, 3, 5, tzinfo=UTC)
+    carol_left = datetime(2026, 11, 21, 9, 0, 30, tzinfo=UTC)
+
+    def notice(key: str, **fields: object) -> OutboxRow:
+        return OutboxRow(dedupe_key=key, body=f"{NOTICE_BODY_MARK}: {key}", **fields)
+
+    return [
+        notice(
+            "call-summary:sms:" + DETAILED,
+            call_sid=DETAILED,
+            channel="sms",
+            sender="+15559870000",
+            recipient=OWNER_PHONE,
+            status="sent",
+            attempts=1,
+            created_at=at(151),
+            next_attempt_at=at(151),
+            sent_at=at(152),
+        ),
+        notice(
+            "call-summary:email:" + DETAILED,
+            call_sid=DETAILED,
+            channel="email",
+            recipient=OWNER_EMAIL,
+            subject="Call from Alex Chen (+15551230000)",
+            status="failed",
+            attempts=3,
+            last_error=SMTP_REFUSAL,
+            created_at=at(151),
+            next_attempt_at=at(171),
+        ),
+        notice(
+            "call-summary:sms:" + BOB_CALL,
+            call_sid=BOB_CALL,
+            channel="sms",
+            sender="+15559870000",
+            recipient=OWNER_PHONE,
+            status="pending",
+            attempts=2,
+            last_error=TWILIO_REFUSAL,
+            created_at=bob_ended,
+            next_attempt_at=bob_ended + timedelta(seconds=20),
+        ),
+        notice(
+            "message:email:carol",
+            call_sid=None,
+            channel="email",
+            recipient="dana@",
+            subject="Message from Carol",
+            status="failed",
+            attempts=1,
+            last_error=BAD_ADDRESS,
+            created_at=carol_left,
+            next_attempt_at=carol_left,
+        ),
+    ]
+
+
 async def seed(database: Database) -> None:
     """Write the whole set (the database must be migrated)."""
     async with database.session() as session:
@@ -233,3 +312,7 @@ async def seed(database: Database) -> None:
             session.add(row)
             await session.flush()
         session.add_all([*tool_rows(), *usage_rows(), *message_rows()])
+        # One at a time, like the transcript: the ids follow this order.
+        for row in notice_rows():
+            session.add(row)
+            await session.flush()

@@ -16,7 +16,7 @@ from tests.records.seed import ALEX, BOB_CALL, DETAILED, LIVE, NEWEST_FIRST, SUM
 from tests.support.server import AUTH_TOKEN, NO_OPENAI, RunningServer, running_server
 
 ADMIN_TOKEN = "owner-secret-token-0123456789"
-ROUTES = ["/api/calls", f"/api/calls/{DETAILED}", "/api/messages", "/api/contacts"]
+ROUTES = ["/api/calls", f"/api/calls/{DETAILED}", "/api/messages", "/api/notices", "/api/contacts"]
 
 
 def mount_api(running: RunningServer) -> None:

@@ -1,4 +1,4 @@
-"""The owner's JSON API over the call records: calls, one call in full, messages, contacts.
+"""The owner's JSON API over the call records: calls, one call in full, messages, notices, contacts.
 
 Every route needs the owner: `Authorization: Bearer <CALLASSIST_ADMIN_TOKEN>`, or, while no token
 is configured, a direct loopback client. Anyone else gets 401 and learns nothing else; a client
@@ -23,7 +23,7 @@ from callassist.dashboard.auth import bearer_token, check_owner
 from callassist.settings import Settings
 from callassist.store.contacts import ContactRepository, phone_for_lookup
 from callassist.store.db import Database
-from callassist.store.records import get_call, list_calls, list_messages
+from callassist.store.records import NOTICE_STATUSES, get_call, list_calls, list_messages, list_notices
 
 if TYPE_CHECKING:
     from callassist.app import Services
@@ -155,6 +155,27 @@ async def messages(request: Request) -> JSONResponse:
     async def read(session: AsyncSession, settings: Settings) -> serialize.JSONObject:
         found = await list_messages(session, limit=_limit(request))
         return serialize.messages_json(found, settings.zone)
+
+    return await _answer(request, read)
+
+
+def _notice_status(request: Request) -> str | None:
+    text = request.query_params.get("status")
+    if not text:
+        return None
+    if text not in NOTICE_STATUSES:
+        raise _BadRequest(f"status must be one of: {', '.join(NOTICE_STATUSES)}")
+    return text
+
+
+@router.get("/notices")
+async def notices(request: Request) -> JSONResponse:
+    """`?status=pending|sent|failed&limit=1..200`: the owner's notices, newest first; a failed one
+    carries the reason it was given up in `last_error`."""
+
+    async def read(session: AsyncSession, settings: Settings) -> serialize.JSONObject:
+        found = await list_notices(session, status=_notice_status(request), limit=_limit(request))
+        return serialize.notices_json(found, settings.zone)
 
     return await _answer(request, read)
 

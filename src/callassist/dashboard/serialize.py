@@ -16,6 +16,7 @@ from callassist.store.records import (
     CallDetail,
     CallSummary,
     MessageRecord,
+    NoticeRecord,
     ToolCallRecord,
     TranscriptEntry,
     UsageRecord,
@@ -127,6 +128,31 @@ def messages_json(messages: list[MessageRecord], zone: tzinfo) -> JSONObject:
     return {"messages": [message_json(message, zone) for message in messages]}
 
 
+def notice_json(notice: NoticeRecord, zone: tzinfo) -> JSONObject:
+    """A notice to the owner and where its delivery stands; never its body.
+
+    `last_error` is the reason stored with the notice, as stored (for 'failed': why it was given
+    up); `next_attempt_at` is set while it is pending, `sent_at` once it was delivered.
+    """
+    return {
+        "id": notice.id,
+        "call_sid": notice.call_sid,
+        "channel": notice.channel,
+        "recipient": notice.recipient,
+        "subject": notice.subject,
+        "status": notice.status,
+        "attempts": notice.attempts,
+        "last_error": notice.last_error,
+        "created_at": instant(notice.created_at, zone),
+        "next_attempt_at": instant(notice.next_attempt_at, zone),
+        "sent_at": instant(notice.sent_at, zone),
+    }
+
+
+def notices_json(notices: list[NoticeRecord], zone: tzinfo) -> JSONObject:
+    return {"notices": [notice_json(notice, zone) for notice in notices]}
+
+
 def call_detail_json(detail: CallDetail, zone: tzinfo) -> JSONObject:
     latency = detail.latency
     return {
@@ -149,6 +175,7 @@ def call_detail_json(detail: CallDetail, zone: tzinfo) -> JSONObject:
         "tool_calls": [tool_call_json(tool_call, zone) for tool_call in detail.tool_calls],
         "usage": [usage_json(usage, zone) for usage in detail.usage],
         "messages": [message_json(message, zone) for message in detail.messages],
+        "notices": [notice_json(notice, zone) for notice in detail.notices],
     }
 
 

@@ -31,6 +31,8 @@ from callassist.store.models import (
 NANO_PER_USD = Decimal(1_000_000_000)
 # Tools whose successful call means an appointment was made (or moved) during the call.
 BOOKING_TOOLS = ("create_event", "reschedule_event")
+# Where a notice's delivery can stand (the outbox table's `status` check constraint).
+NOTICE_STATUSES = ("pending", "sent", "failed")
 
 
 def usd(nanousd: int) -> Decimal:

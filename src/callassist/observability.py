@@ -16,7 +16,11 @@ WEBHOOKS_REJECTED = Counter(
 )
 STREAMS_PRE_START = Gauge(
     "callassist_streams_pre_start",
-    "Media Streams accepted and still waiting for a valid `start` (each may hold an OpenAI connection)",
+    "Media Streams accepted and still waiting for `start` (each may hold an OpenAI connection)",
+)
+REALTIME_PRECONNECTED = Gauge(
+    "callassist_realtime_preconnected",
+    "OpenAI connections opened ahead of `start` for Media Streams not admitted yet",
 )
 STREAMS_REFUSED = Counter(
     "callassist_streams_refused_total",

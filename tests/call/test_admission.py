@@ -328,11 +328,12 @@ async def test_streams_ending_before_a_valid_start_leave_no_openai_session_open(
         await asyncio.gather(*(one(wave * 10 + i) for i in range(10)))
     assert loop.time() - began < 5
 
-    await server.services.registry.wait_no_pre_start(5)
+    await server.services.registry.wait_no_streams(5)
     await stack.fake.wait_until(lambda: all(s.closed for s in stack.fake.sessions), timeout=5)
     assert len(stack.fake.sessions) > 1  # pre-start connections were opened ... and all were closed
     assert [s for s in stack.fake.sessions[1:] if s.client_events] == []  # none was configured
     assert server.services.registry.pre_start == 0 and len(server.services.registry) == 0
+    assert server.services.deps is not None and server.services.deps.preconnects.held == 0
     refused_after = metric("callassist_streams_refused_total", reason="token") + metric(
         "callassist_streams_refused_total", reason="used"
     )
@@ -360,9 +361,28 @@ async def test_pre_start_streams_are_capped(
                 async with stream(server):
                     pass
         assert metric("callassist_streams_refused_total", reason="pre-start-full") - full_before == 5
-        assert sum(not s.closed for s in stack.fake.sessions) <= registry_module.PRE_START_LIMIT
-    await server.services.registry.wait_no_pre_start(5)
+        assert sum(not s.closed for s in stack.fake.sessions) <= bridge_module.PRECONNECT_LIMIT
+        assert metric("callassist_realtime_preconnected") <= bridge_module.PRECONNECT_LIMIT
+    await server.services.registry.wait_no_streams(5)
     await stack.fake.wait_until(lambda: all(s.closed for s in stack.fake.sessions), timeout=5)
+    assert server.services.registry.pre_start == 0
+    assert server.services.deps is not None and server.services.deps.preconnects.held == 0
+
+
+async def test_a_stream_beyond_the_preconnect_cap_connects_once_admitted(
+    make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    greeting = noise(300, 7)
+    stack = await make_stack(greeting_script(greeting))
+    deps = stack.server.services.deps
+    assert deps is not None
+    monkeypatch.setattr(deps.preconnects, "limit", 0)  # as if PRECONNECT_LIMIT squatters held them all
+    call = await stack.simulator.place_call()
+    await call.wait_until_quiet(quiet_ms=150, timeout=10)
+    assert bytes(call.audio_received) == greeting
+    await call.hang_up()
+    await stack.server.services.registry.wait_no_streams(10)
+    assert deps.preconnects.held == 0 and [s.closed for s in stack.fake.sessions] == [True]
 
 
 # 3. Slot squatting -----------------------------------------------------------------------------

@@ -75,6 +75,8 @@ ADMIT_TIMEOUT_S = 5.0  # reading and claiming the call's record in the store
 # close) that can't complete in this long ends the call instead of hanging it.
 TWILIO_SEND_TIMEOUT_S = 5.0
 CLOSE_AFTER_STOP_S = 1.0
+# OpenAI connections opened ahead of `start` for streams not admitted yet, server-wide (see Preconnects).
+PRECONNECT_LIMIT = 10
 # Bound on closing the OpenAI session. Longer than the socket's own close timeout (1 s, after which
 # it aborts a peer that doesn't answer the closing handshake, e.g. one still pushing audio nobody
 # reads): cutting the close off before that would leave the socket open for good.
@@ -127,6 +129,28 @@ class EndReason(StrEnum):
 MemoryLoader = Callable[[str], Awaitable[tuple[str | None, list[str]]]]
 
 
+class Preconnects:
+    """The OpenAI connections opened before a stream is admitted, to have the session ready by the
+    time Twilio's `start` is checked. Anyone holding a captured handshake can open streams, so they
+    are capped: at most `limit` exist at once, each counted until it is closed or its stream is
+    admitted; a stream beyond the cap connects once admitted (its greeting comes a little later)."""
+
+    def __init__(self, limit: int = PRECONNECT_LIMIT) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self) -> bool:
+        if self.held >= self.limit:
+            return False
+        self.held += 1
+        obs.REALTIME_PRECONNECTED.inc()
+        return True
+
+    def give_back(self) -> None:
+        self.held -= 1
+        obs.REALTIME_PRECONNECTED.dec()
+
+
 @dataclass
 class CallDeps:
     """What every call needs from the server, built once."""
@@ -143,6 +167,7 @@ class CallDeps:
     after_call: Callable[[CallBridge], Any] | None = None
     notices_queued: Callable[[], None] | None = None
     assistant_failed: Callable[[str], None] | None = None  # OpenAI unusable for this call
+    preconnects: Preconnects = field(default_factory=Preconnects)  # shared by the server's calls
 
 
 @dataclass
@@ -179,14 +204,17 @@ class CallBridge:
         twilio: WebSocket,
         deps: CallDeps,
         *,
+        on_start: Callable[[], None] | None = None,
         on_started: Callable[[CallBridge], bool] | None = None,
     ) -> None:
-        """on_started: called once the stream is admitted at `start`, to take a call slot; False
-        means none is free and the stream is refused."""
+        """on_start: called when a `start` arrives (the stream no longer waits for one); on_started:
+        called once the stream is admitted, to take a call slot (False: none is free, the stream is
+        refused)."""
         self._twilio = twilio
         self._deps = deps
         self._settings = deps.settings
         self._tools = deps.tools
+        self._on_start = on_start
         self._on_started = on_started
         self._log_context: dict[str, object] = {"call": "pending"}
         self._log = obs.CallLogger(log, self._log_context)
@@ -319,13 +347,23 @@ class CallBridge:
     async def run(self) -> EndReason:
         """Run the call to its end. Never raises for problems of either peer.
 
-        The OpenAI connection is opened while Twilio is still sending `connected`/`start` and
-        belongs to this scope: whatever way the stream ends (no `start`, a late one, a refused
-        token, a finished call, a cancellation), it is closed before this returns."""
-        connecting = asyncio.create_task(self._session.connect(), name="openai-connect")
+        The OpenAI connection is opened while Twilio is still sending `connected`/`start` (unless
+        PRECONNECT_LIMIT such connections exist: then once the stream is admitted) and belongs to
+        this scope: whatever way the stream ends (no `start`, a late one, a refused token, a
+        finished call, a cancellation), it is closed before this returns."""
+        preconnects = self._deps.preconnects
+        preconnected = preconnects.take()
+        connecting: asyncio.Task[None] | None = None
+        if preconnected:
+            connecting = asyncio.create_task(self._session.connect(), name="openai-connect")
         try:
             if not await self._receive_start():
                 return self._finish_early()
+            if connecting is None:
+                connecting = asyncio.create_task(self._session.connect(), name="openai-connect")
+            else:  # the connection opened ahead is the admitted call's now
+                preconnected = False
+                preconnects.give_back()
             obs.CALLS_ACTIVE.inc()
             try:
                 await self._run_call(connecting)
@@ -334,14 +372,19 @@ class CallBridge:
             return self.end_reason or EndReason.twilio_disconnected
         finally:
             try:
-                connecting.cancel()  # nothing if it is done
-                await asyncio.wait({connecting})  # a cancellation of run() itself still goes through
-                if not connecting.cancelled():
-                    connecting.exception()  # retrieved: a failed connect is _run_call's to report
+                if connecting is not None:
+                    connecting.cancel()  # nothing if it is done
+                    await asyncio.wait({connecting})  # a cancellation of run() itself still goes through
+                    if not connecting.cancelled():
+                        connecting.exception()  # retrieved: a failed connect is _run_call's to report
             finally:
-                # A connect that finished (even one that raced its cancellation) left a socket open.
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._session.close(), OPENAI_CLOSE_S)
+                try:
+                    # A connect that finished (even one that raced its cancellation) left a socket.
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(self._session.close(), OPENAI_CLOSE_S)
+                finally:
+                    if preconnected:
+                        preconnects.give_back()
 
     async def _run_call(self, connecting: asyncio.Task[None]) -> None:
         twilio_pump = asyncio.create_task(self._pump_twilio(), name="twilio-pump")
@@ -687,6 +730,8 @@ class CallBridge:
             return False
         self.start = parsed
         self._log_context["call"] = parsed.call_sid
+        if self._on_start is not None:
+            self._on_start()
         admission = await self._admit(parsed)
         if admission is None:
             return False

@@ -1,10 +1,11 @@
 """The live calls of this server: admission while running, a clean goodbye for each on shutdown.
 
-A Media Stream goes through two gates. From the handshake to a valid `start` it is *pre-start*:
-a small pool of its own (`PRE_START_LIMIT`) with a short deadline (the bridge's START_TIMEOUT_S),
+A Media Stream goes through two gates. From the handshake to its `start` it is *pre-start*: a
+small pool of its own (`PRE_START_LIMIT`) with a short deadline (the bridge's START_TIMEOUT_S),
 because the handshake's signature alone proves nothing (it can be replayed) and each such stream
-may already hold an OpenAI connection. Only a stream admitted at `start` takes one of
-CALLASSIST_MAX_CALLS' slots, so streams that never send `start` can't keep real callers out.
+may already hold an OpenAI connection. Only a stream admitted at `start` (its call's token claimed
+in the store) takes one of CALLASSIST_MAX_CALLS' slots, so streams that never send `start`, or
+send one that is refused, can't keep real callers out.
 When the pool is full, the stream that has waited longest without a `start` makes room, if it has
 waited longer than Twilio ever takes (`EVICT_AFTER_S`): a flood must then be fast, not just wide.
 """
@@ -40,19 +41,25 @@ class StreamTicket:
     def waiting(self) -> bool:
         return self._waiting
 
+    def start_received(self) -> None:
+        """A `start` arrived: the stream leaves the pool while it is admitted (a forged token is
+        refused at once, a real one within the store's few milliseconds)."""
+        self._leave_pool()
+
     def start_call(self, bridge: CallBridge) -> bool:
-        """The stream was admitted at `start`: it leaves the pool and takes a call slot, if one is
-        free (False: all CALLASSIST_MAX_CALLS slots are taken)."""
+        """The stream was admitted at `start`: it takes a call slot, if one is free (False: all
+        CALLASSIST_MAX_CALLS slots are taken)."""
         self._leave_pool()
         self._live = self._registry.add(bridge)
         return self._live
 
     def close(self) -> None:
-        """The stream is over: whatever it held is given back."""
+        """The stream is over (and whatever it opened closed): whatever it held is given back."""
         self._leave_pool()
         if self._live and self.bridge is not None:
             self._registry.remove(self.bridge)
         self._live = False
+        self._registry._closed(self)
 
     def _evictable(self, now: float) -> bool:
         bridge = self.bridge
@@ -70,8 +77,9 @@ class CallRegistry:
         self._empty = asyncio.Event()
         self._empty.set()
         self._pool: dict[StreamTicket, None] = {}  # pre-start streams, oldest first
-        self._pool_empty = asyncio.Event()
-        self._pool_empty.set()
+        self._streams: set[StreamTicket] = set()  # every stream from its handshake to its end
+        self._no_streams = asyncio.Event()
+        self._no_streams.set()
         self.max_calls = max_calls
         self.pre_start_limit = pre_start_limit
         self.accepting = True
@@ -95,20 +103,24 @@ class CallRegistry:
             return None
         ticket = StreamTicket(self)
         self._pool[ticket] = None
-        self._pool_empty.clear()
+        self._streams.add(ticket)
+        self._no_streams.clear()
         obs.STREAMS_PRE_START.inc()
         return ticket
 
     def _left_pool(self, ticket: StreamTicket) -> None:
         del self._pool[ticket]
         obs.STREAMS_PRE_START.dec()
-        if not self._pool:
-            self._pool_empty.set()
 
-    async def wait_no_pre_start(self, within_s: float) -> None:
-        """Until no stream waits for `start` (or is being closed after a refused one); TimeoutError
-        after `within_s`."""
-        await asyncio.wait_for(self._pool_empty.wait(), within_s)
+    def _closed(self, ticket: StreamTicket) -> None:
+        self._streams.discard(ticket)
+        if not self._streams:
+            self._no_streams.set()
+
+    async def wait_no_streams(self, within_s: float) -> None:
+        """Until every Media Stream has ended, and what it opened is closed (calls or not);
+        TimeoutError after `within_s`."""
+        await asyncio.wait_for(self._no_streams.wait(), within_s)
 
     def _evict_one(self) -> bool:
         now = time.monotonic()

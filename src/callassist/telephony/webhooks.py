@@ -214,7 +214,9 @@ async def media_stream(websocket: WebSocket) -> None:
         await websocket.close(code=1013)
         return
     try:
-        bridge = CallBridge(websocket, services.deps, on_started=ticket.start_call)
+        bridge = CallBridge(
+            websocket, services.deps, on_start=ticket.start_received, on_started=ticket.start_call
+        )
         ticket.bridge = bridge
         await websocket.accept()
         await bridge.run()

@@ -931,8 +931,8 @@ class CallBridge:
 
     async def _send_twilio(self, *texts: str) -> None:
         """Send to Twilio, in order. A peer that stops reading fills the socket's buffers and then
-        a send waits for ever: after TWILIO_SEND_TIMEOUT_S the call ends instead (one timer per
-        call, not per message: a chunk's media and mark share it)."""
+        a send waits for ever: after TWILIO_SEND_TIMEOUT_S the call ends instead. One timer per
+        call of this (a chunk's media and mark share it); nothing on the caller-to-OpenAI path."""
         if not self._twilio_open:
             return
         try:

@@ -39,6 +39,7 @@ ATTACKER = "+15557654321"
 ATTESTED_A = "TN-Validation-Passed-A"
 STREAM_SID = "MZ" + "5" * 32
 OWNER_TOOL = "get_my_agenda"
+UNCONFIRMED = "Caller ID can be faked"  # the prompt's rule for a caller whose number isn't confirmed
 
 
 def noise(ms: int, seed: int) -> bytes:
@@ -223,6 +224,7 @@ async def test_replayed_webhooks_and_handshakes_mint_no_token_and_never_claim_th
                 await ws.send(stop_frame(attacker_sid))
             await server.services.registry.wait_idle(10)
             assert OWNER_TOOL not in tools_of(attacker_session)
+            assert UNCONFIRMED in attacker_session.session_config["instructions"]  # nor a verified caller
             row = await call_row(server, attacker_sid)
             assert row is not None
             assert (row.caller_number, row.is_owner, row.called_number, row.dial_status) == (
@@ -231,8 +233,8 @@ async def test_replayed_webhooks_and_handshakes_mint_no_token_and_never_claim_th
                 "+15559870000",
                 None,
             )
-            # A third call's token, issued and not used yet when the server restarts.
-            later_token = await issue_token(server, later_sid, "+15551230000")
+            # A third call's token (a caller the carrier vouches for), not used yet at the restart.
+            later_token = await issue_token(server, later_sid, "+15551230000", StirVerstat=ATTESTED_A)
 
         # After a restart the store, not memory, decides: spent calls stay spent.
         async with running_server(fake.base_url, tmp_path / "data", **settings) as server:
@@ -250,6 +252,10 @@ async def test_replayed_webhooks_and_handshakes_mint_no_token_and_never_claim_th
                 assert await received_audio(ws, len(greeting)) == greeting
                 await ws.send(stop_frame(later_sid))
             await server.services.registry.wait_idle(10)
+            # Its attestation came from the record: its number counts as confirmed (not the owner).
+            later_session = fake.sessions[-1]
+            assert UNCONFIRMED not in later_session.session_config["instructions"]
+            assert OWNER_TOOL not in tools_of(later_session)
 
         await fake.wait_until(lambda: all(s.closed for s in fake.sessions), timeout=5)
         configured_sessions = [s for s in fake.sessions if s.client_events]

@@ -84,6 +84,7 @@ OPENAI_CLOSE_S = CLOSE_AFTER_STOP_S + 1.5
 LATE_TRANSCRIPT_S = 3.0  # at the end, how long the caller's last words may take to be transcribed
 LOST_TURN_PADDING_BYTES = 300 * 8  # the VAD's prefix padding: audio kept from before speech began
 MEMORY_TIMEOUT_S = 1.5  # the greeting doesn't wait longer than this for the caller's history
+MAX_KEYPAD_DIGITS = 24  # keys kept for a code typed in (tools/identity.py)
 # Errors the Realtime API sends when a barge-in or a tool result races the server; harmless.
 RECOVERABLE_ERRORS = frozenset(
     {
@@ -765,6 +766,9 @@ class CallBridge:
             called_number=admission.called_number,
             is_owner=is_owner,
             owner_missed_call=admission.dial_status,
+            # The number is the caller's if the carrier says so, in Twilio's signed webhook (a code
+            # texted to it can confirm it later: tools/identity.py).
+            caller_verified=is_owner or bool(caller and admission.attested),
         )
         recorder = CallRecorder(self._deps.records, parsed.call_sid, logger=self._log)
         recorder.call_started(
@@ -792,6 +796,8 @@ class CallBridge:
             recorder=recorder,
             hang_up=self._hang_up_after_goodbye,
             logger=self._log,
+            caller_verified=self.context.caller_verified,
+            called_number=self.context.called_number,
         )
         self._log.info("stream started (caller %s)", obs.masked_number(caller))
         return True
@@ -917,7 +923,9 @@ class CallBridge:
                 self._end(EndReason.caller_hung_up)
                 return
             elif isinstance(parsed, Dtmf):
-                # Keys can be a PIN or a card number: the digit itself is never logged.
+                # Keys can be a PIN or a card number: the digit itself is never logged. A code typed
+                # in is kept for check_verification_code, never shown to the model.
+                self._tool_ctx.keypad = (self._tool_ctx.keypad + parsed.digit[:1])[-MAX_KEYPAD_DIGITS:]
                 self._log.info("caller pressed a key")
             elif isinstance(parsed, (Start, Connected)):
                 self._log.info("ignored a repeated %s message", type(parsed).__name__.lower())

@@ -29,6 +29,7 @@ from callassist.dashboard import api, calendar_feed
 from callassist.dashboard.auth import FailureLimiter
 from callassist.notify.notices import build_notifiers, close_notifiers, enqueue_call_notices
 from callassist.notify.outbox import OutboxWorker, Sender
+from callassist.notify.sms import TwilioSms
 from callassist.realtime.pricing import PriceTable
 from callassist.settings import Settings, load_settings
 from callassist.store.admission import StreamAdmissions
@@ -61,6 +62,7 @@ class Services:
     tool_services: ToolServices | None = None
     deps: CallDeps | None = None
     senders: dict[str, Sender] = field(default_factory=dict)
+    code_sender: TwilioSms | None = None  # one-time codes to confirm a caller's number
     # Calls whose assistant failed (OpenAI unreachable): /voice/stream-ended apologises to them.
     assistant_failures: OrderedDict[str, None] = field(default_factory=OrderedDict)
     outbox: OutboxWorker | None = None
@@ -105,14 +107,17 @@ class Services:
         return queue
 
     async def load_memory(self, number: str) -> tuple[str | None, list[str]]:
-        """The caller's contact name and what their last calls were about."""
+        """The caller's contact name and what their last calls were about. The owner's private note
+        about a contact is never given to the model on a caller's call."""
         async with self.database.session(read_only=True) as session:
             memory = await caller_memory(
                 session, number, calls=self.settings.history_calls, zone=self.settings.zone
             )
-        owner = self.settings.owner_name
-        notes = [f"{owner}'s private note about them (never repeat it): {memory.note}"] if memory.note else []
-        return memory.name, notes + list(memory.past_calls)
+        return memory.name, list(memory.past_calls)
+
+    async def caller_history(self, number: str) -> list[str]:
+        """What a caller's earlier calls were about, once their number is confirmed during a call."""
+        return (await self.load_memory(number))[1]
 
     async def start(self) -> None:
         """The I/O part of start-up: schema upgrade, calendar connection."""
@@ -121,8 +126,14 @@ class Services:
         self.records.start()
         self.calendar = await open_calendar(self.settings, self.database)
         booking = BookingService(self.calendar, self.settings.hours, self.settings.zone)
-        self.tool_services = ToolServices(owner_name=self.settings.owner_name, booking=booking)
         self.senders = build_notifiers(self.settings)
+        self.code_sender = build_code_sender(self.settings)
+        self.tool_services = ToolServices(
+            owner_name=self.settings.owner_name,
+            booking=booking,
+            codes=self.code_sender,
+            caller_history=self.caller_history,
+        )
         await close_unfinished_calls(self.database, self.settings, notify=bool(self.senders))
         if self.senders:
             self.outbox = OutboxWorker(self.database, self.senders)
@@ -134,6 +145,8 @@ class Services:
         if self.outbox is not None:
             await self.outbox.stop(grace_s=1.0)  # what is not sent yet stays queued for the next start
         await close_notifiers(self.senders)
+        if self.code_sender is not None:
+            await self.code_sender.aclose()
         if self.calendar is not None:
             await self.calendar.close()
         await self.database.close()
@@ -262,3 +275,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def build_code_sender(settings: Settings) -> TwilioSms | None:
+    """Texts for one-time codes, sent from the number the caller dialled: any Twilio account can."""
+    if not (settings.twilio_account_sid and settings.signatures_required):
+        return None
+    assert settings.twilio_auth_token is not None
+    return TwilioSms(
+        settings.twilio_account_sid,
+        settings.twilio_auth_token.get_secret_value(),
+        from_number=settings.twilio_phone_number,
+        api_base_url=settings.twilio_api_base_url,
+    )

@@ -32,6 +32,7 @@ from tests.support.stack import Stack, StackFactory
 ZONE = ZoneInfo("America/New_York")
 OWNER_PHONE = "+15550001111"
 CALLER = "+15551230000"
+ATTESTED = {"StirVerstat": "TN-Validation-Passed-A"}  # the carrier vouches for the caller ID
 # Every day is a working day here, so "tomorrow at 2 pm" is bookable whatever day the suite runs.
 SETTINGS: dict[str, Any] = {"timezone": "America/New_York", "working_hours": "Mon-Sun 09:00-17:00"}
 
@@ -319,7 +320,7 @@ async def test_two_calls_in_one_response_are_both_answered_before_one_response_c
         ]
     )
     stack = await make_stack(script, **SETTINGS)
-    call = await stack.simulator.place_call(from_number=CALLER)
+    call = await stack.simulator.place_call(from_number=CALLER, extra_params=ATTESTED)
     await call.wait_until_quiet(quiet_ms=150, timeout=10)
     await caller_turn(stack, call, expected_responses=3)
     session = stack.fake.sessions[0]
@@ -368,7 +369,8 @@ async def test_callers_hear_only_free_busy_and_the_owner_hears_the_agenda(make_s
     )  # fmt: skip
     await calendar.create(NewEvent("Call with Alex", local(day, 15), local(day, 16), caller_number=CALLER))
 
-    call = await stack.simulator.place_call(from_number=CALLER)
+    # Their own bookings need their number to be theirs: here the carrier attests it (SHAKEN/STIR A).
+    call = await stack.simulator.place_call(from_number=CALLER, extra_params=ATTESTED)
     await call.wait_until_quiet(quiet_ms=150, timeout=10)
     await caller_turn(stack, call, expected_responses=3)
     await call.hang_up()
@@ -389,9 +391,7 @@ async def test_callers_hear_only_free_busy_and_the_owner_hears_the_agenda(make_s
     await spoofed.hang_up()
     assert "get_my_agenda" not in {tool["name"] for tool in stack.fake.sessions[1].session_config["tools"]}
 
-    owner_call = await stack.simulator.place_call(
-        from_number=OWNER_PHONE, extra_params={"StirVerstat": "TN-Validation-Passed-A"}
-    )
+    owner_call = await stack.simulator.place_call(from_number=OWNER_PHONE, extra_params=ATTESTED)
     await owner_call.wait_until_quiet(quiet_ms=150, timeout=10)
     await caller_turn(stack, owner_call, expected_responses=3)
     await owner_call.hang_up()

@@ -424,8 +424,10 @@ async def test_a_second_call_from_the_same_number_starts_with_the_first_ones_sum
             summary=SUMMARY,
         )
 
+    # What Alex's calls were about is given only when the number is Alex's (attested here).
+    attested = {"StirVerstat": "TN-Validation-Passed-A"}
     stack = await make_stack(script)
-    first = await stack.simulator.place_call(from_number="+15551230000")
+    first = await stack.simulator.place_call(from_number="+15551230000", extra_params=attested)
     await first.wait_until_quiet(quiet_ms=150, timeout=10)
     await turn(stack, first, completed=2)
     await first.hang_up()
@@ -435,7 +437,7 @@ async def test_a_second_call_from_the_same_number_starts_with_the_first_ones_sum
     await stranger.wait_until_quiet(quiet_ms=150, timeout=10)
     await stranger.hang_up()
 
-    second = await stack.simulator.place_call(from_number="+15551230000")
+    second = await stack.simulator.place_call(from_number="+15551230000", extra_params=attested)
     await second.wait_until_quiet(quiet_ms=150, timeout=10)
     await second.hang_up()
     first_session, stranger_session, second_session = stack.fake.sessions

@@ -63,6 +63,7 @@ from callassist.telephony.media_stream import (
     base64_size,
     parse_inbound,
 )
+from callassist.tools.identity import code_typed
 from callassist.tools.registry import ToolContext, ToolOutcome, ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,10 @@ RECOVERABLE_ERRORS = frozenset(
     }
 )
 SUMMARY_REQUEST = "summary"
+KEYPAD_NOTE = (
+    "The caller has typed the code on their keypad (you are not shown the digits): call "
+    "check_verification_code without a code."
+)
 SPEAK_AGAIN = "speak-again"
 # Tools whose effect is on the call itself: never run from a response the caller interrupted.
 CALL_ENDING_TOOLS = frozenset({"end_call"})
@@ -428,7 +433,9 @@ class CallBridge:
             self._log.warning("caller history unavailable: %s", exc)
             return
         self.context.caller_name = name
-        self.context.history = tuple(history)
+        # What earlier calls from this number were about is theirs only if the number is: caller ID
+        # can be faked (a texted code confirms it later, and check_verification_code returns it then).
+        self.context.history = tuple(history) if self.context.caller_verified else ()
         self._tool_ctx.caller_name = name
         if name or history:
             named = "by name" if name else "by number"
@@ -925,8 +932,11 @@ class CallBridge:
             elif isinstance(parsed, Dtmf):
                 # Keys can be a PIN or a card number: the digit itself is never logged. A code typed
                 # in is kept for check_verification_code, never shown to the model.
-                self._tool_ctx.keypad = (self._tool_ctx.keypad + parsed.digit[:1])[-MAX_KEYPAD_DIGITS:]
+                tools = self._tool_ctx
+                tools.keypad = (tools.keypad + parsed.digit[:1])[-MAX_KEYPAD_DIGITS:]
                 self._log.info("caller pressed a key")
+                if tools.verification is not None and (parsed.digit == "#" or code_typed(tools.keypad)):
+                    self._spawn(self._request_response(purpose="keypad", note=KEYPAD_NOTE))
             elif isinstance(parsed, (Start, Connected)):
                 self._log.info("ignored a repeated %s message", type(parsed).__name__.lower())
 

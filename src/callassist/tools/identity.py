@@ -66,6 +66,11 @@ def _digits(text: str) -> str:
     return "".join(character for character in text if character.isdigit())
 
 
+def code_typed(keypad: str) -> bool:
+    """Enough digits pressed for a whole code."""
+    return len(_digits(keypad)) >= CODE_DIGITS
+
+
 def verification_possible(ctx: ToolContext) -> bool:
     return bool(ctx.caller_number and getattr(ctx.services, "codes", None) is not None)
 
@@ -119,7 +124,7 @@ def register_identity_tools(registry: ToolRegistry) -> None:
         pending: PendingCode | None = ctx.verification
         if pending is None:
             raise ToolError("No code has been sent in this call: use send_verification_code first.")
-        code = _digits(args.code or "") or _digits(ctx.keypad)
+        code = _digits(args.code or "") or _digits(ctx.keypad)[-CODE_DIGITS:]
         ctx.keypad = ""
         if not code:
             raise ToolError("No code was given. Ask the caller to read it out or type it on the keypad.")

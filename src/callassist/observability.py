@@ -63,8 +63,12 @@ def setup_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # The SDK and websockets log every frame at debug; keep them quiet unless asked.
-    for noisy in ("websockets", "openai", "httpx", "httpcore", "httpx2", "twilio"):
+    # The SDK and websockets log every frame at debug; the database drivers log every statement with
+    # its parameters (what callers said): keep them quiet whatever the level.
+    for noisy in (
+        "websockets", "openai", "httpx", "httpcore", "httpx2", "twilio",
+        "aiosqlite", "sqlalchemy.engine", "asyncpg",
+    ):  # fmt: skip
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

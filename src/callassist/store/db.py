@@ -145,7 +145,8 @@ class Database:
             _create_sqlite_directory(parsed)
         engine_options.setdefault("pool_pre_ping", parsed.get_backend_name() != "sqlite")
         try:
-            engine = create_async_engine(parsed, **engine_options)
+            # Errors never quote the row's values (a caller's name, a message) into logs or answers.
+            engine = create_async_engine(parsed, hide_parameters=True, **engine_options)
         except (InvalidRequestError, ArgumentError) as exc:
             # These messages name the driver, never the URL, so they are safe to pass on.
             raise DatabaseUrlError(

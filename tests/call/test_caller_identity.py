@@ -10,6 +10,7 @@ from typing import Any
 
 from callassist.calendar.base import NewEvent
 from callassist.simulator.audio import tone
+from callassist.store.contacts import ContactRepository
 from tests.fakes.realtime_server import Reply, ResponseContext, Say, Script, UseTool
 from tests.support.server import ACCOUNT_SID, AUTH_TOKEN
 from tests.support.stack import Stack, StackFactory
@@ -53,6 +54,8 @@ async def test_a_spoofed_number_neither_sees_nor_changes_the_callers_bookings(
     )
     stack = await make_stack(script, **SETTINGS)
     await booked_for_caller(stack)
+    async with stack.server.services.database.session() as session:
+        await ContactRepository(session).upsert(CALLER, "Alex Kim", note="Owes Dana a reply")
     call = await stack.simulator.place_call(from_number=CALLER)  # no attestation: anyone can send it
     await call.wait_until_quiet(quiet_ms=150, timeout=10)
     await talk(stack, call, 3)
@@ -67,6 +70,8 @@ async def test_a_spoofed_number_neither_sees_nor_changes_the_callers_bookings(
     assert event.title == "Call with Alex"  # untouched
     instructions = stack.fake.sessions[0].session_config["instructions"]
     assert "send_verification_code" in instructions and "can be faked" in instructions
+    # Whose number it is, in the owner's contact book, is not told to whoever claims it.
+    assert "Alex" not in instructions and "Owes" not in instructions
 
 
 async def test_a_code_texted_to_the_number_and_read_back_opens_the_callers_bookings(

@@ -3,6 +3,7 @@ stand-in), checked with bounded tries, and the gate it opens on the caller's own
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ import pytest
 
 from callassist.notify.sms import TwilioSms
 from callassist.tools import all_tools
+from callassist.tools.identity import FAILURES_PER_NUMBER_PER_DAY, SENDS_PER_NUMBER_PER_DAY, CodeLimits
 from callassist.tools.registry import ToolContext, ToolRegistry
 from tests.support.twilio_rest import ACCOUNT_SID, AUTH_TOKEN, TwilioRestStandIn
 
@@ -22,8 +24,9 @@ class Services:
     owner_name = "Dana"
     booking = None
 
-    def __init__(self, codes: TwilioSms | None) -> None:
+    def __init__(self, codes: TwilioSms | None, limits: CodeLimits | None = None) -> None:
         self.codes = codes
+        self.code_limits = limits or CodeLimits()
         self.history_asked: list[str] = []
 
     async def caller_history(self, number: str) -> list[str]:
@@ -44,9 +47,9 @@ async def sms(twilio: TwilioRestStandIn) -> AsyncIterator[TwilioSms]:
     await sender.aclose()
 
 
-def context(services: Services, **values: object) -> ToolContext:
+def context(services: Services, call_sid: str = "CA1", **values: object) -> ToolContext:
     return ToolContext(
-        call_sid="CA1", caller_number=CALLER, is_owner=False, services=services, called_number=OUR_NUMBER,
+        call_sid=call_sid, caller_number=CALLER, is_owner=False, services=services, called_number=OUR_NUMBER,
         **values,  # type: ignore[arg-type]
     )  # fmt: skip
 
@@ -123,3 +126,37 @@ async def test_a_failed_text_is_an_apology(sms: TwilioSms, twilio: TwilioRestSta
     answer = await call(tools, ctx, "send_verification_code", {})
     assert answer["ok"] is False and "couldn't be sent" in answer["error"]
     assert ctx.verification is None
+
+
+async def test_calls_made_in_parallel_send_no_more_than_two_texts(
+    sms: TwilioSms, twilio: TwilioRestStandIn
+) -> None:
+    # One response can ask for several calls at once; each awaits Twilio while the others run.
+    tools, ctx = all_tools(), context(Services(sms))
+    answers = await asyncio.gather(*(call(tools, ctx, "send_verification_code", {}) for _ in range(4)))
+    assert sum(answer["ok"] for answer in answers) == 2
+    assert len(twilio.messages) == 2
+
+
+async def test_calling_again_and_again_gets_no_more_codes_or_guesses(
+    sms: TwilioSms, twilio: TwilioRestStandIn
+) -> None:
+    """A caller can hang up and call again with the same (possibly spoofed) number: texts per number
+    and wrong codes per number are limited across calls."""
+    now = [0.0]
+    limits = CodeLimits(clock=lambda: now[0])
+    tools = all_tools()
+    for index in range(SENDS_PER_NUMBER_PER_DAY):
+        ctx = context(Services(sms, limits), call_sid=f"CA{index}")
+        assert (await call(tools, ctx, "send_verification_code", {}))["ok"] is True
+    refused = await call(tools, context(Services(sms, limits), call_sid="CAx"), "send_verification_code", {})
+    assert refused["ok"] is False and "today" in refused["error"]
+    assert len(twilio.messages) == SENDS_PER_NUMBER_PER_DAY
+    for _ in range(FAILURES_PER_NUMBER_PER_DAY):
+        limits.failed(CALLER)
+    now[0] += 86_401  # a day later the number may get codes again, unless it is still failing
+    assert limits.refusal(CALLER) is None
+    for _ in range(FAILURES_PER_NUMBER_PER_DAY):
+        limits.failed(CALLER)
+    assert limits.locked(CALLER) and "wrong codes" in (limits.refusal(CALLER) or "")
+    assert limits.refusal("+15557654321") is None  # another number is not affected

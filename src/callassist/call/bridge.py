@@ -432,10 +432,13 @@ class CallBridge:
         except Exception as exc:  # a slow or broken store must not delay or break the greeting
             self._log.warning("caller history unavailable: %s", exc)
             return
+        if not self.context.caller_verified:
+            # Caller ID can be faked: whose number it is (the owner's contact book, a name given on an
+            # earlier call) and what those calls were about are theirs only once the number is
+            # confirmed (check_verification_code returns the history then).
+            return
         self.context.caller_name = name
-        # What earlier calls from this number were about is theirs only if the number is: caller ID
-        # can be faked (a texted code confirms it later, and check_verification_code returns it then).
-        self.context.history = tuple(history) if self.context.caller_verified else ()
+        self.context.history = tuple(history)
         self._tool_ctx.caller_name = name
         if name or history:
             named = "by name" if name else "by number"

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,6 +26,13 @@ CODE_DIGITS = 6
 CODE_TTL_S = 300.0
 MAX_SENDS = 2  # codes texted in one call
 MAX_TRIES = 3  # wrong codes before the code is void
+# Across calls (a caller can call again and again, with any caller ID): texts per number and per
+# hour in all, and wrong codes per number, before codes are refused. Kept in memory, per process.
+SENDS_PER_NUMBER_PER_DAY = 3
+FAILURES_PER_NUMBER_PER_DAY = 10
+SENDS_PER_HOUR = 30
+_DAY_S, _HOUR_S = 86_400.0, 3_600.0
+_MAX_NUMBERS = 10_000
 
 
 class CodeSender(Protocol):
@@ -39,10 +47,62 @@ HistoryLoader = Callable[[str], Awaitable[list[str]]]
 
 @dataclass
 class PendingCode:
-    digest: bytes
-    expires_at: float
-    sends: int = 1
+    """This call's code: `sends` is reserved before a text goes out, so calls made in parallel by
+    one response cannot send more than MAX_SENDS."""
+
+    digest: bytes | None = None  # None until a text went out
+    expires_at: float = 0.0
+    sends: int = 0
     tries: int = 0
+
+
+class CodeLimits:
+    """Limits across calls, so a code can't be guessed over many calls and texts can't be pumped to
+    numbers of an attacker's choosing: bounded memory, the oldest numbers forgotten first."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._sends: OrderedDict[str, list[float]] = OrderedDict()
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        self._recent: deque[float] = deque()
+
+    def refusal(self, number: str) -> str | None:
+        """Why no code may be texted to `number` now, or None."""
+        now = self._clock()
+        while self._recent and now - self._recent[0] > _HOUR_S:
+            self._recent.popleft()
+        if len(self._recent) >= SENDS_PER_HOUR:
+            return "Too many codes were sent in the last hour."
+        if len(self._recent_in(self._sends, number, now)) >= SENDS_PER_NUMBER_PER_DAY:
+            return "Too many codes were sent to this number today."
+        if self.locked(number):
+            return "Too many wrong codes were given for this number today."
+        return None
+
+    def locked(self, number: str) -> bool:
+        return len(self._recent_in(self._failures, number, self._clock())) >= FAILURES_PER_NUMBER_PER_DAY
+
+    def sent(self, number: str) -> None:
+        now = self._clock()
+        self._recent.append(now)
+        self._note(self._sends, number, now)
+
+    def failed(self, number: str) -> None:
+        self._note(self._failures, number, self._clock())
+
+    @staticmethod
+    def _recent_in(table: OrderedDict[str, list[float]], number: str, now: float) -> list[float]:
+        times = [at for at in table.get(number, []) if now - at <= _DAY_S]
+        if number in table:
+            table[number] = times
+        return times
+
+    @staticmethod
+    def _note(table: OrderedDict[str, list[float]], number: str, now: float) -> None:
+        table.setdefault(number, []).append(now)
+        table.move_to_end(number)
+        while len(table) > _MAX_NUMBERS:
+            table.popitem(last=False)
 
 
 class NoArgs(BaseModel):
@@ -90,9 +150,19 @@ def register_identity_tools(registry: ToolRegistry) -> None:
             raise ToolError(
                 "Codes can't be sent from this line. Offer to take a message with what they want changed."
             )
-        pending: PendingCode | None = ctx.verification
-        if pending is not None and pending.sends >= MAX_SENDS:
+        pending: PendingCode = ctx.verification or PendingCode()
+        if pending.sends >= MAX_SENDS:
             raise ToolError("Two codes were sent already. Offer to take a message instead.")
+        limits: CodeLimits | None = getattr(ctx.services, "code_limits", None)
+        refusal = limits.refusal(ctx.caller_number) if limits is not None else None
+        if refusal is not None:
+            ctx.logger.warning("verification code refused: %s", refusal)
+            raise ToolError(f"{refusal} Offer to take a message instead.")
+        # Reserved before the text goes out (the send awaits: another call could slip in meanwhile).
+        pending.sends += 1
+        ctx.verification = pending
+        if limits is not None:
+            limits.sent(ctx.caller_number)
         code = "".join(secrets.choice("0123456789") for _ in range(CODE_DIGITS))
         owner = getattr(ctx.services, "owner_name", None) or "the assistant"
         try:
@@ -101,12 +171,12 @@ def register_identity_tools(registry: ToolRegistry) -> None:
             )
         except Exception as exc:  # the caller hears an apology; the log gets the kind of failure only
             ctx.logger.warning("verification code not sent (%s)", type(exc).__name__)
+            if pending.digest is None:
+                ctx.verification = None
             raise ToolError("The text couldn't be sent. Apologise and offer to take a message.") from None
-        ctx.verification = PendingCode(
-            _digest(ctx.call_sid, code),
-            time.monotonic() + CODE_TTL_S,
-            sends=(pending.sends + 1) if pending else 1,
-        )
+        pending.digest, pending.expires_at, pending.tries = (
+            _digest(ctx.call_sid, code), time.monotonic() + CODE_TTL_S, 0,
+        )  # fmt: skip
         ctx.keypad = ""
         return {
             "sent": True,
@@ -122,8 +192,11 @@ def register_identity_tools(registry: ToolRegistry) -> None:
         if ctx.caller_verified or ctx.is_owner:
             return {"verified": True, "say": "Their number is already confirmed."}
         pending: PendingCode | None = ctx.verification
-        if pending is None:
+        if pending is None or pending.digest is None:
             raise ToolError("No code has been sent in this call: use send_verification_code first.")
+        limits: CodeLimits | None = getattr(ctx.services, "code_limits", None)
+        if limits is not None and ctx.caller_number and limits.locked(ctx.caller_number):
+            raise ToolError("Too many wrong codes were given for this number today. Offer to take a message.")
         code = _digits(args.code or "") or _digits(ctx.keypad)[-CODE_DIGITS:]
         ctx.keypad = ""
         if not code:
@@ -132,6 +205,8 @@ def register_identity_tools(registry: ToolRegistry) -> None:
             raise ToolError("The code has expired. Offer to send a new one.")
         pending.tries += 1
         if not hmac.compare_digest(_digest(ctx.call_sid, code), pending.digest):
+            if limits is not None and ctx.caller_number:
+                limits.failed(ctx.caller_number)
             if pending.tries >= MAX_TRIES:
                 pending.expires_at = 0.0
                 raise ToolError("That was the last try: the code no longer works. Offer to take a message.")

@@ -41,6 +41,9 @@ _TOOL_NAME = re.compile(r"[A-Za-z_]{1,64}")
 # How long a tool with effects waits for its record to be committed before answering anyway (the
 # record stays queued and is written as soon as the database allows).
 RECORD_WAIT_S = 5.0
+# How long a tool with effects may take before the model is answered anyway (it is never cancelled).
+EFFECT_TIMEOUT_S = 30.0
+_UNFINISHED: set[asyncio.Future[Any]] = set()  # tools with effects still running past their answer
 
 
 class ToolError(Exception):
@@ -349,21 +352,29 @@ class ToolRegistry:
         kept = args.model_dump_json(exclude_unset=True)
         timeout = tool.timeout_s or self.default_timeout_s
         try:
-            async with asyncio.timeout(timeout):
-                result = await tool.handler(ctx, args)
+            if tool.effects:
+                # A booking, a move, a cancellation or a message is never cut off mid-write (the
+                # calendar may have it already while its answer is on the way): it gets longer, and
+                # past that it carries on unawaited while the caller is told it may still go through.
+                running = asyncio.ensure_future(tool.handler(ctx, args))
+                _UNFINISHED.add(running)
+                running.add_done_callback(_UNFINISHED.discard)
+                result = await asyncio.wait_for(asyncio.shield(running), max(timeout, EFFECT_TIMEOUT_S))
+            else:
+                async with asyncio.timeout(timeout):
+                    result = await tool.handler(ctx, args)
         except ToolError as refusal:
             return {"ok": False, "error": refusal.message, **refusal.details}, kept, REFUSED
         except TimeoutError:
             ctx.logger.warning("tool %s timed out after %.1fs", name, timeout)
-            return (
-                {
-                    "ok": False,
-                    "error": "That took too long and was stopped. Apologise, say it didn't go through, and "
-                    "offer to take a message instead.",
-                },
-                kept,
-                TIMEOUT,
+            error = (
+                "It is taking much longer than it should and may still go through. Don't try it again: "
+                "apologise, and say it will be confirmed."
+                if tool.effects
+                else "That took too long and was stopped. Apologise, say it didn't go through, and offer to "
+                "take a message instead."
             )
+            return {"ok": False, "error": error}, kept, TIMEOUT
         except Exception as exc:
             ctx.logger.error("tool %s failed: %s", name, failure_note(exc))
             return (

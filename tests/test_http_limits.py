@@ -8,17 +8,27 @@ import re
 from pathlib import Path
 from tempfile import SpooledTemporaryFile
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import starlette.formparsers
 from twilio.request_validator import RequestValidator
 
-from tests.support.server import AUTH_TOKEN, RunningServer
+from tests.support.server import ACCOUNT_SID, AUTH_TOKEN, RunningServer
 
 MB = 1024 * 1024
 CHUNK = b"a" * 65536
 WEBHOOK = "/voice/incoming"
-SMALL_FORM = b"CallSid=CA" + b"1" * 32 + b"&From=%2B15551230000&To=%2B15559870000"
+# A voice webhook's form as Twilio sends it (the keys it always has), a few hundred bytes.
+WEBHOOK_FORM = {
+    "AccountSid": ACCOUNT_SID,
+    "CallSid": "CA" + "1" * 32,
+    "From": "+15551230000",
+    "To": "+15559870000",
+    "CallStatus": "ringing",
+    "Direction": "inbound",
+}
+SMALL_FORM = urlencode(WEBHOOK_FORM).encode()
 # The server's limits, as a client sees them (see callassist.server).
 WEBHOOK_BODY_LIMIT = 64 * 1024
 CLOSE_WITHIN_S = 8.0
@@ -166,8 +176,8 @@ async def test_a_large_form_is_refused_without_reading_more_than_the_limit(serve
     await sender
 
     # Twilio's own small signed forms still go through, unsigned ones still get 403.
-    params = {"CallSid": "CA" + "1" * 32, "From": "+15551230000", "To": "+15559870000"}
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(server.settings.public_url + WEBHOOK, params)
+    url = server.settings.public_url + WEBHOOK
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, WEBHOOK_FORM)
     for headers, expected in (({"X-Twilio-Signature": signature}, 200), ({}, 403)):
         reader, writer = await connect(server)
         writer.write(
@@ -181,6 +191,68 @@ async def test_a_large_form_is_refused_without_reading_more_than_the_limit(serve
             status, _ = await read_response(reader)
         assert status == expected
         close(writer)
+
+
+def raw_request(method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
+    """A request with its header lines exactly as given, repeated names included."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def test_two_content_types_are_refused_in_either_order(
+    server: RunningServer, spooled: list[int]
+) -> None:
+    """What the limits check and what the app parses must be the same header: Starlette reads the
+    first Content-Type line, a dict the last, so a form-last multipart once reached the parser."""
+    boundary = "b" * 16
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="f"; filename="x"\r\n\r\n'.encode()
+        + b"A" * 60_000
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    multipart, form = f"multipart/form-data; boundary={boundary}", "application/x-www-form-urlencoded"
+    for first, last in ((multipart, form), (form, multipart), (form, form)):
+        headers = [("Content-Type", first), ("Content-Type", last), ("Content-Length", str(len(body)))]
+        reader, writer = await connect(server)
+        writer.write(raw_request("POST", WEBHOOK, headers, body))
+        await writer.drain()
+        async with asyncio.timeout(5):
+            status, _ = await read_response(reader)
+        assert status == 400, (first, last)
+        close(writer)
+    assert sum(spooled) == 0
+
+    # Two Content-Length lines that disagree: refused too (by the HTTP parser or by the limits).
+    headers = [("Content-Type", form), ("Content-Length", "5"), ("Content-Length", str(len(SMALL_FORM)))]
+    reader, writer = await connect(server)
+    writer.write(raw_request("POST", WEBHOOK, headers, SMALL_FORM))
+    await writer.drain()
+    assert await read_status(reader) in (400, None)
+    close(writer)
+
+
+async def test_twilio_routes_take_form_bodies_only(server: RunningServer) -> None:
+    async def status_of(headers: list[tuple[str, str]], body: bytes, path: str = WEBHOOK) -> int:
+        reader, writer = await connect(server)
+        writer.write(raw_request("POST", path, [*headers, ("Content-Length", str(len(body)))], body))
+        await writer.drain()
+        async with asyncio.timeout(5):
+            status, _ = await read_response(reader)
+        close(writer)
+        return status
+
+    for content_type in ("application/json", "text/plain", "application/octet-stream", "multipart/mixed"):
+        assert await status_of([("Content-Type", content_type)], b'{"CallSid": "CA1"}') == 415, content_type
+        assert await status_of([("Content-Type", content_type)], b"x", "/voice/dial-result") == 415
+    assert await status_of([], SMALL_FORM) == 415  # a body without a type
+    # A form, with or without parameters and in any case, reaches the signature check (unsigned: 403).
+    for content_type in (
+        "application/x-www-form-urlencoded",
+        "Application/X-WWW-Form-URLencoded; charset=utf-8",
+    ):
+        assert await status_of([("Content-Type", content_type)], SMALL_FORM) == 403, content_type
+    # Elsewhere, a non-form body is the route's business (here: no such route).
+    assert await status_of([("Content-Type", "application/json")], b"{}", "/api/calls") != 415
 
 
 def rss_kib() -> tuple[int, int]:

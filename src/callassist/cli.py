@@ -160,7 +160,7 @@ def call(
 
 
 db_app = typer.Typer(help="The database: schema upgrades.", no_args_is_help=True)
-calendar_app = typer.Typer(help="The owner's calendar: list, add, export.", no_args_is_help=True)
+calendar_app = typer.Typer(help="The owner's calendar: list, add, export, feed-url.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(calendar_app, name="calendar")
 
@@ -345,6 +345,27 @@ def calendar_export(
 
     sys.stdout.buffer.write(run_on_database(export(), "export the calendar"))
     sys.stdout.buffer.flush()
+
+
+@calendar_app.command("feed-url")
+def calendar_feed_url() -> None:
+    """Print the calendar feed's URL, to subscribe to from a calendar app. Its token is read-only
+    (it opens the feed and nothing else) and changes when CALLASSIST_ADMIN_TOKEN does. Keep it
+    private all the same: it shows your calendar to whoever has it."""
+    from urllib.parse import quote
+
+    from callassist.dashboard.auth import feed_token
+
+    settings = settings_or_exit()
+    token = feed_token(settings)
+    url = settings.public_url.rstrip("/") + "/calendar.ics"
+    if token is None:
+        if not settings.local_only:
+            raise fail("set CALLASSIST_ADMIN_TOKEN: the feed's token is derived from it")
+        errors.print("[yellow]note:[/] no CALLASSIST_ADMIN_TOKEN: this URL works on this machine only")
+        typer.echo(url)
+        return
+    typer.echo(f"{url}?token={quote(token, safe='')}")
 
 
 # Call records: calls, messages, notices, contacts ------------------------------------------------

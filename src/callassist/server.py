@@ -6,7 +6,8 @@ On SIGTERM/SIGINT: stop accepting connections, let every live call say a short g
 Anyone on the internet can reach this server, so the work it does before a request is authenticated
 is bounded here: a request head must arrive whole within seconds and stay under 16 KiB and 100
 header lines; a body must be at most 64 KiB (Twilio's webhook forms are a few KB; no route takes
-more), never multipart, and arrive within seconds; an idle connection is closed after 5 s.
+more), never multipart (on /voice/*, a form and nothing else), with one Content-Type and one
+Content-Length at most, and arrive within seconds; an idle connection is closed after 5 s.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ MAX_REQUEST_HEAD_BYTES = 16 * 1024
 MAX_HEADER_LINES = 100
 # Twilio's webhook forms are a few KB; none of our routes takes a larger body, or a multipart one.
 MAX_BODY_BYTES = 64 * 1024
+# Twilio's webhooks: their bodies are forms, nothing else.
+TWILIO_PATHS = "/voice/"
+TWILIO_FORM = b"application/x-www-form-urlencoded"
 # A request head (from the connection's start, or from the end of the previous response) and a body
 # must each arrive within this long; an idle keep-alive connection is closed after KEEP_ALIVE_S.
 REQUEST_HEAD_TIMEOUT_S = 5.0
@@ -97,8 +101,10 @@ class BoundedH11Protocol(H11Protocol):
 
 class RequestLimits:
     """Refuses what no route accepts before the app parses anything: too many header lines (431),
-    a multipart body (415), a body over `max_body` bytes (413, from Content-Length when there is
-    one, else counted as it arrives) or one that trickles in (408). Every refusal closes the
+    more than one Content-Type or Content-Length header (400), a multipart body (415), a body on a
+    Twilio route (/voice/*) that is not application/x-www-form-urlencoded (415), a body over
+    `max_body` bytes (413, from Content-Length when there is one, else counted as it arrives) or one
+    that trickles in (408). Every refusal closes the
     connection, so nothing more of that body is read.
 
     A body within the limits is read here, whole, and handed to the app as one message.
@@ -143,12 +149,21 @@ class RequestLimits:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         if len(headers) > self.max_headers:
             return 431, f"more than {self.max_headers} header lines"
-        values = dict(headers)
-        if values.get(b"content-type", b"").lstrip().lower().startswith(b"multipart/"):
+        # One of each at most: with two, what is checked here and what the app parses could differ
+        # (Starlette reads the first Content-Type line, a dict the last).
+        types = [value for name, value in headers if name == b"content-type"]
+        lengths = [value for name, value in headers if name == b"content-length"]
+        if len(types) > 1 or len(lengths) > 1:
+            return 400, "one Content-Type and one Content-Length header at most"
+        media_type = types[0].split(b";", 1)[0].strip().lower() if types else b""
+        if media_type.startswith(b"multipart/"):
             return 415, "multipart bodies are not accepted"
-        length = values.get(b"content-length")
+        length = lengths[0] if lengths else None
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             return 413, f"the body may be {self.max_body} bytes at most"
+        has_body = length not in (None, b"0") or any(name == b"transfer-encoding" for name, _ in headers)
+        if has_body and scope["path"].startswith(TWILIO_PATHS) and media_type != TWILIO_FORM:
+            return 415, f"{TWILIO_FORM.decode()} bodies only"
         return None
 
     async def _read_body(self, receive: Receive) -> bytes | tuple[int, str]:

@@ -269,6 +269,9 @@ class Settings(BaseSettings):
         default=8.0, validation_alias=_env("CALLASSIST_TOOL_TIMEOUT_SECONDS")
     )
     admin_token: SecretStr | None = Field(default=None, validation_alias=_env("CALLASSIST_ADMIN_TOKEN"))
+    # The one header the owner's tunnel or proxy sets to the client's address (e.g. CF-Connecting-IP),
+    # for counting wrong tokens per client; unset: the last X-Forwarded-For entry, which proxies append.
+    client_ip_header: str | None = Field(default=None, validation_alias=_env("CALLASSIST_CLIENT_IP_HEADER"))
 
     # Records, memory, notifications
     summary_timeout_seconds: Annotated[float, Field(ge=0, le=30)] = Field(
@@ -325,6 +328,16 @@ class Settings(BaseSettings):
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
         return value
+
+    @field_validator("client_ip_header")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        name = (value or "").strip()
+        if not name:
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9-]+", name):
+            raise ValueError(f"not an HTTP header name: {name!r} (e.g. CF-Connecting-IP)")
+        return name.lower()
 
     @field_validator("voice")
     @classmethod

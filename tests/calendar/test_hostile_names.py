@@ -20,6 +20,7 @@ from callassist.calendar.base import CalendarEvent, NewEvent
 from callassist.calendar.caldav import CalDAVCalendar
 from callassist.calendar.ical import calendar_document, vevent_to_event
 from callassist.calendar.local import LocalCalendar
+from callassist.dashboard.auth import feed_token
 from callassist.tools import all_tools
 from callassist.tools.registry import ToolContext
 from tests.support.caldav_client import RawCalDAV
@@ -104,7 +105,9 @@ async def test_the_feed_stays_valid_with_hostile_names_booked_by_tool_and_direct
         )
         async with (
             aiohttp.ClientSession() as http,
-            http.get(server.base_url + "/calendar.ics", params={"token": ADMIN_TOKEN}) as response,
+            http.get(
+                server.base_url + "/calendar.ics", params={"token": feed_token(server.settings) or ""}
+            ) as response,
         ):
             assert response.status == 200, await response.text()
             body = await response.read()

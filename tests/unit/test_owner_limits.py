@@ -1,12 +1,12 @@
 """The owner's gate without a server: the failure limiter's window and memory bound, whom it counts
-as one client, and the admin token's minimum length."""
+as one client, the calendar feed's derived token, and the admin token's minimum length."""
 
 from __future__ import annotations
 
 import pytest
 from starlette.requests import Request
 
-from callassist.dashboard.auth import FailureLimiter, client_key
+from callassist.dashboard.auth import FEED_TOKEN_LENGTH, FailureLimiter, client_key, feed_token
 from callassist.settings import MIN_ADMIN_TOKEN_LENGTH, SettingsError, load_settings
 
 
@@ -68,18 +68,54 @@ def test_memory_is_bounded_by_clients_and_failures_per_client() -> None:
 def test_one_client_is_one_address_as_the_tunnel_reports_it() -> None:
     assert client_key(request("203.0.113.9")) == "203.0.113.9"
     # A direct public client cannot choose its key with a header.
-    assert client_key(request("203.0.113.9", {"X-Forwarded-For": "192.0.2.1"})) == "203.0.113.9"
-    # Behind a tunnel on this machine: the address the tunnel added last.
+    for header in ("X-Forwarded-For", "X-Real-IP", "CF-Connecting-IP"):
+        assert client_key(request("203.0.113.9", {header: "192.0.2.1"})) == "203.0.113.9"
+    # Behind a tunnel on this machine: the address the tunnel appended to X-Forwarded-For, whatever
+    # the client put before it or in headers the tunnel passes through.
     tunnel = {"X-Forwarded-For": "10.9.9.9, 198.51.100.7"}
     assert client_key(request("127.0.0.1", tunnel)) == "198.51.100.7"
-    assert client_key(request("127.0.0.1", {"CF-Connecting-IP": "198.51.100.8"})) == "198.51.100.8"
-    forwarded = {"Forwarded": 'for=192.0.2.60;proto=https, for="[2001:db8:cafe::17]:4711"'}
-    assert client_key(request("127.0.0.1", forwarded)) == "2001:db8:cafe::/64"
+    spoofed = {
+        **tunnel,
+        "X-Real-IP": "192.0.2.1",
+        "CF-Connecting-IP": "192.0.2.2",
+        "Forwarded": "for=192.0.2.3",
+    }
+    assert client_key(request("127.0.0.1", spoofed)) == "198.51.100.7"
+    assert client_key(request("127.0.0.1", {"X-Real-IP": "192.0.2.1"})) == "127.0.0.1"
+    assert client_key(request("::1", {"CF-Connecting-IP": "192.0.2.2"})) == "::1"
     assert client_key(request("127.0.0.1", {"X-Forwarded-For": "192.0.2.7:4711"})) == "192.0.2.7"
     # An IPv6 subscriber's /64 is one client, however many addresses it uses.
     assert client_key(request("2001:db8:1:2::1")) == client_key(request("2001:db8:1:2:ffff::9"))
     assert client_key(request("127.0.0.1")) == "127.0.0.1"
-    assert len(client_key(request("127.0.0.1", {"X-Real-IP": "x" * 1000}))) <= 64
+    assert len(client_key(request("127.0.0.1", {"X-Forwarded-For": "x" * 1000}))) <= 64
+
+
+def test_the_owner_may_name_the_one_header_their_proxy_sets() -> None:
+    cloudflare = {"X-Forwarded-For": "192.0.2.1, 198.51.100.7", "CF-Connecting-IP": "198.51.100.8"}
+    assert client_key(request("127.0.0.1", cloudflare), "cf-connecting-ip") == "198.51.100.8"
+    # Only that header: when it is missing, X-Forwarded-For is not consulted instead.
+    assert client_key(request("127.0.0.1", {"X-Forwarded-For": "192.0.2.1"}), "x-real-ip") == "127.0.0.1"
+    forwarded = {"Forwarded": 'for=192.0.2.60;proto=https, for="[2001:db8:cafe::17]:4711"'}
+    assert client_key(request("127.0.0.1", forwarded), "forwarded") == "2001:db8:cafe::/64"
+    # A direct client still cannot choose its key.
+    assert client_key(request("203.0.113.9", cloudflare), "cf-connecting-ip") == "203.0.113.9"
+    assert load_settings(_env_file=None, client_ip_header=" CF-Connecting-IP ").client_ip_header == (
+        "cf-connecting-ip"
+    )
+    assert load_settings(_env_file=None, client_ip_header="").client_ip_header is None
+    with pytest.raises(SettingsError):
+        load_settings(_env_file=None, client_ip_header="X-Real-IP: 1.2.3.4")
+
+
+def test_the_feed_token_is_derived_from_the_admin_token_and_is_not_it() -> None:
+    admin = "owner-secret-token-0123456789"
+    token = feed_token(load_settings(_env_file=None, admin_token=admin))
+    assert token is not None and len(token) == FEED_TOKEN_LENGTH
+    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert token not in admin and admin not in token
+    assert feed_token(load_settings(_env_file=None, admin_token=admin)) == token  # stable
+    assert feed_token(load_settings(_env_file=None, admin_token=admin + "x")) != token  # rotates
+    assert feed_token(load_settings(_env_file=None, admin_token="")) is None
 
 
 def test_the_admin_token_must_be_long(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,9 @@
 """The owner's JSON API over the call records: calls, one call in full, messages, notices, contacts.
 
 Every route needs the owner: `Authorization: Bearer <CALLASSIST_ADMIN_TOKEN>`, or, while no token
-is configured, a direct loopback client. Anyone else gets 401 and learns nothing else; a client
-refused 5 times within a minute gets 429 (Retry-After) until that minute has passed.
+is configured, a direct loopback client. The admin token is never taken from the URL. Anyone else
+gets 401 and learns nothing else; a client that sent 5 wrong tokens within a minute gets 429
+(Retry-After) for its wrong tokens until that minute has passed (the right token is still accepted).
 """
 
 from __future__ import annotations

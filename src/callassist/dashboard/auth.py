@@ -1,11 +1,19 @@
 """Only the owner reads the data: CALLASSIST_ADMIN_TOKEN, or (when it is unset) the machine itself.
 
-Refusals are counted per client: after `FAILURES_ALLOWED` within `FAILURE_WINDOW_S`, that client
-is answered 429 (with Retry-After) without its token being looked at, until the window has passed.
+The admin token travels only in an `Authorization: Bearer` header, never in a URL. The calendar feed,
+which calendar apps fetch by URL alone, has its own read-only token (`feed_token`), derived from the
+admin token: it opens the feed and nothing else, and changes whenever the admin token does.
+
+The right token is always accepted. Wrong ones are counted per client: after `FAILURES_ALLOWED`
+within `FAILURE_WINDOW_S`, that client's wrong tokens are answered 429 (with Retry-After) instead of
+401 until the window has passed. A client is its socket address or, behind a tunnel on this machine,
+the address the tunnel reported (`client_key`), never one the client names itself.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import ipaddress
 import math
@@ -27,10 +35,35 @@ MAX_CLIENTS = 4096
 _MAX_KEY_LENGTH = 64
 
 
+# The feed token is HMAC-SHA256(admin token, this label), url-safe base64, this many characters
+# (192 bits). The label is fixed: changing it would change every subscribed feed URL.
+FEED_TOKEN_LABEL = b"callassist calendar feed v1"
+FEED_TOKEN_LENGTH = 32
+
+
+def feed_token(settings: Settings) -> str | None:
+    """The calendar feed's read-only token, or None while no admin token is configured."""
+    admin = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    if not admin:
+        return None
+    digest = hmac.new(admin.encode(), FEED_TOKEN_LABEL, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:FEED_TOKEN_LENGTH]
+
+
 def owner_allowed(connection: HTTPConnection, settings: Settings, presented: str | None) -> bool:
     """True if `presented` is the admin token, or no token is configured, the server is not public
     (PUBLIC_BASE_URL unset or local) and the client is this machine."""
     expected = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    return _matches(connection, settings, presented, expected)
+
+
+def feed_allowed(connection: HTTPConnection, settings: Settings, presented: str | None) -> bool:
+    """`owner_allowed` for the calendar feed: `presented` must be the feed token (never the admin
+    token)."""
+    return _matches(connection, settings, presented, feed_token(settings) or "")
+
+
+def _matches(connection: HTTPConnection, settings: Settings, presented: str | None, expected: str) -> bool:
     if not expected:
         # Behind a tunnel every client can look local (ssh -R adds no headers): never trust that.
         return settings.local_only and is_direct_loopback(connection)
@@ -94,17 +127,20 @@ class FailureLimiter:
         return recent
 
 
-def client_key(connection: HTTPConnection) -> str:
+def client_key(connection: HTTPConnection, header: str | None = None) -> str:
     """Who is asking, for counting refusals (never for deciding who they are).
 
-    A direct client is its socket address. A tunnel or reverse proxy on this machine connects from
-    loopback for everyone, so there the address it reports for the client is used (the last one it
-    added to X-Forwarded-For, or CF-Connecting-IP, X-Real-IP, Forwarded). IPv6 addresses count per
-    /64, the block one subscriber usually gets.
+    A direct client is its socket address: no header changes it. A tunnel or reverse proxy on this
+    machine connects from loopback for everyone, so there the client is what the proxy reported:
+    by default the last X-Forwarded-For entry (the one the proxy appended; earlier entries, and
+    CF-Connecting-IP, X-Real-IP or Forwarded, are whatever the client sent, passed through). With
+    `header` (CALLASSIST_CLIENT_IP_HEADER), the proxy's own header instead. Without either, every
+    client of the tunnel is one (ssh -R adds no header). IPv6 addresses count per /64, the block one
+    subscriber usually gets.
     """
     host = connection.client.host if connection.client else ""
     if host in LOOPBACK_HOSTS:
-        host = _forwarded_client(connection.headers) or host
+        host = _forwarded_client(connection.headers, header) or host
     address = _address(host)
     if address is None:
         return host[:_MAX_KEY_LENGTH] or "unknown"
@@ -127,18 +163,21 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return None
 
 
-def _forwarded_client(headers: Headers) -> str | None:
-    for name in ("cf-connecting-ip", "x-real-ip"):
-        if value := headers.get(name, "").strip():
-            return value
-    if forwarded_for := headers.get("x-forwarded-for", "").strip():
-        return forwarded_for.rsplit(",", 1)[-1].strip()
-    if forwarded := headers.get("forwarded", "").strip():
-        last = forwarded.rsplit(",", 1)[-1]
-        for pair in last.split(";"):
-            name, _, value = pair.strip().partition("=")
-            if name.lower() == "for" and value:
-                return value.strip('"')
+def _forwarded_client(headers: Headers, header: str | None) -> str | None:
+    """The client address the proxy put in `header` (default X-Forwarded-For): the last entry of a
+    list, since a proxy appends its own after whatever the client sent. Repeated header lines count
+    as one list, in order."""
+    name = (header or "x-forwarded-for").lower()
+    values = [value.strip() for value in headers.getlist(name) if value.strip()]
+    if not values:
+        return None
+    last = values[-1].rsplit(",", 1)[-1].strip()
+    if name != "forwarded":
+        return last or None
+    for pair in last.split(";"):
+        key, _, value = pair.strip().partition("=")
+        if key.lower() == "for" and value:
+            return value.strip('"')
     return None
 
 
@@ -151,14 +190,19 @@ class OwnerCheck:
 
 
 def check_owner(
-    connection: HTTPConnection, settings: Settings, presented: str | None, failures: FailureLimiter
+    connection: HTTPConnection,
+    settings: Settings,
+    presented: str | None,
+    failures: FailureLimiter,
+    allowed: Callable[[HTTPConnection, Settings, str | None], bool] = owner_allowed,
 ) -> OwnerCheck:
-    """`owner_allowed`, with repeated refusals of one client answered by a wait instead of a check."""
-    client = client_key(connection)
+    """`allowed` (by default `owner_allowed`), with one client's repeated wrong tokens answered by a
+    wait. The token is checked first: the right one is never refused, however many wrong ones came
+    from the same address (which a tunnel's other clients may share)."""
+    if allowed(connection, settings, presented):
+        return OwnerCheck(allowed=True)
+    client = client_key(connection, settings.client_ip_header)
     if (wait := failures.retry_after(client)) is not None:
         return OwnerCheck(allowed=False, retry_after=wait)
-    if owner_allowed(connection, settings, presented):
-        failures.succeeded(client)
-        return OwnerCheck(allowed=True)
     failures.failed(client)
     return OwnerCheck(allowed=False)

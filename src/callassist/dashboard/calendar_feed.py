@@ -1,7 +1,10 @@
 """A read-only iCalendar feed of the owner's calendar, to subscribe to from a phone or desktop app.
 
-`GET /calendar.ics?token=<CALLASSIST_ADMIN_TOKEN>`: calendar apps can't send headers, so the token
-travels in the URL; keep that URL private.
+`GET /calendar.ics?token=<feed token>`: calendar apps can't send headers, so a token travels in the
+URL, where tunnel inspectors and proxy logs may see it. It is therefore not the admin token but the
+feed's own read-only token (see `callassist.dashboard.auth.feed_token`; `callassist calendar
+feed-url` prints the whole URL): it opens this feed and nothing else, and changes when the admin
+token does. The admin token is refused here.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from fastapi import APIRouter, Request, Response
 
 from callassist.calendar.base import Calendar, CalendarError
 from callassist.calendar.ical import calendar_document
-from callassist.dashboard.auth import check_owner
+from callassist.dashboard.auth import check_owner, feed_allowed
 
 router = APIRouter()
 
@@ -31,7 +34,7 @@ async def export_document(
 async def calendar_feed(request: Request, token: str | None = None) -> Response:
     services = request.app.state.services
     settings = services.settings
-    check = check_owner(request, settings, token, services.owner_failures)
+    check = check_owner(request, settings, token, services.owner_failures, allowed=feed_allowed)
     if check.retry_after is not None:
         return Response(
             "too many refused requests: try again later",
@@ -40,7 +43,12 @@ async def calendar_feed(request: Request, token: str | None = None) -> Response:
             headers={"Retry-After": str(check.retry_after)},
         )
     if not check.allowed:
-        return Response("forbidden", status_code=403, media_type="text/plain")
+        return Response(
+            "unauthorized: subscribe to the URL `callassist calendar feed-url` prints",
+            status_code=401,
+            media_type="text/plain",
+            headers={"Cache-Control": "no-store"},
+        )
     if services.calendar is None:
         return Response("starting", status_code=503, media_type="text/plain")
     now = datetime.now(UTC)

@@ -278,7 +278,14 @@ async def test_unsigned_stream_is_refused_before_any_openai_connection(make_stac
 
 async def twilio_stream_by_hand(stack: Stack, call_sid: str) -> tuple[str, dict[str, str]]:
     """Do the webhook like Twilio and return the Stream URL and its parameters."""
-    params = {"AccountSid": ACCOUNT_SID, "CallSid": call_sid, "From": "+15551230000", "To": "+15559870000"}
+    params = {
+        "AccountSid": ACCOUNT_SID,
+        "CallSid": call_sid,
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        "From": "+15551230000",
+        "To": "+15559870000",
+    }
     url = stack.server.settings.public_url + "/voice/incoming"
     signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
     async with (

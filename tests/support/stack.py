@@ -13,7 +13,7 @@ from callassist.simulator import CallerSimulator
 from callassist.simulator.caller import CallEvent, SimulatedCall
 from tests.fakes.protocol import validate_server_event
 from tests.fakes.realtime_server import FakeRealtimeServer, Script
-from tests.support.server import AUTH_TOKEN, RunningServer, running_server
+from tests.support.server import ACCOUNT_SID, AUTH_TOKEN, RunningServer, running_server
 
 
 @dataclass
@@ -43,7 +43,11 @@ class StackFactory:
         fake = await exits.enter_async_context(FakeRealtimeServer(script, **(fake_options or {})))
         data_dir = self._data_dir / f"stack{len(self._stacks)}"
         server = await exits.enter_async_context(running_server(fake.base_url, data_dir, **settings))
-        simulator = CallerSimulator(server.base_url, auth_token=settings.get("twilio_auth_token", AUTH_TOKEN))
+        simulator = CallerSimulator(
+            server.base_url,
+            auth_token=settings.get("twilio_auth_token", AUTH_TOKEN),
+            account_sid=settings.get("twilio_account_sid", ACCOUNT_SID),
+        )
         stack = Stack(fake, server, simulator, exits)
         self._stacks.append(stack)
         return stack

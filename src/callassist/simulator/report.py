@@ -205,12 +205,15 @@ async def run_call(
     from_number: str,
     to_number: str,
     owner_answers: bool = False,
+    account_sid: str | None = None,
     console: Console,
 ) -> CallReport:
     """Place one call at `url`, talk once, hang up within `seconds`, save the heard audio, print a report."""
     speech = await _load_speech(say, audio)
     try:
-        simulator = CallerSimulator(url, auth_token=auth_token, public_base_url=public_base_url)
+        simulator = CallerSimulator(
+            url, auth_token=auth_token, account_sid=account_sid, public_base_url=public_base_url
+        )
     except ValueError as exc:
         raise SimulatorError(str(exc)) from None
     deadline = time.monotonic() + seconds

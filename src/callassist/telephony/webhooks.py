@@ -14,7 +14,7 @@ from callassist import observability as obs
 from callassist.call.bridge import CallBridge
 from callassist.store.admission import Spent, WebhookFacts
 from callassist.store.db import describe_failure
-from callassist.telephony import twiml
+from callassist.telephony import forms, twiml
 
 if TYPE_CHECKING:
     from callassist.app import Services
@@ -42,19 +42,25 @@ def _services(request: Request | WebSocket) -> Services:
 
 
 async def _signed_form(request: Request, endpoint: str) -> FormData:
-    """The webhook's form, if Twilio signed it and it names a call; otherwise the request ends here:
-    403 without a valid signature, 400 without a CallSid (nothing, least of all a stream token, is
-    issued for no call)."""
+    """The webhook's form, if Twilio signed it and it is a form Twilio sends; otherwise the request
+    ends here: 403 without a valid signature, 400 for a signed form that is not Twilio's as sent
+    (no CallSid, a missing standard key, a malformed value: see `callassist.telephony.forms`, on
+    re-split signed forms). Nothing, least of all a stream token, is issued for either."""
     services = _services(request)
     form = await request.form()
     if not services.signatures.check_webhook(request, form):
         obs.WEBHOOKS_REJECTED.labels(endpoint=endpoint, reason="signature").inc()
         log.warning("refused %s: invalid or missing X-Twilio-Signature", request.url.path)
         raise HTTPException(status_code=403, detail="invalid signature")
-    if not _field(form, "CallSid").strip():
-        obs.WEBHOOKS_REJECTED.labels(endpoint=endpoint, reason="no-call-sid").inc()
-        log.warning("refused %s: no CallSid in the request", request.url.path)
-        raise HTTPException(status_code=400, detail="CallSid is required")
+    why = forms.problem(
+        form,
+        stream_status=endpoint == "stream-status",
+        account_sid=services.settings.twilio_account_sid,
+    )
+    if why is not None:
+        obs.WEBHOOKS_REJECTED.labels(endpoint=endpoint, reason=why).inc()
+        log.warning("refused %s: a signed form Twilio does not send (%s)", request.url.path, why)
+        raise HTTPException(status_code=400, detail=f"malformed Twilio request: {why}")
     return form
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import logging
 import random
@@ -97,10 +98,25 @@ async def issue_token(server: RunningServer, sid: str, from_number: str, **extra
     return (await stream_parameters(server, sid, from_number, **extra))["token"]
 
 
+_fresh_calls = itertools.count(0x9000)
+
+
+def stream_url(server: RunningServer, sid: str, token: str) -> str:
+    """The call's own `<Stream url>`, as our TwiML gives it to Twilio."""
+    return server.settings.stream_url() + f"/{sid}/{token}"
+
+
 @contextlib.asynccontextmanager
-async def stream(server: RunningServer, **options: Any) -> AsyncIterator[ClientConnection]:
-    """The Media Stream handshake, signed as Twilio signs it (the same for every call)."""
-    url = server.settings.stream_url()
+async def stream(
+    server: RunningServer, sid: str | None = None, token: str | None = None, **options: Any
+) -> AsyncIterator[ClientConnection]:
+    """The Media Stream handshake of a call, signed as Twilio signs it (over the call's own URL).
+    Without a call: the handshake of a fresh call whose token is unclaimed (what a tunnel's inspector
+    holds for any call it saw ringing)."""
+    if sid is None or token is None:
+        sid = call_sid(next(_fresh_calls))
+        token = await issue_token(server, sid, "+15551230000")
+    url = stream_url(server, sid, token)
     signature = RequestValidator(AUTH_TOKEN).compute_signature(url, {})
     async with connect(url, additional_headers={"X-Twilio-Signature": signature}, **options) as ws:
         yield ws
@@ -184,7 +200,7 @@ async def test_replayed_webhooks_and_handshakes_mint_no_token_and_never_claim_th
             # The owner calls their assistant, attested A. A tunnel's inspector keeps the webhook.
             owner_parameters = await stream_parameters(server, owner_sid, OWNER, StirVerstat=ATTESTED_A)
             owner_token = owner_parameters["token"]
-            async with stream(server) as ws:
+            async with stream(server, owner_sid, owner_token) as ws:
                 await ws.send(CONNECTED)
                 await ws.send(start_frame(owner_sid, owner_parameters))
                 assert await received_audio(ws, len(greeting)) == greeting
@@ -199,7 +215,13 @@ async def test_replayed_webhooks_and_handshakes_mint_no_token_and_never_claim_th
             assert [child.tag for child in ET.fromstring(body)] == ["Say", "Hangup"]
             assert "token" not in body
 
-            # Replaying the owner's stream (handshake + start with its token) is refused.
+            # Replaying the owner's stream handshake is refused before accept (its token is claimed);
+            # its `start` over another call's captured handshake is refused at `start`.
+            sessions_before = len(fake.sessions)
+            with pytest.raises(InvalidStatus):
+                async with stream(server, owner_sid, owner_token):
+                    pass
+            assert len(fake.sessions) == sessions_before  # nothing was opened for it
             async with stream(server) as ws:
                 await ws.send(CONNECTED)
                 await ws.send(start_frame(owner_sid, owner_parameters))
@@ -216,7 +238,7 @@ async def test_replayed_webhooks_and_handshakes_mint_no_token_and_never_claim_th
                 "calledNumber": "+15550000000",
                 "dialStatus": "no-answer",
             }
-            async with stream(server) as ws:
+            async with stream(server, attacker_sid, attacker_token) as ws:
                 await ws.send(CONNECTED)
                 await ws.send(start_frame(attacker_sid, forged))
                 assert await received_audio(ws, len(greeting)) == greeting
@@ -241,12 +263,15 @@ async def test_replayed_webhooks_and_handshakes_mint_no_token_and_never_claim_th
             status, body = await post_signed(server, "/voice/incoming", owner_webhook)
             assert status == 200 and token_of(body) is None
             for sid, token in ((owner_sid, owner_token), (attacker_sid, attacker_token)):
+                with pytest.raises(InvalidStatus):  # their handshakes: refused before accept
+                    async with stream(server, sid, token):
+                        pass
                 async with stream(server) as ws:
                     await ws.send(CONNECTED)
                     await ws.send(start_frame(sid, {"token": token, "callerNumber": OWNER}))
                     assert await close_code_of(ws) == 1008
             # ... while a real call's token issued before the restart still opens its one stream.
-            async with stream(server) as ws:
+            async with stream(server, later_sid, later_token) as ws:
                 await ws.send(CONNECTED)
                 await ws.send(start_frame(later_sid, {"token": later_token}))
                 assert await received_audio(ws, len(greeting)) == greeting
@@ -277,7 +302,7 @@ async def test_streams_ending_before_a_valid_start_leave_no_openai_session_open(
     # One real call, so its token can be replayed.
     used_sid = call_sid(10)
     used_token = await issue_token(server, used_sid, "+15551230000")
-    async with stream(server) as ws:
+    async with stream(server, used_sid, used_token) as ws:
         await ws.send(CONNECTED)
         await ws.send(start_frame(used_sid, {"token": used_token}))
         assert await received_audio(ws, len(greeting)) == greeting
@@ -405,11 +430,14 @@ async def test_squatters_that_never_start_keep_no_real_caller_out(
     )
     server, registry = stack.server, stack.server.services.registry
     async with contextlib.AsyncExitStack() as squatters:
+        # Captured handshakes of calls that rang while the lines were free (unclaimed tokens).
+        captured = [(call_sid(0x500 + n), "") for n in range(registry.pre_start_limit + 15)]
+        captured = [(sid, await issue_token(server, sid, "+15551230000")) for sid, _ in captured]
 
         async def squat(count: int) -> list[ClientConnection]:
             opened = []
             for _ in range(count):
-                ws = await squatters.enter_async_context(stream(server))
+                ws = await squatters.enter_async_context(stream(server, *captured.pop()))
                 await ws.send(CONNECTED)  # ... and never `start`
                 opened.append(ws)
             return opened
@@ -467,7 +495,7 @@ async def test_malformed_json_valid_frames_are_skipped_before_and_after_start(
     server = stack.server
     sid = call_sid(30)
     token = await issue_token(server, sid, "+15551230000")
-    async with stream(server) as ws:
+    async with stream(server, sid, token) as ws:
         await ws.send(CONNECTED)
         for frame in MALFORMED:  # before `start`: they raised inside the ASGI app
             await ws.send(frame)
@@ -509,7 +537,7 @@ async def test_a_twilio_peer_that_stops_reading_ends_the_call_cleanly(
     port = int(server.base_url.rsplit(":", 1)[1])
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
     timeouts_before = metric("callassist_twilio_send_timeouts_total")
-    async with stream(server, sock=sock, max_queue=1, max_size=None) as ws:
+    async with stream(server, sid, token, sock=sock, max_queue=1, max_size=None) as ws:
         await ws.send(CONNECTED)
         await ws.send(start_frame(sid, {"token": token}))
         session = await stack.fake.wait_for_session(0)

@@ -146,7 +146,7 @@ async def test_resplit_owner_webhooks_get_no_token_and_no_call(tmp_path: Path) -
                 token = token_of(await response.text())
             assert token
             # The owner's real call.
-            async with stream(server) as ws:
+            async with stream(server, sid, token) as ws:
                 await ws.send(CONNECTED)
                 await ws.send(start_frame(sid, {"token": token}))
                 assert await received_audio(ws, len(greeting)) == greeting

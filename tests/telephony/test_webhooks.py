@@ -58,7 +58,9 @@ async def test_signed_webhook_connects_the_assistant(server: RunningServer) -> N
     assert root.find("Connect").get("action") == server.settings.public_url + "/voice/stream-ended"  # type: ignore[union-attr]
     stream = root.find("Connect/Stream")
     assert stream is not None
-    assert stream.get("url") == server.settings.stream_url()
+    # The call's own URL (Twilio signs it: the handshake's signature is this call's), token in the path.
+    token = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}["token"]
+    assert stream.get("url") == server.settings.stream_url() + f"/{CALL['CallSid']}/{token}"
     assert stream.get("url", "").startswith("ws://127.0.0.1:")
     # Absolute, under the public URL, signed like every webhook (see the stream-status tests below).
     assert stream.get("statusCallback") == server.settings.public_url + "/voice/stream-status"

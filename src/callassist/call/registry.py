@@ -2,8 +2,10 @@
 
 A Media Stream goes through two gates. From the handshake to its `start` it is *pre-start*: a
 small pool of its own (`PRE_START_LIMIT`) with a short deadline (the bridge's START_TIMEOUT_S),
-because the handshake's signature alone proves nothing (it can be replayed) and each such stream
-may already hold an OpenAI connection. Only a stream admitted at `start` (its call's token claimed
+because a handshake can be replayed while its call's token is unclaimed (each carries its call's
+token in its URL and is refused before accept once that token is claimed, or while another stream
+of the call is open) and each such stream may already hold an OpenAI connection.
+Only a stream admitted at `start` (its call's token claimed
 in the store) takes one of CALLASSIST_MAX_CALLS' slots, so streams that never send `start`, or
 send one that is refused, can't keep real callers out.
 When the pool is full, the stream that has waited longest without a `start` makes room, if it has
@@ -28,10 +30,11 @@ EVICT_AFTER_S = 0.5  # Twilio sends `connected` and `start` right after the hand
 class StreamTicket:
     """One Media Stream's place, from the handshake to its end."""
 
-    __slots__ = ("_live", "_registry", "_waiting", "bridge", "opened_at")
+    __slots__ = ("_live", "_registry", "_waiting", "bridge", "call_sid", "opened_at")
 
-    def __init__(self, registry: CallRegistry) -> None:
+    def __init__(self, registry: CallRegistry, call_sid: str | None = None) -> None:
         self._registry = registry
+        self.call_sid = call_sid
         self.opened_at = time.monotonic()
         self.bridge: CallBridge | None = None
         self._waiting = True  # in the pre-start pool
@@ -78,6 +81,7 @@ class CallRegistry:
         self._empty.set()
         self._pool: dict[StreamTicket, None] = {}  # pre-start streams, oldest first
         self._streams: set[StreamTicket] = set()  # every stream from its handshake to its end
+        self._by_call: dict[str, StreamTicket] = {}  # the one open stream of each call
         self._no_streams = asyncio.Event()
         self._no_streams.set()
         self.max_calls = max_calls
@@ -95,13 +99,23 @@ class CallRegistry:
     def full(self) -> bool:
         return self.max_calls is not None and len(self._calls) >= self.max_calls
 
-    def open_stream(self) -> StreamTicket | None:
+    def has_stream(self, call_sid: str) -> bool:
+        """A stream of this call is open (waiting for `start` or live)."""
+        return call_sid in self._by_call
+
+    def open_stream(self, call_sid: str | None = None) -> StreamTicket | None:
         """A place in the pre-start pool for a new stream, or None if the pool is full of streams
-        that are all still young enough to be Twilio's."""
+        that are all still young enough to be Twilio's, or if `call_sid` has a stream open already
+        (one stream per call: a second handshake for it is a replay)."""
+        if call_sid is not None and call_sid in self._by_call:
+            obs.STREAMS_REFUSED.labels(reason="call-has-stream").inc()
+            return None
         if len(self._pool) >= self.pre_start_limit and not self._evict_one():
             obs.STREAMS_REFUSED.labels(reason="pre-start-full").inc()
             return None
-        ticket = StreamTicket(self)
+        ticket = StreamTicket(self, call_sid)
+        if call_sid is not None:
+            self._by_call[call_sid] = ticket
         self._pool[ticket] = None
         self._streams.add(ticket)
         self._no_streams.clear()
@@ -114,6 +128,8 @@ class CallRegistry:
 
     def _closed(self, ticket: StreamTicket) -> None:
         self._streams.discard(ticket)
+        if ticket.call_sid is not None and self._by_call.get(ticket.call_sid) is ticket:
+            del self._by_call[ticket.call_sid]
         if not self._streams:
             self._no_streams.set()
 

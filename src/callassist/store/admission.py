@@ -1,8 +1,9 @@
 """Which Media Stream may open which call, and as whom: the server's own record of Twilio's webhooks.
 
-Twilio's signatures carry no nonce or time, and the stream handshake's signature covers a URL that
-is the same for every call: a captured webhook and handshake can be replayed at will. So nothing a
-stream says about itself is believed. Each signed webhook that answers a call records what Twilio
+Twilio's signatures carry no nonce or time: a captured webhook and handshake can be replayed at will.
+So nothing a stream says about itself is believed. The handshake's URL carries the call's token (see
+`unclaimed`), so a replayed handshake of a call whose stream was opened is refused before accept.
+Each signed webhook that answers a call records what Twilio
 told us (caller number, SHAKEN/STIR attestation, called number, the owner's dial result), keyed by
 CallSid; the stream only proves, with its token, which record it belongs to, and takes its identity
 from there. A CallSid gets one stream, ever: the claim is a conditional UPDATE, so it holds across
@@ -104,6 +105,23 @@ class StreamAdmissions:
             if self._tokens.expired(row.token_issued):
                 return Spent.expired
             return self._tokens.issue(call_sid, issued=row.token_issued)
+
+    async def unclaimed(self, call_sid: str, token: str) -> Refusal | None:
+        """Whether a stream handshake for this call and token may be accepted: the token is ours, for
+        this call, not expired, and no stream has claimed it yet (`claim`, at `start`, still decides).
+        A forged or expired token is refused before the store is asked."""
+        issued = self._tokens.verify(call_sid, token)
+        if issued is None:
+            return Refusal.token
+        async with self._database.session(read_only=True) as session:
+            found = await session.execute(
+                select(StreamAdmissionRow.call_sid).where(
+                    StreamAdmissionRow.call_sid == call_sid,
+                    StreamAdmissionRow.token_issued == issued,
+                    StreamAdmissionRow.stream_started_at.is_(None),
+                )
+            )
+            return None if found.first() is not None else Refusal.used
 
     async def claim(self, call_sid: str, token: str, stream_sid: str) -> Admission | Refusal:
         """Admit the stream that carries this call's token, once. A forged or expired token is

@@ -4,11 +4,13 @@ With TWILIO_AUTH_TOKEN set, every request must carry a valid signature computed 
 URL Twilio called (never `request.url`, which a tunnel or proxy rewrites). Without a token, only
 direct loopback clients are served, for local trials with the simulator.
 
-The stream handshake signature covers a URL that is the same for every call, and Twilio's signatures
-carry no nonce or time, so a captured webhook or handshake can be replayed. Each stream therefore
-also carries a short-lived token in a `<Parameter>` that only our own webhook can have produced
-(see `StreamTokens`); the store's record of the call (`callassist.store.admission`) makes it
-single-use, across restarts, and is where the stream's identity comes from.
+Twilio's signatures carry no nonce or time, so a captured webhook or handshake can be replayed. Each
+stream therefore carries a short-lived token that only our own webhook can have produced (see
+`StreamTokens`), in its URL's path (`/voice/stream/{CallSid}/{token}`: Twilio signs that URL, so the
+handshake's signature is specific to one call, and is checked with the token before the socket is
+accepted) and again in a `<Parameter>` for `start`. The store's record of the call
+(`callassist.store.admission`) makes it single-use, across restarts, and is where the stream's
+identity comes from.
 """
 
 from __future__ import annotations
@@ -66,10 +68,12 @@ class SignatureChecker:
         url = self._public_url + connection.url.path + (f"?{query}" if query else "")
         return self._check(connection, url, form)
 
-    def check_stream(self, connection: HTTPConnection) -> bool:
+    def check_stream(self, connection: HTTPConnection, suffix: str = "") -> bool:
+        """The handshake of `<Stream url>` = the stream URL + `suffix` (the call's own path, see
+        `callassist.telephony.webhooks.stream_path`): the signature is then specific to one call."""
         # Twilio signs the wss:// URL from <Stream url>, not its https:// twin (twilio-aspnet #162).
         query = connection.url.query
-        return self._check(connection, self._stream_url + (f"?{query}" if query else ""), None)
+        return self._check(connection, self._stream_url + suffix + (f"?{query}" if query else ""), None)
 
 
 # Twilio opens the stream within a second or two of our TwiML; a token unused after this is worthless.

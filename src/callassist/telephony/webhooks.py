@@ -107,7 +107,7 @@ async def _assistant_twiml(
     # Absolute URLs under the public one: Twilio resolves relative ones against the webhook's URL.
     public = services.settings.public_url
     return twiml.connect_assistant(
-        services.settings.stream_url(),
+        services.settings.stream_url() + stream_path(call_sid, token),
         parameters,
         after_url=public + "/voice/stream-ended",
         status_url=public + "/voice/stream-status",
@@ -199,14 +199,22 @@ def _loggable(text: str, limit: int = 300) -> str:
     return masked if len(masked) <= limit else masked[: limit - 1] + "…"
 
 
-@router.websocket("/voice/stream")
-async def media_stream(websocket: WebSocket) -> None:
+def stream_path(call_sid: str, token: str) -> str:
+    """The call's own Media Stream path, under the stream URL. Twilio signs the `<Stream url>` it
+    opens, so the handshake's signature covers this call and token, not a URL shared by every call
+    (and a path, unlike a query string, is kept: Twilio drops `?query` from Stream URLs)."""
+    return f"/{call_sid}/{token}"
+
+
+@router.websocket("/voice/stream/{call_sid}/{token}")
+async def media_stream(websocket: WebSocket, call_sid: str, token: str) -> None:
     services = _services(websocket)
-    # The signature is checked before accept() and before any OpenAI connection is opened. It covers
-    # a URL that is the same for every call, so it can be replayed: the stream is admitted only at
-    # `start`, by its call's token, and until then it holds a place in a small pre-start pool (not a
-    # call slot), for a few seconds at most.
-    if not services.signatures.check_stream(websocket):
+    # Everything here happens before accept() and before any OpenAI connection is opened: the
+    # signature over this call's URL, then its token (ours, this call's, unexpired, unclaimed, and no
+    # other stream of the call open). A replayed handshake of a call whose stream was opened is
+    # refused here; one replayed in the instant before the real `start` waits in a small pre-start
+    # pool (not a call slot), and `start` claims the token once, in the store.
+    if not services.signatures.check_stream(websocket, stream_path(call_sid, token)):
         obs.WEBHOOKS_REJECTED.labels(endpoint="stream", reason="signature").inc()
         log.warning("refused a Media Stream: invalid or missing X-Twilio-Signature")
         await websocket.close(code=1008)
@@ -214,12 +222,26 @@ async def media_stream(websocket: WebSocket) -> None:
     if not services.registry.accepting or services.deps is None:
         await websocket.close(code=1013)  # try again later
         return
-    ticket = services.registry.open_stream()
+    ticket = services.registry.open_stream(call_sid if forms.CALL_SID.fullmatch(call_sid) else None)
     if ticket is None:
-        _log_pool_full(services.registry.pre_start_limit)
-        await websocket.close(code=1013)
+        if services.registry.has_stream(call_sid):
+            _refuse_handshake("call-has-stream")
+            await websocket.close(code=1008)
+        else:
+            _log_pool_full(services.registry.pre_start_limit)
+            await websocket.close(code=1013)
         return
     try:
+        try:
+            refusal = await services.admissions.unclaimed(call_sid, token)
+        except Exception as exc:  # the store is down: nothing can be admitted
+            log.error("could not check a Media Stream's token: %s", describe_failure(exc))
+            await websocket.close(code=1013)
+            return
+        if refusal is not None:
+            _refuse_handshake(f"token-{refusal.value}")
+            await websocket.close(code=1008)
+            return
         bridge = CallBridge(
             websocket, services.deps, on_start=ticket.start_received, on_started=ticket.start_call
         )
@@ -228,6 +250,22 @@ async def media_stream(websocket: WebSocket) -> None:
         await bridge.run()
     finally:
         ticket.close()
+
+
+_handshake_refusals = 0
+
+
+def _refuse_handshake(reason: str) -> None:
+    """Counted in /metrics; the log gets the first refusal and every hundredth (a replay flood)."""
+    global _handshake_refusals
+    obs.WEBHOOKS_REJECTED.labels(endpoint="stream", reason=reason).inc()
+    _handshake_refusals += 1
+    if _handshake_refusals == 1 or _handshake_refusals % 100 == 0:
+        log.warning(
+            "refused a Media Stream before accept: %s (a replayed handshake?; %d so far)",
+            reason,
+            _handshake_refusals,
+        )
 
 
 _pool_refusals = 0

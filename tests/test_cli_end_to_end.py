@@ -22,7 +22,7 @@ from callassist.store.db import Database
 from callassist.store.models import CallRow
 from tests.fakes.realtime_server import FakeRealtimeServer, Reply, Say, Script
 from tests.support.process import ChildProcess, callassist_command, free_port
-from tests.support.server import AUTH_TOKEN
+from tests.support.server import ACCOUNT_SID, AUTH_TOKEN
 
 
 def server_env(openai_base_url: str, port: int, data_dir: Path, **extra: str) -> dict[str, str]:
@@ -206,6 +206,7 @@ async def test_call_reads_the_dotenv_serve_reads(tmp_path: Path, children: list[
             OWNER_NAME="Dana",
             CALLASSIST_PORT=str(port),
             TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+            TWILIO_ACCOUNT_SID=ACCOUNT_SID,  # the server refuses webhooks from any other account
             PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
         )
         # The tests' environment names no .env (CALLASSIST_ENV_FILE=none): this one is the project's.

@@ -74,14 +74,17 @@ async def _prepare_database(settings: Settings) -> None:
         await database.close()
 
 
-def _call_settings() -> tuple[str, int, str | None, str | None]:
-    """(host, port, Twilio auth token, public base URL) as `serve` sees them: from Settings (the
-    environment and the .env files), or, when settings that have nothing to do with calling are
-    invalid, from those four values alone, with a one-line warning."""
+def _call_settings() -> tuple[str, int, str | None, str | None, str | None]:
+    """(host, port, Twilio auth token, public base URL, account SID) as `serve` sees them: from
+    Settings (the environment and the .env files), or, when settings that have nothing to do with
+    calling are invalid, from those values alone, with a one-line warning."""
     try:
         settings = load_settings()
     except SettingsError as exc:
-        names = ("CALLASSIST_HOST", "CALLASSIST_PORT", "TWILIO_AUTH_TOKEN", "PUBLIC_BASE_URL")
+        names = (
+            "CALLASSIST_HOST", "CALLASSIST_PORT", "TWILIO_AUTH_TOKEN", "PUBLIC_BASE_URL",
+            "TWILIO_ACCOUNT_SID",
+        )  # fmt: skip
         raw = {name: value.strip() for name, value in env_file_values(*names).items()}
         errors.print(
             f"[yellow]warning:[/] `serve` would refuse this configuration ({exc}); "
@@ -97,9 +100,10 @@ def _call_settings() -> tuple[str, int, str | None, str | None]:
             int(port_text),
             raw.get("TWILIO_AUTH_TOKEN") or None,
             (raw.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
+            raw.get("TWILIO_ACCOUNT_SID") or None,
         )
     token = settings.twilio_auth_token.get_secret_value() if settings.signatures_required else None
-    return settings.host, settings.port, token, settings.public_base_url
+    return settings.host, settings.port, token, settings.public_base_url, settings.twilio_account_sid
 
 
 def _local_url(host: str, port: int) -> str:
@@ -136,7 +140,7 @@ def call(
 
     if say and audio:
         raise fail("give either --say or --audio, not both", 2)
-    host, port, token, public = _call_settings()
+    host, port, token, public, account_sid = _call_settings()
     try:
         asyncio.run(
             run_call(
@@ -147,6 +151,7 @@ def call(
                 seconds=seconds,
                 auth_token=token,
                 public_base_url=public,
+                account_sid=account_sid,  # a server with TWILIO_ACCOUNT_SID refuses any other
                 from_number=from_number,
                 to_number=to_number,
                 owner_answers=owner_answers,

@@ -8,182 +8,49 @@ test is bounded in count and time and waits on events, not sleeps.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import itertools
-import json
 import logging
-import random
 import socket
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client import REGISTRY
-from twilio.request_validator import RequestValidator
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidStatus
 
 from callassist.call import bridge as bridge_module
 from callassist.call import registry as registry_module
 from callassist.simulator.audio import tone
-from callassist.store.models import CallRow
-from tests.fakes.realtime_server import FakeRealtimeServer, FakeSession, Reply, Say, Script
-from tests.support.server import ACCOUNT_SID, AUTH_TOKEN, RunningServer, running_server
+from tests.fakes.realtime_server import FakeRealtimeServer, Reply, Say, Script
+from tests.support.server import running_server
 from tests.support.stack import StackFactory
-
-OWNER = "+15550001111"
-ATTACKER = "+15557654321"
-ATTESTED_A = "TN-Validation-Passed-A"
-STREAM_SID = "MZ" + "5" * 32
-OWNER_TOOL = "get_my_agenda"
-UNCONFIRMED = "Caller ID can be faked"  # the prompt's rule for a caller whose number isn't confirmed
-
-
-def noise(ms: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(ms * 8)
-
-
-def call_sid(n: int) -> str:
-    return f"CA{n:032x}"
-
-
-def webhook(sid: str, from_number: str, **extra: str) -> dict[str, str]:
-    return {
-        "AccountSid": ACCOUNT_SID,
-        "ApiVersion": "2010-04-01",
-        "CallSid": sid,
-        "CallStatus": "ringing",
-        "Direction": "inbound",
-        "From": from_number,
-        "To": "+15559870000",
-        **extra,
-    }
-
-
-async def post_signed(server: RunningServer, path: str, params: dict[str, str]) -> tuple[int, str]:
-    """A webhook as Twilio sends it (or as an attacker replays it: same body, same signature)."""
-    url = server.settings.public_url + path
-    headers = {"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(url, params)}
-    async with aiohttp.ClientSession() as http, http.post(url, data=params, headers=headers) as response:
-        return response.status, await response.text()
-
-
-def parameters_of(twiml: str) -> dict[str, str]:
-    """The <Stream>'s <Parameter>s: what Twilio sends back in `start.customParameters`."""
-    stream = ET.fromstring(twiml).find("Connect/Stream")
-    if stream is None:
-        return {}
-    return {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-
-
-def token_of(twiml: str) -> str | None:
-    return parameters_of(twiml).get("token")
-
-
-async def stream_parameters(
-    server: RunningServer, sid: str, from_number: str, **extra: str
-) -> dict[str, str]:
-    """Twilio's webhook for a new call; the parameters its stream will carry (a token among them)."""
-    status, body = await post_signed(server, "/voice/incoming", webhook(sid, from_number, **extra))
-    parameters = parameters_of(body)
-    assert status == 200 and parameters.get("token"), body
-    return parameters
-
-
-async def issue_token(server: RunningServer, sid: str, from_number: str, **extra: str) -> str:
-    return (await stream_parameters(server, sid, from_number, **extra))["token"]
-
-
-_fresh_calls = itertools.count(0x9000)
-
-
-def stream_url(server: RunningServer, sid: str, token: str) -> str:
-    """The call's own `<Stream url>`, as our TwiML gives it to Twilio."""
-    return server.settings.stream_url() + f"/{sid}/{token}"
-
-
-@contextlib.asynccontextmanager
-async def stream(
-    server: RunningServer, sid: str | None = None, token: str | None = None, **options: Any
-) -> AsyncIterator[ClientConnection]:
-    """The Media Stream handshake of a call, signed as Twilio signs it (over the call's own URL).
-    Without a call: the handshake of a fresh call whose token is unclaimed (what a tunnel's inspector
-    holds for any call it saw ringing)."""
-    if sid is None or token is None:
-        sid = call_sid(next(_fresh_calls))
-        token = await issue_token(server, sid, "+15551230000")
-    url = stream_url(server, sid, token)
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, {})
-    async with connect(url, additional_headers={"X-Twilio-Signature": signature}, **options) as ws:
-        yield ws
-
-
-CONNECTED = json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-
-
-def start_frame(sid: str, parameters: dict[str, str]) -> str:
-    return json.dumps(
-        {
-            "event": "start",
-            "sequenceNumber": "1",
-            "start": {
-                "accountSid": ACCOUNT_SID,
-                "streamSid": STREAM_SID,
-                "callSid": sid,
-                "tracks": ["inbound"],
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                "customParameters": parameters,
-            },
-            "streamSid": STREAM_SID,
-        }
-    )
-
-
-def stop_frame(sid: str) -> str:
-    return json.dumps(
-        {"event": "stop", "streamSid": STREAM_SID, "stop": {"accountSid": ACCOUNT_SID, "callSid": sid}}
-    )
-
-
-async def close_code_of(ws: ClientConnection, within_s: float = 5.0) -> int | None:
-    """Read until the server closes the stream; its close code."""
-    with pytest.raises(ConnectionClosed) as closed:
-        async with asyncio.timeout(within_s):
-            while True:
-                await ws.recv()
-    return closed.value.rcvd.code if closed.value.rcvd is not None else None
-
-
-async def received_audio(ws: ClientConnection, size: int) -> bytes:
-    audio = b""
-    async with asyncio.timeout(10):
-        while len(audio) < size:
-            message = json.loads(await ws.recv())
-            if message["event"] == "media":
-                audio += base64.b64decode(message["media"]["payload"])
-    return audio
-
-
-def tools_of(session: FakeSession) -> set[str]:
-    return {tool["name"] for tool in session.session_config.get("tools", [])}
-
-
-async def call_row(server: RunningServer, sid: str) -> CallRow | None:
-    async with server.services.database.session(read_only=True) as session:
-        return await session.get(CallRow, sid)
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def greeting_script(audio: bytes) -> Callable[[], Script]:
-    return lambda: Script(replies=[Reply([Say("Hello, Dana's assistant.", audio=audio)])])
-
+from tests.support.twilio_stream import (
+    ATTACKER,
+    ATTESTED_A,
+    CONNECTED,
+    OWNER,
+    OWNER_TOOL,
+    UNCONFIRMED,
+    call_row,
+    call_sid,
+    close_code_of,
+    complete_call,
+    greeting_script,
+    issue_token,
+    metric,
+    noise,
+    post_signed,
+    received_audio,
+    start_frame,
+    stop_frame,
+    stream,
+    stream_parameters,
+    token_of,
+    tools_of,
+    webhook,
+)
 
 # 1. Owner impersonation through a replayed webhook ---------------------------------------------
 
@@ -200,12 +67,7 @@ async def test_replayed_webhooks_and_handshakes_mint_no_token_and_never_claim_th
             # The owner calls their assistant, attested A. A tunnel's inspector keeps the webhook.
             owner_parameters = await stream_parameters(server, owner_sid, OWNER, StirVerstat=ATTESTED_A)
             owner_token = owner_parameters["token"]
-            async with stream(server, owner_sid, owner_token) as ws:
-                await ws.send(CONNECTED)
-                await ws.send(start_frame(owner_sid, owner_parameters))
-                assert await received_audio(ws, len(greeting)) == greeting
-                await ws.send(stop_frame(owner_sid))
-            await server.services.registry.wait_idle(10)
+            await complete_call(server, owner_sid, owner_parameters, greeting)
             owner_session = fake.sessions[-1]
             assert OWNER_TOOL in tools_of(owner_session)
 
@@ -271,12 +133,7 @@ async def test_replayed_webhooks_and_handshakes_mint_no_token_and_never_claim_th
                     await ws.send(start_frame(sid, {"token": token, "callerNumber": OWNER}))
                     assert await close_code_of(ws) == 1008
             # ... while a real call's token issued before the restart still opens its one stream.
-            async with stream(server, later_sid, later_token) as ws:
-                await ws.send(CONNECTED)
-                await ws.send(start_frame(later_sid, {"token": later_token}))
-                assert await received_audio(ws, len(greeting)) == greeting
-                await ws.send(stop_frame(later_sid))
-            await server.services.registry.wait_idle(10)
+            await complete_call(server, later_sid, {"token": later_token}, greeting)
             # Its attestation came from the record: its number counts as confirmed (not the owner).
             later_session = fake.sessions[-1]
             assert UNCONFIRMED not in later_session.session_config["instructions"]
@@ -302,12 +159,7 @@ async def test_streams_ending_before_a_valid_start_leave_no_openai_session_open(
     # One real call, so its token can be replayed.
     used_sid = call_sid(10)
     used_token = await issue_token(server, used_sid, "+15551230000")
-    async with stream(server, used_sid, used_token) as ws:
-        await ws.send(CONNECTED)
-        await ws.send(start_frame(used_sid, {"token": used_token}))
-        assert await received_audio(ws, len(greeting)) == greeting
-        await ws.send(stop_frame(used_sid))
-    await server.services.registry.wait_idle(10)
+    await complete_call(server, used_sid, {"token": used_token}, greeting)
     refused_before = metric("callassist_streams_refused_total", reason="token") + metric(
         "callassist_streams_refused_total", reason="used"
     )

@@ -20,24 +20,21 @@ from twilio.request_validator import RequestValidator
 from callassist.simulator import CallerSimulator
 from callassist.store.models import CallRow, StreamAdmissionRow
 from callassist.telephony import forms
-from tests.call.test_admission import (
+from tests.fakes.realtime_server import FakeRealtimeServer
+from tests.support.server import ACCOUNT_SID, AUTH_TOKEN, NO_OPENAI, running_server
+from tests.support.twilio_stream import (
     ATTESTED_A,
-    CONNECTED,
     OWNER,
     OWNER_TOOL,
     call_sid,
+    complete_call,
     greeting_script,
     metric,
     noise,
-    received_audio,
-    start_frame,
-    stop_frame,
-    stream,
+    signed_headers,
     token_of,
     tools_of,
 )
-from tests.fakes.realtime_server import FakeRealtimeServer
-from tests.support.server import ACCOUNT_SID, AUTH_TOKEN, NO_OPENAI, running_server
 
 # What the server reads from a voice webhook: nothing else decides who calls or whether a token is issued.
 OPTIONAL = ("StirVerstat", "DialCallStatus")
@@ -140,18 +137,13 @@ async def test_resplit_owner_webhooks_get_no_token_and_no_call(tmp_path: Path) -
     ):
         url = server.settings.public_url + "/voice/incoming"
         # What a tunnel's traffic inspector shows: the body and its signature.
-        headers = {"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(url, captured)}
+        headers = signed_headers(url, captured)
         async with aiohttp.ClientSession() as http:
             async with http.post(url, data=captured, headers=headers) as response:
                 token = token_of(await response.text())
             assert token
             # The owner's real call.
-            async with stream(server, sid, token) as ws:
-                await ws.send(CONNECTED)
-                await ws.send(start_frame(sid, {"token": token}))
-                assert await received_audio(ws, len(greeting)) == greeting
-                await ws.send(stop_frame(sid))
-            await server.services.registry.wait_idle(10)
+            await complete_call(server, sid, {"token": token}, greeting)
             assert OWNER_TOOL in tools_of(fake.sessions[-1])
             refused_before = refused_count()
 
@@ -206,7 +198,7 @@ async def test_signed_forms_twilio_never_sends_are_refused(tmp_path: Path) -> No
                     "callassist_webhooks_rejected_total", endpoint=path.rsplit("/", 1)[1], reason=reason
                 )
                 url = server.settings.public_url + path
-                headers = {"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(url, form)}
+                headers = signed_headers(url, form)
                 async with http.post(url, data=form, headers=headers) as response:
                     body = await response.text()
                     assert response.status == 400 and "token" not in body, (path, form, body)
@@ -218,7 +210,7 @@ async def test_signed_forms_twilio_never_sends_are_refused(tmp_path: Path) -> No
             for caller in ("anonymous", "+266696687", "client:alice", "sip:alice@example.com"):
                 form = {**good, "CallSid": call_sid(8), "From": caller, "Caller": caller}
                 url = server.settings.public_url + "/voice/incoming"
-                headers = {"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(url, form)}
+                headers = signed_headers(url, form)
                 async with http.post(url, data=form, headers=headers) as response:
                     assert response.status == 200, (caller, await response.text())
         async with server.services.database.session(read_only=True) as session:

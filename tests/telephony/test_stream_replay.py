@@ -12,15 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
-from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from callassist.simulator import CallerSimulator
-from tests.call.test_admission import (
+from tests.fakes.realtime_server import FakeRealtimeServer
+from tests.support.server import ACCOUNT_SID, AUTH_TOKEN, RunningServer, running_server
+from tests.support.twilio_stream import (
     CONNECTED,
     call_sid,
     close_code_of,
+    complete_call,
     greeting_script,
     issue_token,
     metric,
@@ -30,17 +32,19 @@ from tests.call.test_admission import (
     stop_frame,
     stream,
     stream_url,
+    twilio_signature,
 )
-from tests.fakes.realtime_server import FakeRealtimeServer
-from tests.support.server import ACCOUNT_SID, AUTH_TOKEN, RunningServer, running_server
 
 
 def refused(reason: str) -> float:
     return metric("callassist_webhooks_rejected_total", endpoint="stream", reason=reason)
 
 
-async def handshake_status(url: str, signature: str) -> int | None:
-    """The HTTP status a handshake is refused with (None: it was accepted, then closed by us)."""
+async def handshake_status(url: str, signature: str | None = None) -> int | None:
+    """The HTTP status a handshake is refused with (None: it was accepted, then closed by us).
+    Signed over `url` itself unless another (captured) signature is given."""
+    if signature is None:
+        signature = twilio_signature(url)
     try:
         async with connect(url, additional_headers={"X-Twilio-Signature": signature}, open_timeout=5):
             return None
@@ -51,18 +55,12 @@ async def handshake_status(url: str, signature: str) -> int | None:
 async def real_call(server: RunningServer, sid: str, greeting: bytes) -> str:
     """A call as Twilio makes it; its stream's URL (what a tunnel's inspector keeps)."""
     token = await issue_token(server, sid, "+15551230000")
-    async with stream(server, sid, token) as ws:
-        await ws.send(CONNECTED)
-        await ws.send(start_frame(sid, {"token": token}))
-        assert await received_audio(ws, len(greeting)) == greeting
-        await ws.send(stop_frame(sid))
-    await server.services.registry.wait_idle(10)
+    await complete_call(server, sid, {"token": token}, greeting)
     return stream_url(server, sid, token)
 
 
 async def test_replayed_or_foreign_handshakes_are_refused_before_accept(tmp_path: Path) -> None:
     greeting = noise(300, 21)
-    validator = RequestValidator(AUTH_TOKEN)
     async with (
         FakeRealtimeServer(greeting_script(greeting)) as fake,
         running_server(fake.base_url, tmp_path / "data") as server,
@@ -73,46 +71,45 @@ async def test_replayed_or_foreign_handshakes_are_refused_before_accept(tmp_path
         used, bad_token = refused("token-used"), refused("token-token")
 
         # The captured handshake of a call whose stream was opened: refused, nothing opened.
-        assert await handshake_status(url, validator.compute_signature(url, {})) == 403
+        assert await handshake_status(url) == 403
         assert refused("token-used") == used + 1
         # A path token that is not this call's (another call's, or made up), even signed correctly.
         other = call_sid(0x22)
         other_token = await issue_token(server, other, "+15551230000")
         for wrong in (stream_url(server, sid, other_token), stream_url(server, other, "1700000000.forged")):
-            assert await handshake_status(wrong, validator.compute_signature(wrong, {})) == 403
+            assert await handshake_status(wrong) == 403
         assert refused("token-token") == bad_token + 2
         # A signature over another call's URL, or the old fixed URL's, does not open this one.
         mine = stream_url(server, other, other_token)
-        assert await handshake_status(mine, validator.compute_signature(url, {})) == 403
+        assert await handshake_status(mine, twilio_signature(url)) == 403
         fixed = server.settings.stream_url()
-        assert await handshake_status(mine, validator.compute_signature(fixed, {})) == 403
-        assert await handshake_status(fixed, validator.compute_signature(fixed, {})) == 403
+        assert await handshake_status(mine, twilio_signature(fixed)) == 403
+        assert await handshake_status(fixed) == 403
         assert len(fake.sessions) == sessions  # no OpenAI connection for any of them
 
         # One stream per call: while the call's stream waits for `start`, its replay is refused.
         has_stream = refused("call-has-stream")
         async with stream(server, other, other_token) as first:
             await first.send(CONNECTED)
-            assert await handshake_status(mine, validator.compute_signature(mine, {})) == 403
+            assert await handshake_status(mine) == 403
             assert refused("call-has-stream") == has_stream + 1
             await first.send(start_frame(other, {"token": other_token}))
             assert await received_audio(first, len(greeting)) == greeting
             await first.send(stop_frame(other))
         await server.services.registry.wait_idle(10)
-        assert await handshake_status(mine, validator.compute_signature(mine, {})) == 403
+        assert await handshake_status(mine) == 403
         await fake.wait_until(lambda: all(s.closed for s in fake.sessions), timeout=5)
         assert len(fake.sessions) == sessions + 1  # the second real call's, nothing else
 
 
 async def test_a_flood_of_replayed_handshakes_keeps_no_real_caller_out(tmp_path: Path) -> None:
     greeting = noise(300, 22)
-    validator = RequestValidator(AUTH_TOKEN)
     async with (
         FakeRealtimeServer(greeting_script(greeting)) as fake,
         running_server(fake.base_url, tmp_path / "data") as server,
     ):
         captured = await real_call(server, call_sid(0x31), greeting)
-        signature = validator.compute_signature(captured, {})
+        signature = twilio_signature(captured)
         sessions = len(fake.sessions)
         statuses: list[int | None] = []
 
@@ -158,17 +155,11 @@ async def test_simultaneous_handshakes_of_one_call_open_one_stream(tmp_path: Pat
         sid = call_sid(0x41)
         token = await issue_token(server, sid, "+15551230000")
         url = stream_url(server, sid, token)
-        signature = RequestValidator(AUTH_TOKEN).compute_signature(url, {})
-        statuses = await asyncio.gather(*(handshake_status(url, signature) for _ in range(5)))
+        statuses = await asyncio.gather(*(handshake_status(url) for _ in range(5)))
         # Those accepted (the first, before it closed for want of `start`) hold no slot or session.
         assert statuses.count(None) >= 1 and set(statuses) <= {None, 403}
         await server.services.registry.wait_no_streams(10)
-        async with stream(server, sid, token) as ws:
-            await ws.send(CONNECTED)
-            await ws.send(start_frame(sid, {"token": token}))
-            assert await received_audio(ws, len(greeting)) == greeting
-            await ws.send(stop_frame(sid))
-        await server.services.registry.wait_idle(10)
+        await complete_call(server, sid, {"token": token}, greeting)
         with pytest.raises(InvalidStatus):
             async with stream(server, sid, token):
                 pass

@@ -2,52 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 import yarl
-from fastapi import FastAPI
 
-from callassist.dashboard import api
-from tests.records.seed import ALEX, BOB_CALL, DETAILED, LIVE, NEWEST_FIRST, SUMMARY, seed
-from tests.support.server import AUTH_TOKEN, NO_OPENAI, RunningServer, running_server
+from tests.records.seed import ALEX, BOB_CALL, DETAILED, LIVE, NEWEST_FIRST, SUMMARY
+from tests.support.records import ADMIN_TOKEN, get_json, seeded_api_server
+from tests.support.server import AUTH_TOKEN, RunningServer
 
-ADMIN_TOKEN = "owner-secret-token-0123456789"
 ROUTES = ["/api/calls", f"/api/calls/{DETAILED}", "/api/messages", "/api/notices", "/api/contacts"]
-
-
-def mount_api(running: RunningServer) -> None:
-    # Until app.py includes the router itself; then this does nothing.
-    app = running.server.config.app
-    assert isinstance(app, FastAPI)
-    if not any(getattr(route, "path", None) == "/api/calls" for route in app.routes):
-        app.include_router(api.router)
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    async with running_server(NO_OPENAI, tmp_path / "data", admin_token=ADMIN_TOKEN) as running:
-        mount_api(running)
-        await seed(running.services.database)
-        yield running
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
-async def get_json(
-    http: aiohttp.ClientSession, url: str, token: str | None = ADMIN_TOKEN, **params: str
-) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with http.get(url, headers=headers, params=params) as response:
-        assert response.content_type == "application/json"
-        return response.status, await response.json()
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -218,9 +183,7 @@ async def test_no_secret_is_ever_served(server: RunningServer, http: aiohttp.Cli
 async def test_without_a_token_configured_only_direct_loopback_is_served(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    async with running_server(NO_OPENAI, tmp_path / "data") as running:
-        mount_api(running)
-        await seed(running.services.database)
+    async with seeded_api_server(tmp_path / "data") as running:
         status, body = await get_json(http, running.base_url + "/api/calls", token=None)
         assert status == 200 and len(body["calls"]) == len(NEWEST_FIRST)
         # Through a tunnel or proxy the socket is loopback, but the client is not.

@@ -4,63 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from callassist.dashboard.serialize import call_detail_json, calls_json, contacts_json, messages_json
 from callassist.store.contacts import ContactRepository
 from callassist.store.db import Database
 from callassist.store.records import get_call, list_calls, list_messages
-from tests.records.seed import ALEX, BOB_CALL, DETAILED, NEWEST_FIRST, NY, seed
-from tests.support.process import ChildProcess, callassist_command
+from tests.records.seed import ALEX, BOB_CALL, DETAILED, NEWEST_FIRST, NY
+from tests.support.records import Cli
 
 
-class Cli:
-    """Runs `callassist ...` with CALLASSIST_DATA_DIR at the seeded database."""
-
-    def __init__(self, data_dir: Path, cwd: Path) -> None:
-        self.env = {
-            "CALLASSIST_DATA_DIR": str(data_dir),
-            "CALLASSIST_TIMEZONE": "America/New_York",
-            "COLUMNS": "160",  # rich's width off a terminal: wide enough that no line under test wraps
-        }
-        self.cwd = cwd
-
-    async def run(self, *args: str) -> tuple[int, str]:
-        child = await ChildProcess(callassist_command(*args), env=self.env, cwd=self.cwd).start()
-        try:
-            code = await child.wait(timeout=30)
-        finally:
-            await child.stop()
-        return code, child.output
-
-    async def json(self, *args: str) -> Any:
-        code, output = await self.run(*args, "--json")
-        assert code == 0, output
-        return json.loads(output)
-
-
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    """The same file the CLI opens (CALLASSIST_DATA_DIR/callassist.db), migrated and seeded."""
-    opened = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'callassist.db'}")
-    try:
-        await opened.upgrade()
-        await seed(opened)
-        yield opened
-    finally:
-        await opened.close()
-
-
-@pytest.fixture
-def cli(database: Database, tmp_path: Path) -> Cli:
-    return Cli(tmp_path / "data", tmp_path)
-
-
-async def test_json_output_is_the_api_shape(cli: Cli, database: Database) -> None:
+async def test_json_output_is_the_api_shape(cli: Cli, cli_database: Database) -> None:
     listed, from_alex, older, shown, messages, contacts = await asyncio.gather(
         cli.json("calls", "list"),
         cli.json("calls", "list", "--caller", "+1 555 123 0000", "--limit", "2"),
@@ -69,7 +23,7 @@ async def test_json_output_is_the_api_shape(cli: Cli, database: Database) -> Non
         cli.json("messages", "list"),
         cli.json("contacts", "list"),
     )
-    async with database.session(read_only=True) as session:
+    async with cli_database.session(read_only=True) as session:
         detail = await get_call(session, DETAILED)
         assert detail is not None
         assert listed == calls_json(await list_calls(session), NY, limit=50)

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from callassist.dashboard.serialize import notice_json, notices_json
 from callassist.store.db import Database
@@ -28,11 +26,9 @@ from tests.records.seed import (
     SMTP_REFUSAL,
     TWILIO_REFUSAL,
     at,
-    seed,
 )
-from tests.records.test_api import ADMIN_TOKEN, get_json, mount_api
-from tests.records.test_cli import Cli
-from tests.support.server import NO_OPENAI, RunningServer, running_server
+from tests.support.records import ADMIN_TOKEN, Cli, get_json
+from tests.support.server import RunningServer
 
 FAILED_EMAIL = {
     "call_sid": DETAILED,
@@ -93,23 +89,6 @@ async def test_notices_in_the_store(seeded: Database) -> None:
 
 
 # The CLI, as real processes -----------------------------------------------------------------------
-
-
-@pytest.fixture
-async def cli_database(tmp_path: Path) -> AsyncIterator[Database]:
-    """The file the CLI opens (CALLASSIST_DATA_DIR/callassist.db), migrated and seeded."""
-    opened = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'callassist.db'}")
-    try:
-        await opened.upgrade()
-        await seed(opened)
-        yield opened
-    finally:
-        await opened.close()
-
-
-@pytest.fixture
-def cli(cli_database: Database, tmp_path: Path) -> Cli:
-    return Cli(tmp_path / "data", tmp_path)
 
 
 async def test_cli_json_is_the_api_shape(cli: Cli, cli_database: Database) -> None:
@@ -217,20 +196,6 @@ async def test_cli_refuses_a_bad_status_and_says_when_there_is_none(cli: Cli, tm
 
 
 # The API, over real HTTP --------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    async with running_server(NO_OPENAI, tmp_path / "data", admin_token=ADMIN_TOKEN) as running:
-        mount_api(running)
-        await seed(running.services.database)
-        yield running
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
 
 
 async def test_api_notices(server: RunningServer, http: aiohttp.ClientSession) -> None:

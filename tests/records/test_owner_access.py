@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from callassist.dashboard.auth import FAILURE_WINDOW_S, FAILURES_ALLOWED, feed_token
-from tests.records.test_api import ADMIN_TOKEN, mount_api
+from tests.support.records import ADMIN_TOKEN, mount_api
 from tests.support.server import NO_OPENAI, RunningServer, running_server
 
 pytestmark = pytest.mark.timeout(60)
@@ -22,12 +22,6 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
     async with running_server(NO_OPENAI, tmp_path / "data", admin_token=ADMIN_TOKEN) as running:
         mount_api(running)
         yield running
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
 
 
 async def status_of(

@@ -4,7 +4,9 @@ bounded number of attempts, never retried for days."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,7 +15,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from callassist.call.aftercall import CallFacts, owner_notice
 from callassist.notify.notices import build_notifiers, close_notifiers, enqueue_call_notices
-from callassist.notify.outbox import DeliveryError, Notice, OutboxWorker, enqueue
+from callassist.notify.outbox import DeliveryError, Notice, OutboxWorker, Sender, enqueue
+from callassist.settings import Settings
 from callassist.store.db import Database
 from callassist.store.models import CallRow
 from callassist.store.records import get_call, list_notices
@@ -50,20 +53,40 @@ def hostile_call_notice() -> tuple[str, str]:
     return notice
 
 
+@contextlib.asynccontextmanager
+async def email_notifiers(smtp: SmtpTestServer) -> AsyncIterator[tuple[Settings, dict[str, Sender]]]:
+    """Settings that mail the owner through `smtp`, and their senders (closed on the way out)."""
+    settings = notifying_settings(None, smtp)
+    senders = build_notifiers(settings)
+    try:
+        yield settings, senders
+    finally:
+        await close_notifiers(senders)
+
+
+async def enqueue_email(database: Database, call_sid: str, recipient: str, subject: str, body: str) -> None:
+    async with database.session() as session:
+        await enqueue(
+            session,
+            dedupe_key=f"{call_sid}:email",
+            channel="email",
+            recipient=recipient,
+            subject=subject,
+            body=body,
+            call_sid=call_sid,
+        )
+
+
 async def test_a_hostile_name_reaches_the_owner_by_email_intact_in_the_body_and_safe_in_the_headers(
     database: Database, clock: ManualClock, smtp: SmtpTestServer
 ) -> None:
-    settings = notifying_settings(None, smtp)
-    senders = build_notifiers(settings)
     subject, text = hostile_call_notice()
-    try:
+    async with email_notifiers(smtp) as (settings, senders):
         async with database.session() as session:
             await enqueue_call_notices(
                 session, settings, call_sid="CA1", text=text, subject=subject, sms_sender=None
             )
         assert await OutboxWorker(database, senders, clock=clock).run_once() == 1
-    finally:
-        await close_notifiers(senders)
     [mail] = smtp.received
     [row] = await outbox_rows(database)
     assert (row.status, row.attempts, row.last_error) == ("sent", 1, None)
@@ -81,22 +104,15 @@ async def test_a_notice_queued_with_a_line_break_in_its_subject_is_still_deliver
     database: Database, clock: ManualClock, smtp: SmtpTestServer
 ) -> None:
     """Rows written before names were normalised: the mailer writes the subject as one line."""
-    settings = notifying_settings(None, smtp)
-    senders = build_notifiers(settings)
-    try:
-        async with database.session() as session:
-            await enqueue(
-                session,
-                dedupe_key="CA2:email",
-                channel="email",
-                recipient=OWNER_EMAIL,
-                subject=f"Message from {HOSTILE_NAME}",
-                body=f"Call from {HOSTILE_NAME}.\n{MESSAGE}",
-                call_sid="CA2",
-            )
+    async with email_notifiers(smtp) as (_, senders):
+        await enqueue_email(
+            database,
+            "CA2",
+            OWNER_EMAIL,
+            f"Message from {HOSTILE_NAME}",
+            f"Call from {HOSTILE_NAME}.\n{MESSAGE}",
+        )
         assert await OutboxWorker(database, senders, clock=clock).run_once() == 1
-    finally:
-        await close_notifiers(senders)
     [mail] = smtp.received
     assert mail.subject.strip() == "Message from Alex Bcc: attacker@example.com X-Evil: 1 Kim"
     assert mail.rcpt_tos == (OWNER_EMAIL,) and mail.message["Bcc"] is None
@@ -108,25 +124,13 @@ async def test_a_notice_queued_with_a_line_break_in_its_subject_is_still_deliver
 async def test_a_notice_that_cannot_be_an_email_fails_at_once_with_its_reason(
     database: Database, clock: ManualClock, smtp: SmtpTestServer
 ) -> None:
-    settings = notifying_settings(None, smtp)
-    senders = build_notifiers(settings)
-    try:
-        async with database.session() as session:
-            await enqueue(
-                session,
-                dedupe_key="CA3:email",
-                channel="email",
-                recipient=f"{OWNER_EMAIL}\r\nBcc: attacker@example.com",  # not an address
-                subject="Message",
-                body="Hello",
-                call_sid="CA3",
-            )
+    async with email_notifiers(smtp) as (_, senders):
+        not_an_address = f"{OWNER_EMAIL}\r\nBcc: attacker@example.com"
+        await enqueue_email(database, "CA3", not_an_address, "Message", "Hello")
         worker = OutboxWorker(database, senders, clock=clock, backoff=(5,))
         assert await worker.run_once() == 1
         clock.advance(hours=1)
         assert await worker.run_once() == 0  # never again
-    finally:
-        await close_notifiers(senders)
     assert smtp.received == []
     [row] = await outbox_rows(database)
     assert (row.status, row.attempts) == ("failed", 1)
@@ -142,9 +146,7 @@ async def test_a_mail_server_that_refuses_the_message_for_good_fails_it_at_once(
         return "554 5.6.0 Message header rejected"
 
     smtp.handle_DATA = refuse  # type: ignore[method-assign]
-    settings = notifying_settings(None, smtp)
-    senders = build_notifiers(settings)
-    try:
+    async with email_notifiers(smtp) as (settings, senders):
         async with database.session() as session:
             await enqueue_call_notices(
                 session, settings, call_sid="CA4", text="Hello", subject="Message", sms_sender=None
@@ -153,8 +155,6 @@ async def test_a_mail_server_that_refuses_the_message_for_good_fails_it_at_once(
         assert await worker.run_once() == 1
         clock.advance(hours=1)
         assert await worker.run_once() == 0
-    finally:
-        await close_notifiers(senders)
     [row] = await outbox_rows(database)
     assert (row.status, row.attempts) == ("failed", 1)
     assert row.last_error is not None and "554" in row.last_error and "header rejected" in row.last_error

@@ -9,8 +9,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,6 +27,7 @@ from callassist.store.models import ToolCallRow
 from callassist.tools import all_tools
 from callassist.tools.registry import ToolContext, ToolError, ToolOutcome, ToolRegistry
 from callassist.tools.services import ToolServices
+from tests.support.recording import start_call
 
 CARD = "4111111111111111"
 PIN = "7391"
@@ -89,30 +89,11 @@ def leaked(records: list[logging.LogRecord], secrets: set[str]) -> list[str]:
 
 
 @pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    opened = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'records.db'}")
-    await opened.upgrade()
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-@pytest.fixture
 async def recorder(database: Database) -> AsyncIterator[CallRecorder]:
     writer = RecordWriter(database)
     writer.start()
     recorder = CallRecorder(writer, "CA1", logger=logging.getLogger("callassist.call.test"))
-    recorder.call_started(
-        started_at=datetime.now(UTC),
-        stream_sid="MZ1",
-        caller_number=CALLER,
-        called_number=None,
-        caller_name=None,
-        is_owner=False,
-        dial_status=None,
-        model="gpt-realtime",
-    )
+    start_call(recorder, CALLER)
     try:
         yield recorder
     finally:
@@ -122,6 +103,20 @@ async def recorder(database: Database) -> AsyncIterator[CallRecorder]:
 async def tool_rows(database: Database) -> list[ToolCallRow]:
     async with database.session(read_only=True) as session:
         return list(await session.scalars(select(ToolCallRow).order_by(ToolCallRow.id)))
+
+
+def booking_context(database: Database, recorder: CallRecorder, **extra: Any) -> ToolContext:
+    """A caller's tool context with the local calendar bookable every day 09:00-17:00."""
+    calendar = LocalCalendar(database)
+    booking = BookingService(calendar, WorkingHours.parse("Mon-Sun 09:00-17:00"), NY)
+    return ToolContext(
+        call_sid="CA1",
+        caller_number=CALLER,
+        is_owner=False,
+        services=ToolServices(owner_name="Dana", booking=booking),
+        recorder=recorder,
+        **extra,
+    )
 
 
 # Logs ---------------------------------------------------------------------------------------------
@@ -157,15 +152,7 @@ async def test_no_log_record_carries_digits_a_caller_gave_a_tool(caplog: pytest.
 async def test_the_real_tools_log_no_echo_of_what_was_said(
     database: Database, recorder: CallRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    calendar = LocalCalendar(database)
-    booking = BookingService(calendar, WorkingHours.parse("Mon-Sun 09:00-17:00"), NY)
-    ctx = ToolContext(
-        call_sid="CA1",
-        caller_number=CALLER,
-        is_owner=False,
-        services=ToolServices(owner_name="Dana", booking=booking),
-        recorder=recorder,
-    )
+    ctx = booking_context(database, recorder)
     tools = all_tools()
     said = {
         "cancel_event": {"event_id": CARD},  # "No booking '4111...' made from this number"
@@ -236,16 +223,8 @@ async def test_a_tool_with_effects_answers_only_once_its_record_is_committed(
 async def test_booking_cancelling_moving_and_messages_are_tools_with_effects(
     database: Database, recorder: CallRecorder
 ) -> None:
-    calendar = LocalCalendar(database)
-    booking = BookingService(calendar, WorkingHours.parse("Mon-Sun 09:00-17:00"), NY)
-    ctx = ToolContext(
-        call_sid="CA1",
-        caller_number=CALLER,
-        is_owner=False,
-        services=ToolServices(owner_name="Dana", booking=booking),
-        recorder=recorder,
-        caller_verified=True,  # their own bookings: moved and cancelled below
-    )
+    # caller_verified: their own bookings, moved and cancelled below
+    ctx = booking_context(database, recorder, caller_verified=True)
     tools = all_tools()
     day = (datetime.now(NY) + timedelta(days=2)).date().isoformat()
     created = await tools.call(

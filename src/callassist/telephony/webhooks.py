@@ -252,32 +252,38 @@ async def media_stream(websocket: WebSocket, call_sid: str, token: str) -> None:
         ticket.close()
 
 
-_handshake_refusals = 0
+class _Sampled:
+    """A count of something that can come in floods: it is logged the first time and every
+    hundredth, never once per event (a replay flood must not flood the log too)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def tick(self) -> bool:
+        self.count += 1
+        return self.count == 1 or self.count % 100 == 0
+
+
+_handshake_refusals = _Sampled()
+_pool_refusals = _Sampled()
 
 
 def _refuse_handshake(reason: str) -> None:
     """Counted in /metrics; the log gets the first refusal and every hundredth (a replay flood)."""
-    global _handshake_refusals
     obs.WEBHOOKS_REJECTED.labels(endpoint="stream", reason=reason).inc()
-    _handshake_refusals += 1
-    if _handshake_refusals == 1 or _handshake_refusals % 100 == 0:
+    if _handshake_refusals.tick():
         log.warning(
             "refused a Media Stream before accept: %s (a replayed handshake?; %d so far)",
             reason,
-            _handshake_refusals,
+            _handshake_refusals.count,
         )
-
-
-_pool_refusals = 0
 
 
 def _log_pool_full(limit: int) -> None:
     """A flood is counted in /metrics; the log gets its first refusal and every hundredth."""
-    global _pool_refusals
-    _pool_refusals += 1
-    if _pool_refusals == 1 or _pool_refusals % 100 == 0:
+    if _pool_refusals.tick():
         log.warning(
             "refused a Media Stream: %d streams are already waiting for `start` (%d refused so far)",
             limit,
-            _pool_refusals,
+            _pool_refusals.count,
         )

@@ -1,202 +1,28 @@
-"""FastAPI application factory: builds the services once, mounts the routers, runs the lifespan."""
+"""FastAPI application factory: mounts the routers over one Runtime (`callassist.runtime`) and runs
+its lifespan."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
-from openai import AsyncOpenAI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from callassist.calendar.base import Calendar
-from callassist.calendar.booking import BookingService
-from callassist.calendar.factory import open_calendar
-from callassist.call.aftercall import close_unfinished_calls, owner_notice
-from callassist.call.bridge import CallBridge, CallDeps
-from callassist.call.recorder import RecordWriter
-from callassist.call.registry import CallRegistry
 from callassist.dashboard import api, calendar_feed
-from callassist.dashboard.auth import FailureLimiter
-from callassist.notify.notices import build_notifiers, close_notifiers, enqueue_call_notices
-from callassist.notify.outbox import OutboxWorker, Sender
-from callassist.notify.sms import TwilioSms
-from callassist.realtime.pricing import PriceTable
+from callassist.runtime import build_runtime, describe_startup
 from callassist.settings import Settings, load_settings
-from callassist.store.admission import StreamAdmissions
-from callassist.store.contacts import caller_memory
-from callassist.store.db import Database, DatabaseUnavailable, DatabaseUrlError
+from callassist.store.db import DatabaseUnavailable, DatabaseUrlError
 from callassist.telephony import webhooks
-from callassist.telephony.signature import SignatureChecker, StreamTokens, is_direct_loopback
-from callassist.tools import all_tools
-from callassist.tools.registry import ToolRegistry
-from callassist.tools.services import ToolServices
+from callassist.telephony.signature import is_direct_loopback
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Services:
-    """Everything a request or a call needs, built once per server."""
-
-    settings: Settings
-    openai: AsyncOpenAI
-    signatures: SignatureChecker
-    stream_tokens: StreamTokens
-    registry: CallRegistry
-    database: Database
-    tools: ToolRegistry
-    prices: PriceTable
-    records: RecordWriter
-    admissions: StreamAdmissions
-    calendar: Calendar | None = None
-    tool_services: ToolServices | None = None
-    deps: CallDeps | None = None
-    senders: dict[str, Sender] = field(default_factory=dict)
-    code_sender: TwilioSms | None = None  # one-time codes to confirm a caller's number
-    # Calls whose assistant failed (OpenAI unreachable): /voice/stream-ended apologises to them.
-    assistant_failures: OrderedDict[str, None] = field(default_factory=OrderedDict)
-    outbox: OutboxWorker | None = None
-    # Refused owner requests per client (API, calendar feed): repeated ones get 429.
-    owner_failures: FailureLimiter = field(default_factory=FailureLimiter)
-    ready: bool = False
-
-    def call_deps(self) -> CallDeps:
-        """What each CallBridge gets from the server."""
-        return CallDeps(
-            settings=self.settings,
-            openai=self.openai,
-            admissions=self.admissions,
-            tools=self.tools,
-            records=self.records,
-            prices=self.prices,
-            tool_services=self.tool_services,
-            load_memory=self.load_memory,
-            after_call=self.after_call,
-            assistant_failed=self.assistant_failed,
-            notices_queued=self.outbox.wake if self.outbox else None,
-        )
-
-    def assistant_failed(self, call_sid: str) -> None:
-        self.assistant_failures[call_sid] = None
-        while len(self.assistant_failures) > 1000:
-            self.assistant_failures.popitem(last=False)
-
-    def after_call(self, bridge: CallBridge) -> Callable[[AsyncSession], Awaitable[Any]] | None:
-        """The notices about this call, queued in the same transaction that completes its record."""
-        notice = owner_notice(bridge.facts(), self.settings.zone)
-        if notice is None or not self.senders or bridge.call_sid is None:
-            return None
-        subject, text = notice
-        call_sid, called = bridge.call_sid, bridge.context.called_number
-
-        async def queue(session: AsyncSession) -> None:
-            await enqueue_call_notices(
-                session, self.settings, call_sid=call_sid, text=text, subject=subject, sms_sender=called
-            )
-
-        return queue
-
-    async def load_memory(self, number: str) -> tuple[str | None, list[str]]:
-        """The caller's contact name and what their last calls were about. The owner's private note
-        about a contact is never given to the model on a caller's call."""
-        async with self.database.session(read_only=True) as session:
-            memory = await caller_memory(
-                session, number, calls=self.settings.history_calls, zone=self.settings.zone
-            )
-        return memory.name, list(memory.past_calls)
-
-    async def caller_history(self, number: str) -> list[str]:
-        """What a caller's earlier calls were about, once their number is confirmed during a call."""
-        return (await self.load_memory(number))[1]
-
-    async def start(self) -> None:
-        """The I/O part of start-up: schema upgrade, calendar connection."""
-        revision = await self.database.prepare()  # DatabaseUnavailable: one line saying why
-        log.info("database %s at revision %s", self.database.url_for_display, revision)
-        self.records.start()
-        self.calendar = await open_calendar(self.settings, self.database)
-        booking = BookingService(self.calendar, self.settings.hours, self.settings.zone)
-        self.senders = build_notifiers(self.settings)
-        self.code_sender = build_code_sender(self.settings)
-        self.tool_services = ToolServices(
-            owner_name=self.settings.owner_name,
-            booking=booking,
-            codes=self.code_sender,
-            caller_history=self.caller_history,
-        )
-        await close_unfinished_calls(self.database, self.settings, notify=bool(self.senders))
-        if self.senders:
-            self.outbox = OutboxWorker(self.database, self.senders)
-            self.outbox.start()
-        self.deps = self.call_deps()
-
-    async def stop(self) -> None:
-        await self.records.stop()
-        if self.outbox is not None:
-            await self.outbox.stop(grace_s=1.0)  # what is not sent yet stays queued for the next start
-        await close_notifiers(self.senders)
-        if self.code_sender is not None:
-            await self.code_sender.aclose()
-        if self.calendar is not None:
-            await self.calendar.close()
-        await self.database.close()
-        await self.openai.close()
-
-
-def build_services(settings: Settings) -> Services:
-    api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "missing"
-    openai = AsyncOpenAI(api_key=api_key, base_url=settings.openai_base_url)
-    token = settings.twilio_auth_token.get_secret_value() if settings.signatures_required else None
-    tools = all_tools(default_timeout_s=settings.tool_timeout_seconds)
-    database = Database.from_url(settings.database)
-    # Derived from the auth token when there is one, so tokens survive a restart mid-call set-up.
-    stream_tokens = StreamTokens(secret=token)
-    return Services(
-        settings=settings,
-        openai=openai,
-        signatures=SignatureChecker(token, settings.public_url, settings.stream_url()),
-        stream_tokens=stream_tokens,
-        registry=CallRegistry(settings.max_calls),
-        database=database,
-        tools=tools,
-        prices=PriceTable.from_json(settings.prices),
-        records=RecordWriter(database),
-        admissions=StreamAdmissions(database, stream_tokens),
-    )
-
-
-def describe_startup(settings: Settings) -> list[str]:
-    """What the person starting the server should know, one line each (no secrets)."""
-    lines = [
-        f"callassist answering for {settings.owner_name} with {settings.realtime_model} "
-        f"(voice {settings.voice}, {settings.turn_detection.value}, time zone {settings.timezone})",
-        f"Twilio voice webhook: {settings.public_url}/voice/incoming  (stream: {settings.stream_url()})",
-    ]
-    if not settings.signatures_required:
-        lines.append(
-            "TWILIO_AUTH_TOKEN is not set: webhooks and streams are accepted from loopback clients "
-            "only (local trials); set it before connecting a real number."
-        )
-    if settings.owner_phone and settings.ring_owner_seconds > 0:
-        lines.append(f"Ringing the owner for {settings.ring_owner_seconds}s before the assistant answers.")
-    if settings.openai_base_url:
-        lines.append(f"OpenAI endpoint: {settings.openai_base_url}")
-    if PriceTable.from_json(settings.prices).prices_for(settings.realtime_model) is None:
-        lines.append(
-            f"No prices known for {settings.realtime_model}: call costs will read $0 (set CALLASSIST_PRICES)."
-        )
-    lines.append(f"Calendar: {settings.calendar}; working hours {settings.hours.describe()}")
-    return lines
 
 
 @dataclass
@@ -229,7 +55,7 @@ class PlainStartupFailure:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    services = build_services(settings)
+    runtime = build_runtime(settings)
     problem = StartupProblem()
 
     @asynccontextmanager
@@ -237,23 +63,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for line in describe_startup(settings):
             log.info(line)
         try:
-            await services.start()
+            await runtime.start()
         except (DatabaseUnavailable, DatabaseUrlError) as exc:
             problem.message = str(exc)
             with contextlib.suppress(Exception):
-                await services.stop()
+                await runtime.stop()
             raise
-        services.ready = True
+        runtime.ready = True
         try:
             yield
         finally:
-            services.ready = False
+            runtime.ready = False
             # Normally already drained by the server's shutdown hook; this covers embedded use.
-            await services.registry.drain(settings.shutdown_grace_seconds)
-            await services.stop()
+            await runtime.registry.drain(settings.shutdown_grace_seconds)
+            await runtime.stop()
 
     app = FastAPI(title="callassist", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.services = services
+    app.state.runtime = runtime  # what `callassist.runtime.get_runtime` hands the routes
     app.add_middleware(PlainStartupFailure, problem=problem)
     app.include_router(webhooks.router)
     app.include_router(calendar_feed.router)
@@ -261,10 +87,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz(request: Request) -> JSONResponse:
-        ok = services.ready and services.registry.accepting
+        ok = runtime.ready and runtime.registry.accepting
         body: dict[str, object] = {"status": "ok" if ok else "unavailable"}
         if is_direct_loopback(request):  # how busy the line is is nobody else's business
-            body["live_calls"] = len(services.registry)
+            body["live_calls"] = len(runtime.registry)
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")
@@ -275,16 +101,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-def build_code_sender(settings: Settings) -> TwilioSms | None:
-    """Texts for one-time codes, sent from the number the caller dialled: any Twilio account can."""
-    if not (settings.twilio_account_sid and settings.signatures_required):
-        return None
-    assert settings.twilio_auth_token is not None
-    return TwilioSms(
-        settings.twilio_account_sid,
-        settings.twilio_auth_token.get_secret_value(),
-        from_number=settings.twilio_phone_number,
-        api_base_url=settings.twilio_api_base_url,
-    )

@@ -21,7 +21,8 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from callassist.app import Services, create_app
+from callassist.app import create_app
+from callassist.runtime import Runtime
 from callassist.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -214,9 +215,10 @@ async def _refuse(send: Send, status: int, reason: str) -> None:
 class CallAwareServer(uvicorn.Server):
     """uvicorn's Server, draining live calls before it closes their sockets."""
 
-    def __init__(self, config: uvicorn.Config, services: Services) -> None:
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
         super().__init__(config)
-        self.services = services
+        # Named `services` still: the test harness (tests/support/server.py) reads it under that name.
+        self.services = runtime
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -262,7 +264,7 @@ def build_server(settings: Settings) -> CallAwareServer:
         timeout_graceful_shutdown=2,
         lifespan="on",
     )
-    return CallAwareServer(config, app.state.services)
+    return CallAwareServer(config, app.state.runtime)
 
 
 def run(settings: Settings) -> None:

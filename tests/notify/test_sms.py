@@ -6,8 +6,9 @@ import pytest
 
 from callassist.notify.notices import build_notifiers, close_notifiers, enqueue_call_notices
 from callassist.notify.outbox import DeliveryError, OutboxWorker
-from callassist.notify.sms import MAX_BODY_CHARS, TwilioSms, redirect_url, sms_body
+from callassist.notify.sms import MAX_BODY_CHARS, TwilioSms, sms_body
 from callassist.store.db import Database
+from callassist.telephony.rest import redirect_url
 from tests.notify.scenario import (
     OWNER_PHONE,
     TWILIO_NUMBER,

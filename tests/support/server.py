@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from callassist.app import Services
+from callassist.runtime import Runtime as Services
 from callassist.server import CallAwareServer, build_server
 from callassist.settings import Settings, load_settings
 

@@ -19,10 +19,11 @@ from sqlalchemy import select
 
 from callassist import caller_text
 from callassist.call.aftercall import CallFacts, owner_notice
-from callassist.call.recorder import CallRecorder, RecordWriter, parse_summary
+from callassist.call.recorder import CallRecorder, parse_summary
 from callassist.store.contacts import ContactRepository, caller_memory
 from callassist.store.db import Database
 from callassist.store.models import CallRow, MessageRow
+from callassist.store.writer import RecordWriter
 from callassist.tools.calendar import CreateEventArgs
 from callassist.tools.messages import TakeMessageArgs
 from callassist.tools.registry import ToolContext, ToolOutcome, ToolRegistry

@@ -20,10 +20,11 @@ from sqlalchemy import func, select
 from callassist.calendar.booking import BookingService
 from callassist.calendar.local import LocalCalendar
 from callassist.calendar.timeutil import WorkingHours
-from callassist.call import recorder as recorder_module
-from callassist.call.recorder import CallRecorder, RecordWriter
+from callassist.call.recorder import CallRecorder
+from callassist.store import writer as recorder_module
 from callassist.store.db import Database
 from callassist.store.models import ToolCallRow
+from callassist.store.writer import RecordWriter
 from callassist.tools import all_tools
 from callassist.tools.registry import ToolContext, ToolError, ToolOutcome, ToolRegistry
 from callassist.tools.services import ToolServices

@@ -28,7 +28,7 @@ from callassist import observability as obs
 from callassist.call.aftercall import CallFacts
 from callassist.call.journal import CallJournal
 from callassist.call.playback import ItemAudio, PlaybackTracker
-from callassist.call.recorder import CallRecorder, CallSummaryFields, RecordWriter, parse_summary
+from callassist.call.recorder import CallRecorder, CallSummaryFields, parse_summary
 from callassist.call.speech import InboundAudioTail
 from callassist.realtime.config import (
     SESSION_UPDATE_ID,
@@ -50,6 +50,7 @@ from callassist.realtime.session import (
 from callassist.settings import Settings
 from callassist.store.admission import Admission, Refusal, StreamAdmissions
 from callassist.store.db import describe_failure
+from callassist.store.writer import RecordWriter
 from callassist.telephony.media_stream import (
     Connected,
     Dtmf,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -21,13 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callassist.calendar.timeutil import TimeError, parse_local_datetime
 from callassist.dashboard import serialize
 from callassist.dashboard.auth import bearer_token, check_owner
+from callassist.runtime import Runtime, RuntimeDep
 from callassist.settings import Settings
 from callassist.store.contacts import ContactRepository, phone_for_lookup
 from callassist.store.db import Database
 from callassist.store.records import NOTICE_STATUSES, get_call, list_calls, list_messages, list_notices
-
-if TYPE_CHECKING:
-    from callassist.app import Services
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +45,8 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers={**_PRIVATE, **(headers or {})})
 
 
-def _refusal(request: Request, services: Services) -> JSONResponse | None:
-    check = check_owner(request, services.settings, bearer_token(request), services.owner_failures)
+def _refusal(request: Request, runtime: Runtime) -> JSONResponse | None:
+    check = check_owner(request, runtime.settings, bearer_token(request), runtime.owner_failures)
     if check.allowed:
         return None
     if check.retry_after is not None:
@@ -64,6 +62,7 @@ def _refusal(request: Request, services: Services) -> JSONResponse | None:
 
 async def _answer(
     request: Request,
+    runtime: Runtime,
     read: Callable[[AsyncSession, Settings], Awaitable[Any]],
     not_found: str = "not found",
 ) -> JSONResponse:
@@ -71,11 +70,10 @@ async def _answer(
 
     `read` returns None for "no such thing" (404 with `not_found`).
     """
-    services: Services = request.app.state.services
-    settings: Settings = services.settings
-    if (refused := _refusal(request, services)) is not None:
+    settings: Settings = runtime.settings
+    if (refused := _refusal(request, runtime)) is not None:
         return refused
-    database: Database = services.database
+    database: Database = runtime.database
     try:
         async with database.session(read_only=True) as session:
             body = await read(session, settings)
@@ -124,7 +122,7 @@ def _caller(request: Request) -> str | None:
 
 
 @router.get("/calls")
-async def calls(request: Request) -> JSONResponse:
+async def calls(request: Request, runtime: RuntimeDep) -> JSONResponse:
     """`?limit=1..200&before=<ISO instant>&caller=<number>`: newest first."""
 
     async def read(session: AsyncSession, settings: Settings) -> serialize.JSONObject:
@@ -137,27 +135,27 @@ async def calls(request: Request) -> JSONResponse:
         )
         return serialize.calls_json(found, settings.zone, limit=limit)
 
-    return await _answer(request, read)
+    return await _answer(request, runtime, read)
 
 
 @router.get("/calls/{call_sid}")
-async def call(request: Request, call_sid: str) -> JSONResponse:
+async def call(request: Request, call_sid: str, runtime: RuntimeDep) -> JSONResponse:
     async def read(session: AsyncSession, settings: Settings) -> serialize.JSONObject | None:
         detail = await get_call(session, call_sid)
         return serialize.call_detail_json(detail, settings.zone) if detail is not None else None
 
-    return await _answer(request, read, not_found=f"no call {call_sid!r}")
+    return await _answer(request, runtime, read, not_found=f"no call {call_sid!r}")
 
 
 @router.get("/messages")
-async def messages(request: Request) -> JSONResponse:
+async def messages(request: Request, runtime: RuntimeDep) -> JSONResponse:
     """`?limit=1..200`: newest first."""
 
     async def read(session: AsyncSession, settings: Settings) -> serialize.JSONObject:
         found = await list_messages(session, limit=_limit(request))
         return serialize.messages_json(found, settings.zone)
 
-    return await _answer(request, read)
+    return await _answer(request, runtime, read)
 
 
 def _notice_status(request: Request) -> str | None:
@@ -170,7 +168,7 @@ def _notice_status(request: Request) -> str | None:
 
 
 @router.get("/notices")
-async def notices(request: Request) -> JSONResponse:
+async def notices(request: Request, runtime: RuntimeDep) -> JSONResponse:
     """`?status=pending|sent|failed&limit=1..200`: the owner's notices, newest first; a failed one
     carries the reason it was given up in `last_error`."""
 
@@ -178,12 +176,12 @@ async def notices(request: Request) -> JSONResponse:
         found = await list_notices(session, status=_notice_status(request), limit=_limit(request))
         return serialize.notices_json(found, settings.zone)
 
-    return await _answer(request, read)
+    return await _answer(request, runtime, read)
 
 
 @router.get("/contacts")
-async def contacts(request: Request) -> JSONResponse:
+async def contacts(request: Request, runtime: RuntimeDep) -> JSONResponse:
     async def read(session: AsyncSession, settings: Settings) -> serialize.JSONObject:
         return serialize.contacts_json(await ContactRepository(session).list(), settings.zone)
 
-    return await _answer(request, read)
+    return await _answer(request, runtime, read)

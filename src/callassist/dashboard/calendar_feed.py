@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request, Response
 from callassist.calendar.base import Calendar, CalendarError
 from callassist.calendar.ical import calendar_document
 from callassist.dashboard.auth import check_owner, feed_allowed
+from callassist.runtime import RuntimeDep
 
 router = APIRouter()
 
@@ -31,10 +32,9 @@ async def export_document(
 
 
 @router.get("/calendar.ics")
-async def calendar_feed(request: Request, token: str | None = None) -> Response:
-    services = request.app.state.services
-    settings = services.settings
-    check = check_owner(request, settings, token, services.owner_failures, allowed=feed_allowed)
+async def calendar_feed(request: Request, runtime: RuntimeDep, token: str | None = None) -> Response:
+    settings = runtime.settings
+    check = check_owner(request, settings, token, runtime.owner_failures, allowed=feed_allowed)
     if check.retry_after is not None:
         return Response(
             "too many refused requests: try again later",
@@ -49,12 +49,12 @@ async def calendar_feed(request: Request, token: str | None = None) -> Response:
             media_type="text/plain",
             headers={"Cache-Control": "no-store"},
         )
-    if services.calendar is None:
+    if runtime.calendar is None:
         return Response("starting", status_code=503, media_type="text/plain")
     now = datetime.now(UTC)
     try:
         body = await export_document(
-            services.calendar,
+            runtime.calendar,
             name=f"{settings.owner_name} (callassist)",
             start=now - PAST,
             end=now + FUTURE,

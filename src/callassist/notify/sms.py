@@ -1,27 +1,21 @@
-"""SMS to the owner through Twilio's Messages API, with the official SDK's asyncio client.
-
-`api_base_url` (TWILIO_API_BASE_URL) sends the SDK's requests to another host, such as a local
-stand-in in tests or an egress proxy, without touching anything else the SDK does.
+"""SMS to the owner through Twilio's Messages API, with the official SDK's asyncio client
+(`callassist.telephony.rest`: the client, `api_base_url` / TWILIO_API_BASE_URL, the deadline).
 """
 
 from __future__ import annotations
 
-import base64
 from typing import Final
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
-from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.http.response import Response
 from twilio.rest import Client
 
 from callassist.notify.outbox import DeliveryError, Notice
+from callassist.telephony.rest import DEFAULT_TIMEOUT_S, RedirectingTwilioHttpClient, rest_client
 
 # Twilio refuses longer bodies outright (error 21617), so an overlong notice is cut, not lost.
 MAX_BODY_CHARS = 1600
 ELLIPSIS = "…"
-DEFAULT_TIMEOUT_S = 15.0
 # Answers that may well succeed if asked again later; every other 4xx is about the request itself
 # (a bad number, a From that isn't ours, wrong credentials) and will fail the same way each time.
 _RETRYABLE_CLIENT_ERRORS = frozenset({408, 409, 425, 429})
@@ -30,54 +24,6 @@ _RETRYABLE_CLIENT_ERRORS = frozenset({408, 409, 425, 429})
 def sms_body(text: str) -> str:
     """`text` cut to what one Twilio message may carry."""
     return text if len(text) <= MAX_BODY_CHARS else text[: MAX_BODY_CHARS - len(ELLIPSIS)] + ELLIPSIS
-
-
-def redirect_url(url: str, base_url: str | None) -> str:
-    """`url` with a Twilio API host (https://*.twilio.com) replaced by `base_url`, path kept."""
-    if not base_url:
-        return url
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if host != "twilio.com" and not host.endswith(".twilio.com"):
-        return url
-    base = urlsplit(base_url)
-    return urlunsplit((base.scheme, base.netloc, base.path.rstrip("/") + parts.path, parts.query, ""))
-
-
-class RedirectingTwilioHttpClient(AsyncTwilioHttpClient):
-    """The SDK's aiohttp client, with Twilio's hosts swapped for `base_url` and a real deadline."""
-
-    def __init__(self, base_url: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
-        super().__init__(timeout=timeout)
-        self.base_url = base_url.rstrip("/") if base_url else None
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        params: dict[str, object] | None = None,
-        data: dict[str, object] | None = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (the SDK's signature, overridden)
-        allow_redirects: bool = False,
-    ) -> Response:
-        if auth is not None:
-            # aiohttp 3.14 deprecates the `auth=` argument the SDK would pass it; a header is the same.
-            credentials = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
-            headers = {**(headers or {}), "Authorization": f"Basic {credentials}"}
-        # The SDK passes timeout=None through to aiohttp, which reads it as "no deadline at all";
-        # the client-wide timeout given to the constructor is otherwise never applied.
-        return await super().request(
-            method,
-            redirect_url(url, self.base_url),
-            params=params,
-            data=data,
-            headers=headers,
-            auth=None,
-            timeout=timeout if timeout is not None else self.timeout,
-            allow_redirects=allow_redirects,
-        )
 
 
 class TwilioSms:
@@ -108,8 +54,9 @@ class TwilioSms:
 
     def _twilio(self) -> Client:
         if self._client is None:
-            self._http = RedirectingTwilioHttpClient(self.api_base_url, timeout=self.timeout_s)
-            self._client = Client(self.account_sid, self._auth_token, http_client=self._http)
+            self._client, self._http = rest_client(
+                self.account_sid, self._auth_token, api_base_url=self.api_base_url, timeout_s=self.timeout_s
+            )
         return self._client
 
     async def send(self, notice: Notice) -> str:

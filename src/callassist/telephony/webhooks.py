@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, HTTPException, Request, Response, WebSocket
 from starlette.datastructures import FormData
 
 from callassist import observability as obs
 from callassist.call.bridge import CallBridge
+from callassist.runtime import Runtime, RuntimeDep
 from callassist.store.admission import Spent, WebhookFacts
 from callassist.store.db import describe_failure
 from callassist.telephony import forms, twiml
-
-if TYPE_CHECKING:
-    from callassist.app import Services
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -37,25 +34,20 @@ STREAM_ERROR = "stream-error"
 _NUMBER_LIKE = re.compile(r"\+?\d[\d ().-]{5,}\d")
 
 
-def _services(request: Request | WebSocket) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
-
-
-async def _signed_form(request: Request, endpoint: str) -> FormData:
+async def _signed_form(request: Request, runtime: Runtime, endpoint: str) -> FormData:
     """The webhook's form, if Twilio signed it and it is a form Twilio sends; otherwise the request
     ends here: 403 without a valid signature, 400 for a signed form that is not Twilio's as sent
     (no CallSid, a missing standard key, a malformed value: see `callassist.telephony.forms`, on
     re-split signed forms). Nothing, least of all a stream token, is issued for either."""
-    services = _services(request)
     form = await request.form()
-    if not services.signatures.check_webhook(request, form):
+    if not runtime.signatures.check_webhook(request, form):
         obs.WEBHOOKS_REJECTED.labels(endpoint=endpoint, reason="signature").inc()
         log.warning("refused %s: invalid or missing X-Twilio-Signature", request.url.path)
         raise HTTPException(status_code=403, detail="invalid signature")
     why = forms.problem(
         form,
         stream_status=endpoint == "stream-status",
-        account_sid=services.settings.twilio_account_sid,
+        account_sid=runtime.settings.twilio_account_sid,
     )
     if why is not None:
         obs.WEBHOOKS_REJECTED.labels(endpoint=endpoint, reason=why).inc()
@@ -90,14 +82,14 @@ def _spent(endpoint: str, call_sid: str, why: Spent) -> str:
 
 
 async def _assistant_twiml(
-    services: Services, form: FormData, endpoint: str, dial_status: str | None = None
+    runtime: Runtime, form: FormData, endpoint: str, dial_status: str | None = None
 ) -> str:
     """Connect the call to the assistant: a Media Stream whose only parameter is the call's token.
     Who is calling is recorded here, from this signed webhook, and the stream's `start` is never
     asked (see `callassist.store.admission`)."""
     call_sid = _field(form, "CallSid")
     try:
-        token = await services.admissions.issue(call_sid, _facts(form, dial_status))
+        token = await runtime.admissions.issue(call_sid, _facts(form, dial_status))
     except Exception as exc:  # the store is down: the call could not be recorded or admitted
         log.error("call %s: could not record its webhook: %s", call_sid, describe_failure(exc))
         return twiml.unavailable(UNAVAILABLE)
@@ -105,9 +97,9 @@ async def _assistant_twiml(
         return _spent(endpoint, call_sid, token)
     parameters = {"token": token}
     # Absolute URLs under the public one: Twilio resolves relative ones against the webhook's URL.
-    public = services.settings.public_url
+    public = runtime.settings.public_url
     return twiml.connect_assistant(
-        services.settings.stream_url() + stream_path(call_sid, token),
+        runtime.settings.stream_url() + stream_path(call_sid, token),
         parameters,
         after_url=public + "/voice/stream-ended",
         status_url=public + "/voice/stream-status",
@@ -115,15 +107,14 @@ async def _assistant_twiml(
 
 
 @router.post("/voice/incoming")
-async def incoming_call(request: Request) -> Response:
-    form = await _signed_form(request, "incoming")
-    services = _services(request)
-    settings = services.settings
+async def incoming_call(request: Request, runtime: RuntimeDep) -> Response:
+    form = await _signed_form(request, runtime, "incoming")
+    settings = runtime.settings
     caller, call_sid = _field(form, "From"), _field(form, "CallSid")
     log.info("incoming call %s from %s", call_sid, obs.masked_number(caller))
-    if not services.registry.accepting:
+    if not runtime.registry.accepting:
         return Response(twiml.unavailable(RESTARTING), media_type=XML)
-    if services.registry.full:
+    if runtime.registry.full:
         log.warning("all %d lines busy: call %s refused", settings.max_calls, call_sid)
         return Response(twiml.unavailable(BUSY), media_type=XML)
     owner = settings.owner_phone
@@ -131,7 +122,7 @@ async def incoming_call(request: Request) -> Response:
         # What this webhook says is kept for the stream the dial result may open (its attestation,
         # above all); a replay of it for a call that had its stream is refused like any other.
         try:
-            spent = await services.admissions.note(call_sid, _facts(form))
+            spent = await runtime.admissions.note(call_sid, _facts(form))
         except Exception as exc:  # ringing the owner needs no store; the dial result will say
             log.warning("call %s: could not record its webhook: %s", call_sid, describe_failure(exc))
             spent = None
@@ -142,39 +133,37 @@ async def incoming_call(request: Request) -> Response:
             owner, settings.ring_owner_seconds, settings.public_url + "/voice/dial-result"
         )
         return Response(document, media_type=XML)
-    return Response(await _assistant_twiml(services, form, "incoming"), media_type=XML)
+    return Response(await _assistant_twiml(runtime, form, "incoming"), media_type=XML)
 
 
 @router.post("/voice/dial-result")
-async def dial_result(request: Request) -> Response:
-    form = await _signed_form(request, "dial-result")
-    services = _services(request)
+async def dial_result(request: Request, runtime: RuntimeDep) -> Response:
+    form = await _signed_form(request, runtime, "dial-result")
     status = _field(form, "DialCallStatus")
     log.info("owner dial for %s ended: %s", _field(form, "CallSid"), status or "unknown")
     if status not in OWNER_MISSED:
         # completed/answered: the owner talked to the caller; canceled: the caller is gone.
         return Response(twiml.hang_up(), media_type=XML)
-    if not services.registry.accepting:
+    if not runtime.registry.accepting:
         return Response(twiml.unavailable(RESTARTING), media_type=XML)
-    return Response(await _assistant_twiml(services, form, "dial-result", dial_status=status), media_type=XML)
+    return Response(await _assistant_twiml(runtime, form, "dial-result", dial_status=status), media_type=XML)
 
 
 @router.post("/voice/stream-ended")
-async def stream_ended(request: Request) -> Response:
+async def stream_ended(request: Request, runtime: RuntimeDep) -> Response:
     """Twilio asks what next once our stream has closed with the caller still on the line."""
-    form = await _signed_form(request, "stream-ended")
-    services = _services(request)
-    if _field(form, "CallSid") in services.assistant_failures:
+    form = await _signed_form(request, runtime, "stream-ended")
+    if _field(form, "CallSid") in runtime.assistant_failures:
         return Response(twiml.unavailable(UNAVAILABLE), media_type=XML)
     return Response(twiml.hang_up(), media_type=XML)
 
 
 @router.post("/voice/stream-status")
-async def stream_status(request: Request) -> Response:
+async def stream_status(request: Request, runtime: RuntimeDep) -> Response:
     """Twilio's <Stream statusCallback>: stream-started, stream-stopped, or stream-error (the stream
     could not be opened or broke, e.g. a handshake our server or a proxy refused). Errors are logged
     as warnings: without this, a stream that never reached us leaves no trace on our side."""
-    form = await _signed_form(request, "stream-status")
+    form = await _signed_form(request, runtime, "stream-status")
     call_sid = _field(form, "CallSid")
     event = _field(form, "StreamEvent")
     stream_sid = _field(form, "StreamSid") or "unknown stream"
@@ -207,33 +196,32 @@ def stream_path(call_sid: str, token: str) -> str:
 
 
 @router.websocket("/voice/stream/{call_sid}/{token}")
-async def media_stream(websocket: WebSocket, call_sid: str, token: str) -> None:
-    services = _services(websocket)
+async def media_stream(websocket: WebSocket, call_sid: str, token: str, runtime: RuntimeDep) -> None:
     # Everything here happens before accept() and before any OpenAI connection is opened: the
     # signature over this call's URL, then its token (ours, this call's, unexpired, unclaimed, and no
     # other stream of the call open). A replayed handshake of a call whose stream was opened is
     # refused here; one replayed in the instant before the real `start` waits in a small pre-start
     # pool (not a call slot), and `start` claims the token once, in the store.
-    if not services.signatures.check_stream(websocket, stream_path(call_sid, token)):
+    if not runtime.signatures.check_stream(websocket, stream_path(call_sid, token)):
         obs.WEBHOOKS_REJECTED.labels(endpoint="stream", reason="signature").inc()
         log.warning("refused a Media Stream: invalid or missing X-Twilio-Signature")
         await websocket.close(code=1008)
         return
-    if not services.registry.accepting or services.deps is None:
+    if not runtime.registry.accepting or runtime.deps is None:
         await websocket.close(code=1013)  # try again later
         return
-    ticket = services.registry.open_stream(call_sid if forms.CALL_SID.fullmatch(call_sid) else None)
+    ticket = runtime.registry.open_stream(call_sid if forms.CALL_SID.fullmatch(call_sid) else None)
     if ticket is None:
-        if services.registry.has_stream(call_sid):
+        if runtime.registry.has_stream(call_sid):
             _refuse_handshake("call-has-stream")
             await websocket.close(code=1008)
         else:
-            _log_pool_full(services.registry.pre_start_limit)
+            _log_pool_full(runtime.registry.pre_start_limit)
             await websocket.close(code=1013)
         return
     try:
         try:
-            refusal = await services.admissions.unclaimed(call_sid, token)
+            refusal = await runtime.admissions.unclaimed(call_sid, token)
         except Exception as exc:  # the store is down: nothing can be admitted
             log.error("could not check a Media Stream's token: %s", describe_failure(exc))
             await websocket.close(code=1013)
@@ -243,7 +231,7 @@ async def media_stream(websocket: WebSocket, call_sid: str, token: str) -> None:
             await websocket.close(code=1008)
             return
         bridge = CallBridge(
-            websocket, services.deps, on_start=ticket.start_received, on_started=ticket.start_call
+            websocket, runtime.deps, on_start=ticket.start_received, on_started=ticket.start_call
         )
         ticket.bridge = bridge
         await websocket.accept()

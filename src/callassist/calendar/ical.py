@@ -11,20 +11,26 @@ X- properties are written and read as TEXT, their default value type (RFC 5545 3
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 import icalendar
 
-try:  # icalendar >= 7.2 keeps unknown properties verbatim, escaped as they came
-    from icalendar.parser import unescape_backslash as _unescape_text
-except ImportError:  # older icalendar unescaped them already
-
-    def _unescape_text(val: str) -> str:
-        return val
-
-
 from callassist.calendar.base import CalendarEvent
+
+
+def _already_unescaped(val: str) -> str:
+    return val
+
+
+# icalendar's unescape_backslash has no return annotation, so both variants go through one typed name.
+_unescape_text: Callable[[str], str]
+try:  # icalendar >= 7.2 keeps unknown properties verbatim, escaped as they came
+    from icalendar.parser import unescape_backslash
+
+    _unescape_text = unescape_backslash
+except ImportError:  # older icalendar unescaped them already
+    _unescape_text = _already_unescaped
 
 PRODID = "-//callassist//callassist//EN"
 UID_DOMAIN = "callassist"

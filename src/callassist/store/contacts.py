@@ -185,7 +185,9 @@ async def caller_memory(
             .order_by(CallRow.started_at.desc(), CallRow.call_sid.desc())
             .limit(calls)
         )
-        past = [memory_line(started, summary, follow_up, zone) for started, summary, follow_up in rows]
+        for started, summary, follow_up in rows:
+            assert summary is not None, "the query keeps only calls with a summary"
+            past.append(memory_line(started, summary, follow_up, zone))
     return CallerMemory(
         phone=number,
         name=caller_text.name(name),

@@ -261,7 +261,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # sqlite3's legacy mode only BEGINs before DML, so DDL (migrations) would autocommit
         # statement by statement; turn it off and emit BEGIN ourselves in _on_begin.
-        dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
             # busy_timeout first: switching to WAL needs a lock another connection may hold.

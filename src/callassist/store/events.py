@@ -133,5 +133,5 @@ class CalendarEventRepository:
         return await self.session.scalar(statement)
 
 
-def _confirmed() -> Select[tuple[CalendarEventRow]]:
+def _confirmed() -> Select[CalendarEventRow]:
     return select(CalendarEventRow).where(CalendarEventRow.status == EventStatus.confirmed.value)

@@ -214,7 +214,7 @@ def _refuse_constant(name: str) -> Any:
 _SummaryRow = tuple[CallRow, str | None, int, int, Any]
 
 
-def _summary_query() -> Select[_SummaryRow]:
+def _summary_query() -> Select[*_SummaryRow]:
     """calls + contact name + per-call counts and cost, as correlated subqueries (one round trip)."""
     message_count = (
         select(func.count(MessageRow.id)).where(MessageRow.call_sid == CallRow.call_sid).scalar_subquery()

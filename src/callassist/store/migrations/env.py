@@ -8,7 +8,7 @@ Two ways in. `Database.upgrade` passes a live connection in `config.attributes["
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
 from sqlalchemy import Connection, pool
@@ -21,7 +21,7 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def _render_item(kind: str, item: Any, autogen_context: Any) -> str | bool:
+def _render_item(kind: str, item: Any, autogen_context: Any) -> str | Literal[False]:
     # Migrations spell plain SQLAlchemy types so they never change when app code does; the
     # UTC conversion is Python-side only, the column is a timestamptz / DATETIME either way.
     if kind == "type" and isinstance(item, UTCDateTime):

@@ -102,8 +102,13 @@ def _call_settings() -> tuple[str, int, str | None, str | None, str | None]:
             (raw.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
             raw.get("TWILIO_ACCOUNT_SID") or None,
         )
-    token = settings.twilio_auth_token.get_secret_value() if settings.signatures_required else None
-    return settings.host, settings.port, token, settings.public_base_url, settings.twilio_account_sid
+    return (
+        settings.host,
+        settings.port,
+        settings.signature_token,
+        settings.public_base_url,
+        settings.twilio_account_sid,
+    )
 
 
 def _local_url(host: str, port: int) -> str:
@@ -647,8 +652,8 @@ def _print_call(detail: CallDetail, settings: Settings) -> None:
         transcript.add_column(style="dim", no_wrap=True)
         transcript.add_column(no_wrap=True)
         transcript.add_column()
-        for _, *cells in sorted(lines, key=lambda line: line[0]):
-            transcript.add_row(*cells)
+        for _, clock, who, said in sorted(lines, key=lambda line: line[0]):
+            transcript.add_row(clock, who, said)
         console.print(transcript)
 
     if detail.messages:
@@ -885,4 +890,4 @@ def main() -> None:  # pragma: no cover - console entry point
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -28,7 +28,7 @@ import secrets
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -228,7 +228,7 @@ class SimulatedCall:
         self._stream_done = asyncio.Event()
         self._call_done = asyncio.Event()
         # Posts one <Stream statusCallback> event (set by the simulator when the TwiML asks for them).
-        self._status: Callable[[str, str | None], Awaitable[None]] | None = None
+        self._status: Callable[[str, str | None], Coroutine[Any, Any, None]] | None = None
         self._started_reported = False
         self._callbacks: set[asyncio.Task[None]] = set()
 
@@ -337,10 +337,10 @@ class SimulatedCall:
         if self._impossible(frozenset({kind})):
             raise TimeoutError(f"{self.call_sid}: no {what}; the {self._gone()} ended first ({self._why()})")
         waiter = self._add_waiter(frozenset({kind}), after, predicate)
-        event = await self._await_waiter(waiter, timeout)
-        if event is None:
+        found = await self._await_waiter(waiter, timeout)
+        if found is None:
             raise TimeoutError(f"{self.call_sid}: no {what} within {timeout:g}s")
-        return event
+        return found
 
     async def wait_until_quiet(
         self,
@@ -1151,7 +1151,7 @@ class CallerSimulator:
 
     def _status_reporter(
         self, call: SimulatedCall, stream: tw.Stream, url: str
-    ) -> Callable[[str, str | None], Awaitable[None]]:
+    ) -> Callable[[str, str | None], Coroutine[Any, Any, None]]:
         """Posts <Stream statusCallback> events: AccountSid, CallSid, StreamSid, StreamName (when the
         stream is named), StreamEvent, StreamError (errors only), Timestamp; signed as any webhook.
         Twilio ignores the answer except to log a failure in its debugger: here, a warning."""

@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import BaseModel
 
 from callassist.realtime.config import (
     DATA_CLOSE,
@@ -21,7 +22,7 @@ from callassist.realtime.config import (
 )
 from callassist.settings import Settings, load_settings
 from callassist.tools import all_tools
-from callassist.tools.registry import ToolRegistry
+from callassist.tools.registry import CallEffect, PromptContext, PromptLines, ToolContext, ToolRegistry
 from tests.fakes.protocol import validate_client_event
 
 ZONE = ZoneInfo("America/New_York")
@@ -58,7 +59,7 @@ def test_a_caller_gets_the_privacy_rule_first_and_is_told_what_cannot_be_done() 
     assert rules[0].startswith("1. Privacy: tell callers only whether Dana is free or busy")
     assert "earlier one wins" in text
     assert "cannot put the caller through to Dana or transfer the call" in text
-    assert "take a message for Dana or book a time" in text
+    assert "offer what you can do: book a time or take a message for Dana." in text  # in tool order
     assert "Monday to Friday, 9 am to 5 pm" in text  # working hours
     assert "get_my_agenda" not in text  # owner-only, even though the registry has it
     # How to speak: times, dates, numbers, spelled names; varied words before tools.
@@ -90,6 +91,68 @@ def test_the_owner_hears_their_agenda_and_is_not_told_they_cannot_take_the_call(
     assert "everything in their own calendar (get_my_agenda" in text
     assert "use get_my_agenda" in text
     assert "Messages:" not in text  # a message for themself makes no sense
+
+
+def test_a_caller_whose_number_is_not_confirmed_is_offered_a_code_and_no_one_else_is() -> None:
+    text = instructions(CALLER)
+    assert "only once their number is confirmed" in text
+    assert "take a message for Dana with the change they want" in text
+    assert "send_verification_code" in text and "check_verification_code" in text
+    verified = CallContext(caller_number="+15551230000", caller_verified=True)
+    for call in (verified, OWNER):
+        assert "verification_code" not in instructions(call)
+        assert "Caller ID can be faked" not in instructions(call)
+    assert "To move or cancel a booking, find it with find_my_events" in instructions(verified)
+
+
+def test_the_registry_or_the_names_of_its_tools_give_the_same_instructions() -> None:
+    for call in (CALLER, OWNER):
+        assert build_instructions(settings(), call, NOW, tools=registry()) == instructions(call)
+
+
+class Where(BaseModel):
+    where: str
+
+
+def test_each_tool_brings_its_own_rule_offer_and_claim() -> None:
+    tools = ToolRegistry()
+
+    def transfer_prompt(context: PromptContext) -> PromptLines:
+        if context.is_owner:
+            return PromptLines()
+        return PromptLines(
+            topic="Transfers",
+            lines=(f"When the caller must speak to {context.owner} now, call transfer.",),
+            offer=f"put them through to {context.owner}",
+            claim="they are being put through",
+        )
+
+    @tools.tool(on_call={CallEffect.TRANSFER}, prompt=transfer_prompt)
+    async def transfer(ctx: ToolContext, args: Where) -> dict[str, Any]:
+        """Put the caller through."""
+        return {}
+
+    @tools.tool(on_call={CallEffect.END_CALL})
+    async def hang_up(ctx: ToolContext, args: Where) -> dict[str, Any]:
+        """Hang up."""
+        return {}
+
+    text = build_instructions(settings(), CALLER, NOW, tools=tools)
+    rules = [line for line in text.splitlines() if re.match(r"\d+\. ", line)]
+    assert "3. Limits:" in rules[2] and rules[2].endswith(
+        "then offer what you can do: put them through to Dana."
+    )
+    assert "Say they are being put through only after the tool says it worked" in rules[1]
+    assert rules[3] == "4. Transfers: When the caller must speak to Dana now, call transfer."
+    assert "Before a tool call" in rules[-1]  # the caller waits for the transfer tool's answer
+    owner = build_instructions(settings(), OWNER, NOW, tools=tools)
+    assert "Transfers" not in owner and "put through" not in owner
+    # A tool that ends the call is called with the goodbye: nothing to say before it.
+    only_ending = ToolRegistry(tools=[hang_up])
+    assert "Before a tool call" not in build_instructions(settings(), CALLER, NOW, tools=only_ending)
+    nothing = build_instructions(settings(), CALLER, NOW, tools=ToolRegistry())
+    assert "only after the tool says it worked" not in nothing and "If a tool fails, say so" in nothing
+    assert "then offer what you can do" not in nothing
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from openai.types.realtime import RealtimeClientEvent
 from pydantic import BaseModel, Field, TypeAdapter
 
 from callassist.calendar.booking import BookingService
-from callassist.tools.calendar import register_calendar_tools
+from callassist.tools.calendar import CALENDAR_TOOLS
 from callassist.tools.registry import ToolContext, ToolError, ToolRegistry, json_schema
 
 CLIENT_EVENTS = TypeAdapter(Annotated[RealtimeClientEvent, Field(discriminator="type")])
@@ -127,8 +127,7 @@ def test_owner_name_replaces_the_placeholder_in_descriptions() -> None:
 
 
 def test_calendar_tool_declarations_validate_in_a_session_update() -> None:
-    registry = ToolRegistry()
-    register_calendar_tools(registry)
+    registry = ToolRegistry(tools=CALENDAR_TOOLS)
     tools = registry.declarations(owner=True)
     assert {t["name"] for t in tools} == {
         "check_availability",

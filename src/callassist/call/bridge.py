@@ -65,7 +65,7 @@ from callassist.telephony.media_stream import (
     parse_inbound,
 )
 from callassist.tools.identity import code_typed
-from callassist.tools.registry import ToolContext, ToolOutcome, ToolRegistry
+from callassist.tools.registry import CallEffect, CallHooks, ToolContext, ToolOutcome, ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,6 @@ KEYPAD_NOTE = (
     "check_verification_code without a code."
 )
 SPEAK_AGAIN = "speak-again"
-# Tools whose effect is on the call itself: never run from a response the caller interrupted.
-CALL_ENDING_TOOLS = frozenset({"end_call"})
 REQUEST_EXPIRY_S = 5.0  # a response.create with neither response.created nor an error by then is lost
 _LOGGED_BAD_FRAMES = 5
 # Session rotation ahead of OpenAI's 60-minute cap: how often to look for a quiet moment, how long
@@ -805,7 +803,7 @@ class CallBridge:
             is_owner=self.context.is_owner,
             services=self._deps.tool_services,
             recorder=recorder,
-            hang_up=self._hang_up_after_goodbye,
+            call=CallHooks(on_end_call=self._hang_up_after_goodbye),
             logger=self._log,
             caller_verified=self.context.caller_verified,
             called_number=self.context.called_number,
@@ -1313,7 +1311,7 @@ class CallBridge:
                 self._seen_tool_calls.add(item.call_id)
                 self._log.info("not running %s: the model's call to it was cut short", name)
                 continue
-            if name in CALL_ENDING_TOOLS and status != "completed":
+            if CallEffect.END_CALL in self._tools.call_effects(name) and status != "completed":
                 self._seen_tool_calls.add(item.call_id)
                 self._log.info("not running %s: its response was interrupted (%s)", name, status)
                 continue
@@ -1368,7 +1366,7 @@ class CallBridge:
             await self._session.send({"type": "conversation.item.create", "item": item})
         self._outputs_unanswered = True
         if any(
-            not t.cancelled() and t.exception() is None and t.result().output.get("hanging_up")
+            not t.cancelled() and t.exception() is None and t.result().call_effect is CallEffect.END_CALL
             for t in batch.tasks
         ):
             return  # the goodbye was said with the call to end_call: nothing more to say

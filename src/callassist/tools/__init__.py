@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from callassist.tools.calendar import register_calendar_tools
-from callassist.tools.call_control import register_call_tools
-from callassist.tools.identity import register_identity_tools
-from callassist.tools.messages import register_message_tools
-from callassist.tools.registry import ToolRegistry
+from callassist.tools.calendar import CALENDAR_TOOLS
+from callassist.tools.call_control import CALL_TOOLS
+from callassist.tools.identity import IDENTITY_TOOLS
+from callassist.tools.messages import MESSAGE_TOOLS
+from callassist.tools.registry import Tool, ToolRegistry
+
+# In the order they are declared to the model (and their rules come in the instructions).
+STANDARD_TOOLS: tuple[Tool, ...] = (*CALENDAR_TOOLS, *MESSAGE_TOOLS, *CALL_TOOLS, *IDENTITY_TOOLS)
 
 
 def all_tools(default_timeout_s: float = 8.0) -> ToolRegistry:
     """Every tool callassist offers the model, as one registry (the server's, and the tests')."""
-    tools = ToolRegistry(default_timeout_s=default_timeout_s)
-    register_calendar_tools(tools)
-    register_message_tools(tools)
-    register_call_tools(tools)
-    register_identity_tools(tools)
-    return tools
+    return ToolRegistry(default_timeout_s=default_timeout_s, tools=STANDARD_TOOLS)

@@ -6,7 +6,16 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from callassist.tools.registry import ToolContext, ToolError, ToolRegistry
+from callassist.tools.registry import (
+    CallEffect,
+    PromptContext,
+    PromptLines,
+    Tool,
+    ToolContext,
+    ToolError,
+    ToolRegistry,
+    tool,
+)
 
 
 class EndCallArgs(BaseModel):
@@ -15,12 +24,29 @@ class EndCallArgs(BaseModel):
     )
 
 
+def _end_call_prompt(context: PromptContext) -> PromptLines:
+    return PromptLines(
+        topic="Ending",
+        lines=(
+            "When the caller says goodbye or clearly has nothing more, say a short goodbye and call "
+            "end_call in the same turn. If they then say they have something more, carry on.",
+        ),
+    )
+
+
+@tool(on_call={CallEffect.END_CALL}, prompt=_end_call_prompt)
+async def end_call(ctx: ToolContext, args: EndCallArgs) -> dict[str, Any]:
+    """Hang up, once the caller has said goodbye or clearly has nothing more. Say your goodbye in
+    the same turn, before calling this; the line closes when your goodbye has been heard."""
+    if ctx.call is None:
+        raise ToolError("The call can't be ended from here; just say goodbye.")
+    ctx.call.end_call(args.reason)
+    return {"ending": True}
+
+
+CALL_TOOLS: tuple[Tool, ...] = (end_call,)
+
+
 def register_call_tools(registry: ToolRegistry) -> None:
-    @registry.tool()
-    async def end_call(ctx: ToolContext, args: EndCallArgs) -> dict[str, Any]:
-        """Hang up, once the caller has said goodbye or clearly has nothing more. Say your goodbye in
-        the same turn, before calling this; the line closes when your goodbye has been heard."""
-        if ctx.hang_up is None:
-            raise ToolError("The call can't be ended from here; just say goodbye.")
-        ctx.hang_up(args.reason)
-        return {"hanging_up": True}
+    """Add the call tools to `registry` (for registries built tool by tool; see tools.all_tools)."""
+    registry.add(*CALL_TOOLS)

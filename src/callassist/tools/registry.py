@@ -9,6 +9,12 @@ A tool declared with `effects=True` changes the world outside the call (a bookin
 outcome is committed to the call's record before the model hears it, so the assistant never tells
 a caller "done" about something a crash could then make the owner never hear of.
 
+A tool is a complete plugin: besides its handler it declares what it does to the call itself
+(`on_call`: a CallEffect, which the call core acts on once the tool succeeded), the lines it adds
+to the assistant's rules (`prompt`: PromptLines for a PromptContext) and how the owner's notice
+names what it did (`notice_label`). Tools reach the call only through `ToolContext.call`, a
+CallControl the call core implements.
+
 Logs name the tool and how it ended (ok, refused, invalid arguments, timeout, failed), never its
 arguments or anything that may echo them (refusals and validation errors quote what was said, and
 callers say card numbers and PINs).
@@ -23,9 +29,10 @@ import logging
 import re
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, get_type_hints
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError
 
@@ -55,6 +62,31 @@ class ToolError(Exception):
         self.details = details
 
 
+class CallEffect(StrEnum):
+    """What a tool does to the call itself, declared with the tool (`on_call`)."""
+
+    END_CALL = "end-call"  # the call ends once the assistant's goodbye is heard
+    TRANSFER = "transfer"  # reserved for the upcoming transfer-to-owner feature
+
+
+class CallControl(Protocol):
+    """What a tool may do to the call it runs in (ToolContext.call); the call core implements it."""
+
+    def end_call(self, reason: str) -> None:
+        """End the call once the assistant's goodbye has been heard."""
+        ...
+
+
+@dataclass(frozen=True)
+class CallHooks:
+    """A CallControl made of plain functions, for a call core that has no such object of its own."""
+
+    on_end_call: Callable[[str], None]
+
+    def end_call(self, reason: str) -> None:
+        self.on_end_call(reason)
+
+
 @dataclass
 class ToolContext:
     """What a tool knows about the call it runs in. `services` holds the backends (calendar, store)."""
@@ -67,7 +99,7 @@ class ToolContext:
     # This call's CallRecorder: messages are stored through it, and the outcome of a tool with
     # effects is committed through it (`commit_tool_call`) before the model is answered.
     recorder: Any = None
-    hang_up: Callable[[str], None] | None = None  # ends the call once the goodbye has been heard
+    call: CallControl | None = None  # the call itself (ending it); None where there is no call to act on
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log
     # Caller ID can be faked: reading or changing a caller's own bookings and history needs the
     # carrier's attestation (SHAKEN/STIR A) or a one-time code sent to the number (tools/identity.py).
@@ -94,6 +126,8 @@ class ToolOutcome:
     started_at: float = field(default_factory=time.time)  # wall clock, when the call began
     status: str = OK  # OK, REFUSED, INVALID, UNKNOWN, TIMEOUT or FAILED
     recorded: bool = False
+    # What the call core is to do to the call: the tool's declared effect, only when it succeeded.
+    call_effect: CallEffect | None = None
 
     @property
     def ok(self) -> bool:
@@ -112,6 +146,37 @@ DEFAULT_OWNER_NAME = "the owner"
 
 
 @dataclass(frozen=True)
+class PromptContext:
+    """What a tool's prompt lines may depend on: who the owner is and who is calling."""
+
+    owner: str  # the owner's name as the instructions say it ("the owner" when there is none)
+    is_owner: bool = False  # the owner's own call
+    caller_verified: bool = False  # the caller's number is known to be theirs
+
+
+@dataclass(frozen=True)
+class PromptLines:
+    """What one tool adds to the assistant's instructions on one call (all optional).
+
+    The instructions keep their own rules, in their own order; a tool only fills in its part:
+    """
+
+    # A rule of its own, under this heading ("Calendar"): the `lines` of every tool with the same
+    # topic form one rule, in the order the tools are declared, placed where the first one is.
+    topic: str = ""
+    lines: tuple[str, ...] = ()
+    # What the assistant can offer a caller instead when asked for something it can't do ("book a time").
+    offer: str = ""
+    # What the assistant says is done only once the tool says it worked ("a meeting is booked").
+    claim: str = ""
+    # On the owner's calls: what it shows them about their own calendar ("get_my_agenda gives titles...").
+    discloses: str = ""
+
+
+PromptFunction = Callable[[PromptContext], PromptLines]
+
+
+@dataclass(frozen=True)
 class Tool:
     name: str
     description: str
@@ -120,6 +185,15 @@ class Tool:
     owner_only: bool = False
     timeout_s: float | None = None
     effects: bool = False  # changes the world outside the call: recorded before the model is told
+    # What it does to the call itself once it succeeded (at most one effect: see ToolOutcome.call_effect).
+    effects_on_call: frozenset[CallEffect] = frozenset()
+    prompt: PromptFunction | None = None  # its part of the assistant's instructions
+    # How the owner's notice names what it did ("Booked", "Message"); None: not in notices.
+    notice_label: str | None = None
+
+    def prompt_lines(self, context: PromptContext) -> PromptLines:
+        """What this tool adds to the instructions for a call like `context`."""
+        return self.prompt(context) if self.prompt is not None else PromptLines()
 
     def declaration(self, owner_name: str | None = None) -> dict[str, Any]:
         """The tool as session.update declares it, with `{owner}` replaced by the owner's name."""
@@ -233,41 +307,95 @@ def _readable(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+HandlerFunction = Callable[[ToolContext, Args], Awaitable[dict[str, Any]]]
+
+
+def tool(
+    *,
+    owner_only: bool = False,
+    timeout_s: float | None = None,
+    effects: bool = False,
+    on_call: Iterable[CallEffect] = (),
+    prompt: PromptFunction | None = None,
+    notice_label: str | None = None,
+) -> Callable[[HandlerFunction[Args]], Tool]:
+    """Declare a tool: `async def name(ctx: ToolContext, args: SomeArgs) -> dict` with a docstring
+    (the model reads it); the decorated name becomes the Tool, for a registry to `add`.
+
+    `effects=True` for a tool that changes the world outside the call (books, cancels, takes a
+    message): its outcome is committed to the call's record before the model is answered.
+    `on_call`: what it does to the call itself once it succeeded (CallEffect.END_CALL).
+    `prompt`: its lines in the assistant's instructions. `notice_label`: how the owner's notice
+    names what it did.
+    """
+    effects_on_call = frozenset(on_call)
+
+    def declare(function: HandlerFunction[Args]) -> Tool:
+        hints = get_type_hints(function)
+        parameters = [name for name in inspect.signature(function).parameters]
+        if len(parameters) != 2 or not issubclass(hints.get(parameters[1], object), BaseModel):
+            raise TypeError(f"{function.__name__}: expected (ctx: ToolContext, args: <pydantic model>)")
+        description = inspect.cleandoc(function.__doc__ or "")
+        if not description:
+            raise TypeError(f"{function.__name__}: a tool needs a docstring (the model reads it)")
+        if len(effects_on_call) > 1:
+            # An outcome names the one effect the call core is to act on.
+            raise TypeError(f"{function.__name__}: a tool has at most one effect on the call")
+        return Tool(
+            name=function.__name__,
+            description=description,
+            parameters=hints[parameters[1]],
+            handler=function,
+            owner_only=owner_only,
+            timeout_s=timeout_s,
+            effects=effects,
+            effects_on_call=effects_on_call,
+            prompt=prompt,
+            notice_label=notice_label,
+        )
+
+    return declare
+
+
 class ToolRegistry:
-    def __init__(self, default_timeout_s: float = 8.0, owner_name: str | None = None) -> None:
+    def __init__(
+        self, default_timeout_s: float = 8.0, owner_name: str | None = None, tools: Iterable[Tool] = ()
+    ) -> None:
         self.default_timeout_s = default_timeout_s
         self.owner_name = owner_name  # put in the declarations unless they are asked for another
         self._tools: dict[str, Tool] = {}
+        self.add(*tools)
 
-    def tool(
-        self, *, owner_only: bool = False, timeout_s: float | None = None, effects: bool = False
-    ) -> Callable[[Callable[[ToolContext, Args], Awaitable[dict[str, Any]]]], Tool]:
-        """Declare a tool: `async def name(ctx: ToolContext, args: SomeArgs) -> dict` with a docstring.
-
-        `effects=True` for a tool that changes the world outside the call (books, cancels, takes a
-        message): its outcome is committed to the call's record before the model is answered.
-        """
-
-        def register(function: Callable[[ToolContext, Args], Awaitable[dict[str, Any]]]) -> Tool:
-            hints = get_type_hints(function)
-            parameters = [name for name in inspect.signature(function).parameters]
-            if len(parameters) != 2 or not issubclass(hints.get(parameters[1], object), BaseModel):
-                raise TypeError(f"{function.__name__}: expected (ctx: ToolContext, args: <pydantic model>)")
-            description = inspect.cleandoc(function.__doc__ or "")
-            if not description:
-                raise TypeError(f"{function.__name__}: a tool needs a docstring (the model reads it)")
-            declared = Tool(
-                name=function.__name__,
-                description=description,
-                parameters=hints[parameters[1]],
-                handler=function,
-                owner_only=owner_only,
-                timeout_s=timeout_s,
-                effects=effects,
-            )
+    def add(self, *tools: Tool) -> None:
+        """Offer these tools (declared with `tool`), after those already here."""
+        for declared in tools:
             if declared.name in self._tools:
                 raise ValueError(f"tool {declared.name!r} declared twice")
             self._tools[declared.name] = declared
+
+    def tool(
+        self,
+        *,
+        owner_only: bool = False,
+        timeout_s: float | None = None,
+        effects: bool = False,
+        on_call: Iterable[CallEffect] = (),
+        prompt: PromptFunction | None = None,
+        notice_label: str | None = None,
+    ) -> Callable[[HandlerFunction[Args]], Tool]:
+        """Declare a tool (see `tool`) straight into this registry."""
+        declare = tool(
+            owner_only=owner_only,
+            timeout_s=timeout_s,
+            effects=effects,
+            on_call=on_call,
+            prompt=prompt,
+            notice_label=notice_label,
+        )
+
+        def register(function: HandlerFunction[Args]) -> Tool:
+            declared = declare(function)
+            self.add(declared)
             return declared
 
         return register
@@ -278,6 +406,23 @@ class ToolRegistry:
     def names(self) -> list[str]:
         return list(self._tools)
 
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def for_call(self, *, owner: bool) -> list[Tool]:
+        """The tools a call offers, in declaration order: owner-only ones on the owner's own calls only."""
+        return [declared for declared in self._tools.values() if owner or not declared.owner_only]
+
+    def call_effects(self, name: str) -> frozenset[CallEffect]:
+        """What the tool called `name` does to the call once it succeeded (nothing for an unknown name)."""
+        declared = self._tools.get(name)
+        return declared.effects_on_call if declared is not None else frozenset()
+
+    def notice_label(self, name: str) -> str | None:
+        """How the owner's notice names what the tool called `name` did, or None (not in notices)."""
+        declared = self._tools.get(name)
+        return declared.notice_label if declared is not None else None
+
     def declarations(self, *, owner: bool, owner_name: str | None = None) -> list[dict[str, Any]]:
         """The `tools` list for session.update; owner-only tools only on the owner's own calls.
 
@@ -285,7 +430,7 @@ class ToolRegistry:
         descriptions, so the model reads "when Dana is free", not "when the owner is free".
         """
         name = owner_name or self.owner_name
-        return [tool.declaration(name) for tool in self._tools.values() if owner or not tool.owner_only]
+        return [declared.declaration(name) for declared in self.for_call(owner=owner)]
 
     async def call(self, name: str, call_id: str, arguments: str, ctx: ToolContext) -> ToolOutcome:
         """Run one tool call. Always returns an outcome; never raises (except cancellation).
@@ -294,18 +439,21 @@ class ToolRegistry:
         RECORD_WAIT_S), so what the caller is told is done is in the record even if the process dies.
         """
         started, started_wall = time.monotonic(), time.time()
-        tool = self._tools.get(name)
-        if tool is not None and tool.owner_only and not ctx.is_owner:
-            tool = None
-        output, kept, status = await self._run(tool, name, arguments, ctx)
+        declared = self._tools.get(name)
+        if declared is not None and declared.owner_only and not ctx.is_owner:
+            declared = None
+        output, kept, status = await self._run(declared, name, arguments, ctx)
         outcome = ToolOutcome(
             name, call_id, kept, output, time.monotonic() - started, started_wall, status=status
         )
+        if declared is not None and status == OK and outcome.ok:
+            # At most one (see `tool`): what the call core is to do now that the tool succeeded.
+            outcome.call_effect = next(iter(declared.effects_on_call), None)
         # The outcome only: a refusal or a validation error may quote the arguments. (An undeclared
         # name is the model's own text: shown only when it looks like a tool's name.)
-        shown = name if tool is not None or _TOOL_NAME.fullmatch(name) else "(an undeclared name)"
+        shown = name if declared is not None or _TOOL_NAME.fullmatch(name) else "(an undeclared name)"
         ctx.logger.info("tool %s %s in %.0f ms", shown, status, outcome.duration_s * 1000)
-        if tool is not None and tool.effects and ctx.recorder is not None:
+        if declared is not None and declared.effects and ctx.recorder is not None:
             await self._commit(outcome, ctx)
         return outcome
 
@@ -326,10 +474,10 @@ class ToolRegistry:
             )
 
     async def _run(
-        self, tool: Tool | None, name: str, arguments: str, ctx: ToolContext
+        self, declared: Tool | None, name: str, arguments: str, ctx: ToolContext
     ) -> tuple[dict[str, Any], str, str]:
         """(output for the model, arguments to keep, status)."""
-        if tool is None:
+        if declared is None:
             return (
                 {"ok": False, "error": f"There is no tool called {name!r}. Don't call it again."},
                 arguments,
@@ -341,7 +489,7 @@ class ToolRegistry:
             error = "The arguments were not valid JSON. Call the tool again correctly."
             return {"ok": False, "error": error}, arguments, INVALID
         try:
-            args = tool.parameters.model_validate(raw)
+            args = declared.parameters.model_validate(raw)
         except ValidationError as exc:
             error = (
                 f"Invalid arguments ({_readable(exc)}). Ask the caller if something is unclear, then call "
@@ -350,19 +498,19 @@ class ToolRegistry:
             return {"ok": False, "error": error}, arguments, INVALID
         # What is kept is what the tool was given: validated and normalised (see caller_text).
         kept = args.model_dump_json(exclude_unset=True)
-        timeout = tool.timeout_s or self.default_timeout_s
+        timeout = declared.timeout_s or self.default_timeout_s
         try:
-            if tool.effects:
+            if declared.effects:
                 # A booking, a move, a cancellation or a message is never cut off mid-write (the
                 # calendar may have it already while its answer is on the way): it gets longer, and
                 # past that it carries on unawaited while the caller is told it may still go through.
-                running = asyncio.ensure_future(tool.handler(ctx, args))
+                running = asyncio.ensure_future(declared.handler(ctx, args))
                 _UNFINISHED.add(running)
                 running.add_done_callback(_UNFINISHED.discard)
                 result = await asyncio.wait_for(asyncio.shield(running), max(timeout, EFFECT_TIMEOUT_S))
             else:
                 async with asyncio.timeout(timeout):
-                    result = await tool.handler(ctx, args)
+                    result = await declared.handler(ctx, args)
         except ToolError as refusal:
             return {"ok": False, "error": refusal.message, **refusal.details}, kept, REFUSED
         except TimeoutError:
@@ -370,7 +518,7 @@ class ToolRegistry:
             error = (
                 "It is taking much longer than it should and may still go through. Don't try it again: "
                 "apologise, and say it will be confirmed."
-                if tool.effects
+                if declared.effects
                 else "That took too long and was stopped. Apologise, say it didn't go through, and offer to "
                 "take a message instead."
             )

@@ -17,8 +17,9 @@ from starlette.requests import HTTPConnection
 from callassist.calendar.base import Calendar
 from callassist.calendar.booking import BookingService
 from callassist.calendar.factory import open_calendar
-from callassist.call.aftercall import close_unfinished_calls, owner_notice
-from callassist.call.bridge import CallBridge, CallDeps
+from callassist.call.aftercall import CallFacts, close_unfinished_calls, owner_notice
+from callassist.call.deps import CallDeps
+from callassist.call.events import AssistantLost, CallEvent, CallEvents, count_calls
 from callassist.call.registry import CallRegistry
 from callassist.dashboard.auth import FailureLimiter
 from callassist.notify.notices import build_notifiers, close_notifiers, enqueue_call_notices
@@ -55,6 +56,9 @@ class Runtime:
     calendar: Calendar | None = None
     tool_services: ToolServices | None = None
     deps: CallDeps | None = None
+    # What every call publishes (calls started and ended, turns, tools, costs): metrics and this
+    # runtime subscribe, and so can a live dashboard.
+    events: CallEvents = field(default_factory=lambda: CallEvents(count_calls))
     senders: dict[str, Sender] = field(default_factory=dict)
     code_sender: TwilioSms | None = None  # one-time codes to confirm a caller's number
     # Calls whose assistant failed (OpenAI unreachable): /voice/stream-ended apologises to them.
@@ -65,7 +69,8 @@ class Runtime:
     ready: bool = False
 
     def call_deps(self) -> CallDeps:
-        """What each CallBridge gets from the server."""
+        """What each call gets from the server."""
+        self.events.subscribe(self._on_call_event)
         return CallDeps(
             settings=self.settings,
             openai=self.openai,
@@ -76,22 +81,27 @@ class Runtime:
             tool_services=self.tool_services,
             load_memory=self.load_memory,
             after_call=self.after_call,
-            assistant_failed=self.assistant_failed,
             notices_queued=self.outbox.wake if self.outbox else None,
+            events=self.events,
         )
+
+    def _on_call_event(self, event: CallEvent) -> None:
+        if isinstance(event, AssistantLost):
+            self.assistant_failed(event.call_sid)
 
     def assistant_failed(self, call_sid: str) -> None:
         self.assistant_failures[call_sid] = None
         while len(self.assistant_failures) > 1000:
             self.assistant_failures.popitem(last=False)
 
-    def after_call(self, bridge: CallBridge) -> Callable[[AsyncSession], Awaitable[Any]] | None:
+    def after_call(
+        self, call_sid: str, called: str | None, facts: CallFacts
+    ) -> Callable[[AsyncSession], Awaitable[Any]] | None:
         """The notices about this call, queued in the same transaction that completes its record."""
-        notice = owner_notice(bridge.facts(), self.settings.zone)
-        if notice is None or not self.senders or bridge.call_sid is None:
+        notice = owner_notice(facts, self.settings.zone)
+        if notice is None or not self.senders:
             return None
         subject, text = notice
-        call_sid, called = bridge.call_sid, bridge.context.called_number
 
         async def queue(session: AsyncSession) -> None:
             await enqueue_call_notices(

@@ -20,8 +20,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
-from callassist.call import bridge as bridge_module
+from callassist.call import deps as deps_module
 from callassist.call import registry as registry_module
+from callassist.media import twilio as twilio_leg
 from callassist.simulator.audio import tone
 from tests.fakes.realtime_server import FakeRealtimeServer, Reply, Say, Script
 from tests.support.server import running_server
@@ -152,7 +153,7 @@ async def test_replayed_webhooks_and_handshakes_mint_no_token_and_never_claim_th
 async def test_streams_ending_before_a_valid_start_leave_no_openai_session_open(
     make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bridge_module, "START_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(twilio_leg, "START_TIMEOUT_S", 0.5)
     greeting = noise(200, 2)
     stack = await make_stack(greeting_script(greeting))
     server = stack.server
@@ -244,8 +245,8 @@ async def test_pre_start_streams_are_capped(
                 async with stream(server):
                     pass
         assert metric("callassist_streams_refused_total", reason="pre-start-full") - full_before == 5
-        assert sum(not s.closed for s in stack.fake.sessions) <= bridge_module.PRECONNECT_LIMIT
-        assert metric("callassist_realtime_preconnected") <= bridge_module.PRECONNECT_LIMIT
+        assert sum(not s.closed for s in stack.fake.sessions) <= deps_module.PRECONNECT_LIMIT
+        assert metric("callassist_realtime_preconnected") <= deps_module.PRECONNECT_LIMIT
     await server.services.registry.wait_no_streams(5)
     await stack.fake.wait_until(lambda: all(s.closed for s in stack.fake.sessions), timeout=5)
     assert server.services.registry.pre_start == 0
@@ -360,7 +361,7 @@ async def test_malformed_json_valid_frames_are_skipped_before_and_after_start(
     row = await call_row(server, sid)
     assert row is not None and row.outcome == "caller-hung-up"
     bad = [r for r in caplog.records if "ignored a bad Media Stream frame" in r.getMessage()]
-    assert 1 <= len(bad) <= bridge_module._LOGGED_BAD_FRAMES
+    assert 1 <= len(bad) <= twilio_leg._LOGGED_BAD_FRAMES
     ended = next(r.getMessage() for r in caplog.records if "call ended" in r.getMessage())
     assert f"bad frames {2 * len(MALFORMED)}" in ended
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -372,7 +373,7 @@ async def test_malformed_json_valid_frames_are_skipped_before_and_after_start(
 async def test_a_twilio_peer_that_stops_reading_ends_the_call_cleanly(
     make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bridge_module, "TWILIO_SEND_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(twilio_leg, "SEND_TIMEOUT_S", 1.0)
     greeting = noise(60_000, 6)  # a minute of audio, generated at once: far more than the buffers below
     stack = await make_stack(greeting_script(greeting), fake_options={"speed": 1000.0, "chunk_ms": 500})
     server = stack.server

@@ -140,7 +140,7 @@ async def test_the_line_closes_right_after_the_goodbye_before_the_summary(make_s
     # The summary is text, for the owner: it must not book, message or hang up anything.
     assert summary.event["response"]["tool_choice"] == "none"
     assert "instructions" in summary.event["response"]
-    assert json.loads(session.function_outputs[0][1])["hanging_up"] is True
+    assert json.loads(session.function_outputs[0][1]) == {"ok": True, "ending": True}
 
 
 def function_call_added(session: FakeSession) -> bool:

@@ -128,9 +128,9 @@ def test_json_valid_frames_with_wrong_fields_are_media_stream_errors(text: str) 
 
 
 def test_twilios_own_shapes_still_parse() -> None:
-    assert parse_inbound(MEDIA % '"timestamp": "40"') == Media("AAAA", 40, 3)
-    assert parse_inbound(MEDIA % '"timestamp": 40') == Media("AAAA", 40, 3)
-    assert parse_inbound(MEDIA % '"chunk": "1"') == Media("AAAA", 0, 3)  # no timestamp: 0
+    assert parse_inbound(MEDIA % '"timestamp": "40"') == Media("AAAA", 3, timestamp_ms=40)
+    assert parse_inbound(MEDIA % '"timestamp": 40') == Media("AAAA", 3, timestamp_ms=40)
+    assert parse_inbound(MEDIA % '"chunk": "1"') == Media("AAAA", 3, timestamp_ms=0)  # no timestamp: 0
     start = parse_inbound(START % '"mediaFormat": {"sampleRate": "8000"}, "tracks": ["inbound"]')
     assert isinstance(start, Start) and start.sample_rate == 8000 and start.tracks == ("inbound",)
     assert isinstance(parse_inbound(START % '"mediaFormat": {"sampleRate": 8000.0}'), Start)

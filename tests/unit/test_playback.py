@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from callassist.call.playback import Interrupted, PlaybackTracker
+from callassist.media.playback import Interrupted, PlaybackTracker
 
 
 class Clock:

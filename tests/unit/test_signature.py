@@ -74,7 +74,7 @@ def test_stream_tokens_are_bound_to_the_call_and_single_use() -> None:
 
 
 def test_withheld_and_malformed_numbers_are_no_identity() -> None:
-    from callassist.call.bridge import caller_identity
+    from callassist.call.opening import caller_identity
 
     assert caller_identity("+15551230000") == "+15551230000"
     for hidden in (

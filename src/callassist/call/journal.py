@@ -1,6 +1,6 @@
 """CallJournal: everything a call produces, kept as it happens.
 
-The bridge reports what it sees (speech, transcripts, responses, interruptions, tool results) and
+The call reports what it sees (speech, transcripts, responses, interruptions, tool results) and
 the journal turns it into the call's record: the transcript as heard, tool calls, usage and cost
 of every response and transcription, and the latency of every turn. It keeps the in-memory
 transcript that a new OpenAI session is given after a reconnect, and hands the recorder snapshots
@@ -16,11 +16,12 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
+from callassist.call.events import CallEvents, CostAdded, ToolRan, TurnHeard
 from callassist.call.recorder import CallRecorder, CallSummaryFields
 from callassist.call.transcript import INAUDIBLE, UNTRANSCRIBED, Transcript, Turn, tool_note
+from callassist.engine.events import CallerTranscribed, ResponseFinished, SpokenItem
 from callassist.realtime.pricing import PriceTable, Usage
 from callassist.tools.registry import ToolOutcome
 
@@ -43,14 +44,15 @@ class CallJournal:
         model: str,
         transcription_model: str,
         logger: logging.Logger | logging.LoggerAdapter[Any],
+        events: CallEvents | None = None,
     ) -> None:
         self.recorder = recorder
+        self._events = events or CallEvents()
         self.transcript = Transcript()
         self._prices = prices
         self._model = model
         self._transcription_model = transcription_model
         self._log = logger
-        self.total_cost = Decimal(0)
         self.tool_outcomes: list[ToolOutcome] = []
         # Caller speech per item: when it began (our clock) and its extent in the input audio.
         self._speech_started_at: dict[str, float] = {}
@@ -107,15 +109,19 @@ class CallJournal:
         recent = time.monotonic() - PENDING_TRANSCRIPT_S
         return any(at > recent for at in self._speech_started_at.values())
 
-    def caller_transcribed(self, item_id: str, text: str, usage: Any) -> None:
+    def caller_transcribed(self, event: CallerTranscribed) -> None:
+        self._caller_words(event.item_id, event.text)
+        self._transcription_usage(event.item_id, event.seconds, event.tokens)
+
+    def _caller_words(self, item_id: str, text: str) -> bool:
         self._untranscribed.discard(item_id)
         self._transcribed.set()
         if self.transcript.get(item_id) is not None:
-            return  # a turn already kept (its audio was replayed to a new session, say)
+            return False  # a turn already kept (its audio was replayed to a new session, say)
         started = self._speech_started_at.pop(item_id, time.monotonic())
         turn = self.transcript.add(Turn("caller", text.strip() or INAUDIBLE, wall_clock(started), item_id))
-        self.recorder.turn(turn)
-        self._transcription_usage(item_id, usage)
+        self._record_turn(turn)
+        return True
 
     def speech_extent(self, item_id: str) -> tuple[int, int] | None:
         """Where a caller turn lies in its session's input audio (audio_start_ms, audio_end_ms)."""
@@ -136,26 +142,19 @@ class CallJournal:
         self._speech_ms.pop(item_id, None)
         turn = Turn("caller", UNTRANSCRIBED, wall_clock(started), item_id, audio=audio or None)
         self.transcript.add(turn)
-        self.recorder.turn(turn)
+        self._record_turn(turn)
 
     def caller_inaudible(self, item_id: str) -> None:
-        self.caller_transcribed(item_id, INAUDIBLE, None)
+        if self._caller_words(item_id, INAUDIBLE):
+            self._transcription_usage(item_id, None, None)
 
-    def _transcription_usage(self, item_id: str, usage: Any) -> None:
+    def _transcription_usage(self, item_id: str, seconds: float | None, tokens: Usage | None) -> None:
         start_ms, end_ms = self._speech_ms.pop(item_id, [0, 0])
-        seconds = max(0.0, (end_ms - start_ms) / 1000)
-        tokens = Usage()
-        if usage is not None and getattr(usage, "type", None) == "duration":
-            seconds = float(getattr(usage, "seconds", seconds) or seconds)
-        elif usage is not None:
-            details = getattr(usage, "input_token_details", None)
-            tokens = Usage(
-                audio_in=int(getattr(details, "audio_tokens", 0) or 0),
-                text_in=int(getattr(details, "text_tokens", 0) or 0),
-                text_out=int(getattr(usage, "output_tokens", 0) or 0),
-            )
+        if seconds is None:
+            seconds = max(0.0, (end_ms - start_ms) / 1000)
+        tokens = tokens or Usage()
         cost = self._prices.transcription_cost(self._transcription_model, seconds)
-        self.total_cost += cost
+        self._events.publish(CostAdded(self.recorder.call_sid, "transcription", cost))
         self.recorder.usage(
             kind="transcription",
             ref=item_id,
@@ -180,27 +179,24 @@ class CallJournal:
         """The caller barged in after hearing `heard_ms` of this item."""
         turn = self.transcript.cut(item_id, heard_ms, self.generated_bytes[item_id] / BYTES_PER_MS)
         if turn is not None:
-            self.recorder.turn(turn)
+            self._record_turn(turn)
         elif self.transcript.get(item_id) is None:
             self._heard_ms[item_id] = heard_ms  # applied when the response reports the item
 
-    def response_done(self, response: Any, purpose: str, *, spoken: bool = True) -> None:
+    def response_done(self, response: ResponseFinished, purpose: str, *, spoken: bool = True) -> None:
         """A response ended: its spoken items become assistant turns; its usage is costed."""
-        for item in (getattr(response, "output", None) or []) if spoken else []:
-            if getattr(item, "type", None) != "message" or getattr(item, "role", None) != "assistant":
-                continue
-            self._assistant_turn(item, response.id)
-        if getattr(response, "usage", None) is not None:
-            tokens = Usage.from_api(response.usage)
-            cost = self._prices.response_cost(self._model, tokens)
-            self.total_cost += cost
+        for item in response.spoken if spoken else ():
+            self._assistant_turn(item, response.response_id)
+        if response.usage is not None:
+            cost = self._prices.response_cost(self._model, response.usage)
+            self._events.publish(CostAdded(self.recorder.call_sid, "response", cost))
             self.recorder.usage(
                 kind="response",
-                ref=response.id,
+                ref=response.response_id,
                 purpose=purpose,
-                status=getattr(response, "status", None),
+                status=response.status,
                 model=self._model,
-                tokens=tokens,
+                tokens=response.usage,
                 cost=cost,
             )
 
@@ -219,15 +215,12 @@ class CallJournal:
                 Turn("assistant", text, spoken_at, item_id=item_id, audio_ms=round(generated))
             )
             self.transcript.cut(item_id, sent_ms(item_id), generated)
-            self.recorder.turn(turn)
+            self._record_turn(turn)
         self._partial_text.clear()
 
-    def _assistant_turn(self, item: Any, response_id: str) -> None:
-        item_id = item.id
-        text = ""
-        for part in getattr(item, "content", None) or []:
-            text = getattr(part, "transcript", None) or getattr(part, "text", None) or text
-        text = (text or "".join(self._partial_text.pop(item_id, []))).strip()
+    def _assistant_turn(self, item: SpokenItem, response_id: str) -> None:
+        item_id = item.item_id
+        text = (item.text or "".join(self._partial_text.pop(item_id, []))).strip()
         self._partial_text.pop(item_id, None)
         generated_ms = self.generated_bytes[item_id] / BYTES_PER_MS
         if not text and not generated_ms:
@@ -246,7 +239,11 @@ class CallJournal:
         heard = self._heard_ms.pop(item_id, None)
         if heard is not None:
             self.transcript.cut(item_id, heard, generated_ms)
+        self._record_turn(turn)
+
+    def _record_turn(self, turn: Turn) -> None:
         self.recorder.turn(turn)
+        self._events.publish(TurnHeard(self.recorder.call_sid, turn))
 
     # Tools and messages ----------------------------------------------------------------------------
 
@@ -254,6 +251,7 @@ class CallJournal:
         self.tool_outcomes.append(outcome)
         # Written once: a tool with effects committed its outcome before the model heard it.
         self.recorder.tool_call(outcome)
+        self._events.publish(ToolRan(self.recorder.call_sid, outcome))
         self.transcript.note(tool_note(outcome.name, outcome.output), datetime.now(UTC))
 
     # The end -------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The live calls of this server: admission while running, a clean goodbye for each on shutdown.
 
 A Media Stream goes through two gates. From the handshake to its `start` it is *pre-start*: a
-small pool of its own (`PRE_START_LIMIT`) with a short deadline (the bridge's START_TIMEOUT_S),
+small pool of its own (`PRE_START_LIMIT`) with a short deadline (media/twilio.py START_TIMEOUT_S),
 because a handshake can be replayed while its call's token is unclaimed (each carries its call's
 token in its URL and is refused before accept once that token is claimed, or while another stream
 of the call is open) and each such stream may already hold an OpenAI connection.
@@ -17,9 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from callassist import observability as obs
-from callassist.call.bridge import CallBridge
+
+if TYPE_CHECKING:
+    from callassist.call.call import Call
+    from callassist.media.twilio import TwilioMediaStream
 
 log = logging.getLogger(__name__)
 CLEANUP_S = 3.5  # after the goodbye: tools (1 s), summary (1.5 s), close (1 s), record flush
@@ -30,13 +34,14 @@ EVICT_AFTER_S = 0.5  # Twilio sends `connected` and `start` right after the hand
 class StreamTicket:
     """One Media Stream's place, from the handshake to its end."""
 
-    __slots__ = ("_live", "_registry", "_waiting", "bridge", "call_sid", "opened_at")
+    __slots__ = ("_live", "_registry", "_waiting", "call", "call_sid", "opened_at", "stream")
 
     def __init__(self, registry: CallRegistry, call_sid: str | None = None) -> None:
         self._registry = registry
         self.call_sid = call_sid
         self.opened_at = time.monotonic()
-        self.bridge: CallBridge | None = None
+        self.stream: TwilioMediaStream | None = None
+        self.call: Call | None = None
         self._waiting = True  # in the pre-start pool
         self._live = False  # holds a call slot
 
@@ -49,24 +54,25 @@ class StreamTicket:
         refused at once, a real one within the store's few milliseconds)."""
         self._leave_pool()
 
-    def start_call(self, bridge: CallBridge) -> bool:
+    def start_call(self, call: Call) -> bool:
         """The stream was admitted at `start`: it takes a call slot, if one is free (False: all
         CALLASSIST_MAX_CALLS slots are taken)."""
         self._leave_pool()
-        self._live = self._registry.add(bridge)
+        self.call = call
+        self._live = self._registry.add(call)
         return self._live
 
     def close(self) -> None:
         """The stream is over (and whatever it opened closed): whatever it held is given back."""
         self._leave_pool()
-        if self._live and self.bridge is not None:
-            self._registry.remove(self.bridge)
+        if self._live and self.call is not None:
+            self._registry.remove(self.call)
         self._live = False
         self._registry._closed(self)
 
     def _evictable(self, now: float) -> bool:
-        bridge = self.bridge
-        return now - self.opened_at >= EVICT_AFTER_S and (bridge is None or bridge.start is None)
+        stream = self.stream
+        return now - self.opened_at >= EVICT_AFTER_S and (stream is None or not stream.started)
 
     def _leave_pool(self) -> None:
         if self._waiting:
@@ -76,7 +82,7 @@ class StreamTicket:
 
 class CallRegistry:
     def __init__(self, max_calls: int | None = None, *, pre_start_limit: int = PRE_START_LIMIT) -> None:
-        self._calls: set[CallBridge] = set()
+        self._calls: set[Call] = set()
         self._empty = asyncio.Event()
         self._empty.set()
         self._pool: dict[StreamTicket, None] = {}  # pre-start streams, oldest first
@@ -145,20 +151,20 @@ class CallRegistry:
             return False
         victim._leave_pool()
         obs.STREAMS_REFUSED.labels(reason="evicted").inc()
-        if victim.bridge is not None:
-            victim.bridge.evict()
+        if victim.stream is not None:
+            victim.stream.evict()
         return True
 
-    def add(self, bridge: CallBridge) -> bool:
+    def add(self, call: Call) -> bool:
         """Take a call slot for an admitted stream; False if all are taken."""
         if self.full:
             return False
-        self._calls.add(bridge)
+        self._calls.add(call)
         self._empty.clear()
         return True
 
-    def remove(self, bridge: CallBridge) -> None:
-        self._calls.discard(bridge)
+    def remove(self, call: Call) -> None:
+        self._calls.discard(call)
         if not self._calls:
             self._empty.set()
 

@@ -1,4 +1,4 @@
-"""Who said what, as heard: the call's conversation in order, and its replay into a new session.
+"""Who said what, as heard: the call's conversation in order, and what a new session is given.
 
 Caller turns come from input transcription; assistant turns from the output transcript, cut to
 what the caller actually heard when they interrupted. Tool results are kept as notes so a new
@@ -7,7 +7,6 @@ OpenAI session (after a drop or the 60-minute cap) can be told what was already 
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -101,9 +100,10 @@ class Transcript:
                 return False
         return False
 
-    def replay_items(self, max_chars: int = MAX_REPLAY_CHARS) -> list[dict[str, Any]]:
-        """`conversation.item.create` events that rebuild the conversation so far, as text."""
-        events: list[dict[str, Any]] = []
+    def history(self, max_chars: int = MAX_REPLAY_CHARS) -> list[Turn]:
+        """The turns a new session is given to carry on the conversation, oldest first: everything
+        that has words (or, untranscribed, its audio), trimmed from the start beyond `max_chars`."""
+        kept: list[Turn] = []
         used = 0
         for turn in sorted(self.turns, key=lambda t: t.spoken_at, reverse=True):
             if not turn.text or turn.text == INAUDIBLE or (turn.text == UNTRANSCRIBED and not turn.audio):
@@ -111,49 +111,9 @@ class Transcript:
             if used + len(turn.text) > max_chars:
                 break
             used += len(turn.text)
-            if turn.role == "assistant" and turn.interrupted:
-                # A separate note, so the model doesn't take the marker for its own words.
-                events.append(
-                    {
-                        "type": "conversation.item.create",
-                        "item": _message(
-                            "system", "input_text", "(The caller interrupted the assistant here.)"
-                        ),
-                    }
-                )
-            events.append({"type": "conversation.item.create", "item": _item(turn)})
-        events.reverse()
-        if events:
-            events.insert(
-                0,
-                {
-                    "type": "conversation.item.create",
-                    "item": _message(
-                        "system",
-                        "input_text",
-                        "The connection was briefly interrupted. The conversation so far follows; "
-                        "carry on from where it stopped without greeting the caller again.",
-                    ),
-                },
-            )
-        return events
-
-
-def _message(role: str, kind: str, text: str) -> dict[str, Any]:
-    return {"type": "message", "role": role, "content": [{"type": kind, "text": text}]}
-
-
-def _item(turn: Turn) -> dict[str, Any]:
-    if turn.role == "caller" and turn.audio:
-        # Never transcribed (its session was lost): the model hears it instead. Audio items are read
-        # in the session's input format (G.711 μ-law here).
-        audio = base64.b64encode(turn.audio).decode("ascii")
-        return {"type": "message", "role": "user", "content": [{"type": "input_audio", "audio": audio}]}
-    if turn.role == "caller":
-        return _message("user", "input_text", turn.text)
-    if turn.role == "assistant":
-        return _message("assistant", "output_text", turn.text)
-    return _message("system", "input_text", turn.text)
+            kept.append(turn)
+        kept.reverse()
+        return kept
 
 
 def tool_note(name: str, output: dict[str, Any]) -> str:

@@ -1,10 +1,10 @@
 """One OpenAI Realtime connection for one call: connect, configure, send, receive, reconnect.
 
 The session owns the socket. On the audio hot path it uses the SDK's raw `send_raw`/`recv_bytes`
-(the typed calls cost ~10x more CPU per message) and hands the bridge small typed events; everything
+(the typed calls cost ~10x more CPU per message) and hands the engine small typed events; everything
 else is parsed with the SDK's own event types. When the socket drops it reconnects with backoff,
-lets the bridge re-send its configuration (and context) before any audio, then carries on. Before
-the 60-minute cap, the bridge can `rotate()` the call to a fresh session at a quiet moment instead.
+lets the engine re-send its configuration (and context) before any audio, then carries on. Before
+the 60-minute cap, the call can `rotate()` the call to a fresh session at a quiet moment instead.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from openai.types.realtime import RealtimeServerEvent
 from openai.types.websocket_connection_options import WebSocketConnectionOptions
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from callassist.engine.events import AssistantWords, AudioOut
+
 log = logging.getLogger(__name__)
 
 # Delays before each (re)connect attempt: the first is immediate (the 60-minute cap, a blip).
@@ -41,26 +43,8 @@ _APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
 
 
 @dataclass(slots=True, frozen=True)
-class AudioDelta:
-    """`response.output_audio.delta`, kept as the base64 string OpenAI sent."""
-
-    response_id: str
-    item_id: str
-    delta: str
-
-
-@dataclass(slots=True, frozen=True)
-class TranscriptDelta:
-    """`response.output_audio_transcript.delta`: the words behind the audio, as they are generated."""
-
-    response_id: str
-    item_id: str
-    delta: str
-
-
-@dataclass(slots=True, frozen=True)
 class OtherEvent:
-    """An event the bridge doesn't act on: only its type, without the cost of a typed parse."""
+    """An event the engine doesn't act on: only its type, without the cost of a typed parse."""
 
     type: str
 
@@ -75,7 +59,7 @@ class Reconnected:
     rotated: bool = False  # moved on purpose, ahead of the session cap (nothing was lost)
 
 
-SessionEvent = AudioDelta | TranscriptDelta | Reconnected | OtherEvent | RealtimeServerEvent
+SessionEvent = AudioOut | AssistantWords | Reconnected | OtherEvent | RealtimeServerEvent
 
 
 class RealtimeUnavailable(Exception):
@@ -141,7 +125,7 @@ class RealtimeSession:
         self._connection = await self._connect_with_retries(first=True)
 
     async def configure(self, *, reconnect: bool = False) -> None:
-        """Send the bridge's setup events, then any caller audio buffered meanwhile. If the new
+        """Send the setup events, then any caller audio buffered meanwhile. If the new
         socket drops while this happens, a fresh one is set up (within the reconnect deadline)."""
         try:
             await self._configure(reconnect)
@@ -309,9 +293,9 @@ class RealtimeSession:
             data = json.loads(raw)
             kind = data.get("type")
             if kind == "response.output_audio.delta":
-                return AudioDelta(data["response_id"], data["item_id"], data["delta"])
+                return AudioOut(data["response_id"], data["item_id"], data["delta"])
             if kind == "response.output_audio_transcript.delta":
-                return TranscriptDelta(data["response_id"], data["item_id"], data["delta"])
+                return AssistantWords(data["item_id"], data["delta"])
             if not isinstance(kind, str):
                 raise ValueError("event without a type")
         except (ValueError, KeyError, AttributeError, TypeError, RecursionError) as exc:
@@ -325,7 +309,7 @@ class RealtimeSession:
         """Move the call to a fresh server session before the old one hits OpenAI's 60-minute cap.
 
         The new socket is opened while the old one still carries the call. The switch itself waits
-        for `quiet()` (nobody speaking, no response or tool under way: the bridge knows): then the
+        for `quiet()` (nobody speaking, no response or tool under way: the call knows): then the
         caller's audio is held for the few milliseconds the setup takes, replayed to the new session,
         and the old socket is closed. False if nothing changed (no new session could be opened, no
         quiet moment came, or the socket was being replaced already): the old session carries on

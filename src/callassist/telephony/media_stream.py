@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from callassist.media.leg import CallerAudio
+
 # A real frame is ~400 bytes and a `start` a few KB; anything far larger is garbage or abuse.
 MAX_MESSAGE_CHARS = 64 * 1024
 
@@ -37,10 +39,10 @@ class Start:
 
 
 @dataclass(slots=True, frozen=True)
-class Media:
-    payload: str  # base64 μ-law, forwarded unchanged
-    timestamp_ms: int  # ms since the stream started, per Twilio
-    size: int  # decoded bytes (μ-law: 8 per ms)
+class Media(CallerAudio):
+    """A caller audio frame (base64 μ-law, forwarded unchanged; `size` decoded bytes)."""
+
+    timestamp_ms: int = 0  # ms since the stream started, per Twilio
 
 
 @dataclass(slots=True, frozen=True)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, WebSocket
 from starlette.datastructures import FormData
 
 from callassist import observability as obs
-from callassist.call.bridge import CallBridge
+from callassist.call.opening import answer_stream
 from callassist.runtime import Runtime, RuntimeDep
 from callassist.store.admission import Spent, WebhookFacts
 from callassist.store.db import describe_failure
@@ -230,12 +230,8 @@ async def media_stream(websocket: WebSocket, call_sid: str, token: str, runtime:
             _refuse_handshake(f"token-{refusal.value}")
             await websocket.close(code=1008)
             return
-        bridge = CallBridge(
-            websocket, runtime.deps, on_start=ticket.start_received, on_started=ticket.start_call
-        )
-        ticket.bridge = bridge
         await websocket.accept()
-        await bridge.run()
+        await answer_stream(websocket, runtime.deps, ticket)
     finally:
         ticket.close()
 

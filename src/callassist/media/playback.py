@@ -1,4 +1,4 @@
-"""PlaybackTracker: from Twilio's mark echoes, how much of each assistant item the caller heard.
+"""PlaybackTracker: from the media leg's mark echoes, how much of each assistant item the caller heard.
 
 We send a mark after every outbound audio chunk; Twilio echoes it once the audio queued before it
 has played. Between echoes the chunk at the head of the queue is playing in real time, so the
@@ -32,7 +32,6 @@ class ItemAudio:
 
     sent_bytes: int = 0
     played_bytes: int = 0
-    interrupted_at_ms: float | None = None
 
     @property
     def sent_ms(self) -> float:
@@ -57,7 +56,6 @@ class PlaybackTracker:
         self._last_echo_at = 0.0
         self._drained = asyncio.Event()
         self._drained.set()
-        self.first_audio_at: float | None = None
 
     # Events from the bridge ----------------------------------------------------------------------
 
@@ -73,8 +71,6 @@ class PlaybackTracker:
         item.sent_bytes += size
         self._pending.append(_Chunk(self._seq, item_id, size, now))
         self._drained.clear()
-        if self.first_audio_at is None:
-            self.first_audio_at = now
         return str(self._seq)
 
     def marked(self, name: str) -> None:
@@ -111,16 +107,10 @@ class PlaybackTracker:
             heard_bytes = item.played_bytes + (head_partial if index == 0 else 0)
             heard_bytes = min(heard_bytes, item.sent_bytes)
             item.played_bytes = heard_bytes
-            item.interrupted_at_ms = heard_bytes / BYTES_PER_MS
             result.append(Interrupted(chunk.item_id, heard_bytes // BYTES_PER_MS, int(item.sent_ms)))
         self._pending.clear()
         self._drained.set()
         return result
-
-    def forget_pending(self) -> None:
-        """The stream or session was reset: nothing queued will be confirmed any more."""
-        self._pending.clear()
-        self._drained.set()
 
     # Questions -----------------------------------------------------------------------------------
 
@@ -128,14 +118,6 @@ class PlaybackTracker:
     def audible(self) -> bool:
         """Is assistant audio still queued at Twilio (sent and not yet confirmed played)?"""
         return bool(self._pending)
-
-    @property
-    def playing_item(self) -> str | None:
-        return self._pending[0].item_id if self._pending else None
-
-    @property
-    def queued_ms(self) -> float:
-        return sum(chunk.size for chunk in self._pending) / BYTES_PER_MS
 
     def item(self, item_id: str) -> ItemAudio | None:
         return self._items.get(item_id)

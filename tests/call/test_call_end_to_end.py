@@ -1,4 +1,4 @@
-"""The call bridge end to end: simulated Twilio <-> callassist <-> fake OpenAI, all over real sockets."""
+"""A call end to end: simulated Twilio <-> callassist <-> fake OpenAI, all over real sockets."""
 
 from __future__ import annotations
 

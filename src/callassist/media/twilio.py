@@ -1,0 +1,239 @@
+"""TwilioMediaStream: a Twilio Media Stream websocket as the call's media leg.
+
+It owns the socket, Twilio's wire format (`telephony/media_stream.py`) and the playback tracker
+fed by Twilio's mark echoes. Before the call exists it reads `connected` and `start` (bounded);
+then it hands the call frames and key presses, plays the assistant's chunks with a mark after each,
+and clears Twilio's buffer on a barge-in. Bad frames are counted and skipped; a Twilio that stops
+reading ends the leg instead of hanging the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from enum import StrEnum
+
+from starlette.websockets import WebSocket, WebSocketState
+
+from callassist import observability as obs
+from callassist.media.leg import CallerAudio, Keypress, LegClosed, LegCounts, LegEnd, LegEvent
+from callassist.media.playback import Interrupted, PlaybackTracker
+from callassist.telephony.media_stream import (
+    Connected,
+    Dtmf,
+    InboundMessage,
+    Mark,
+    MediaStreamError,
+    Outbound,
+    Start,
+    Stop,
+    parse_inbound,
+)
+
+log = logging.getLogger(__name__)
+
+# Twilio sends `connected` and `start` right after the handshake: a stream silent this long is not
+# Twilio's, and it holds a pre-start place (and maybe an OpenAI connection) meanwhile.
+START_TIMEOUT_S = 3.0
+# A Twilio peer that stops reading fills the socket's buffers and then every send waits: a send (or
+# close) that can't complete in this long ends the leg instead of hanging the call.
+SEND_TIMEOUT_S = 5.0
+_LOGGED_BAD_FRAMES = 5
+
+
+class NoStart(StrEnum):
+    """Why a stream never became a call."""
+
+    disconnected = "disconnected"  # the socket closed before `start`
+    hung_up = "hung-up"  # Twilio sent `stop` before `start`
+    timed_out = "timed-out"  # no `start` within START_TIMEOUT_S
+    evicted = "evicted"  # its pre-start place was given to a newer stream
+
+
+class TwilioMediaStream:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+    ) -> None:
+        self._socket = websocket
+        self._log = logger
+        self._tracker = PlaybackTracker()
+        self._out: Outbound | None = None
+        self._open = True
+        self._lost: LegEnd | None = None
+        self._lost_event = asyncio.Event()
+        self._closed: LegClosed | None = None  # what receive() reports from now on
+        self._start_deadline: asyncio.Timeout | None = None
+        self._evicted = False
+        self.started = False
+        self.counts = LegCounts()
+
+    # Before the call ------------------------------------------------------------------------------
+
+    async def wait_for_start(self) -> Start | NoStart:
+        """Twilio's `start`, within START_TIMEOUT_S (`connected` before it carries nothing we need)."""
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S) as deadline:
+                self._start_deadline = deadline
+                if self._evicted:
+                    deadline.reschedule(asyncio.get_running_loop().time())
+                while True:
+                    message = await self._next_message()
+                    if message is None:
+                        return NoStart.disconnected
+                    if isinstance(message, Start):
+                        self.started = True
+                        self._out = Outbound(message.stream_sid)
+                        return message
+                    if isinstance(message, Stop):
+                        return NoStart.hung_up
+        except TimeoutError:
+            return NoStart.evicted if self._evicted else NoStart.timed_out
+        finally:
+            self._start_deadline = None
+
+    def evict(self) -> None:
+        """Another stream needs this one's pre-start place: stop waiting for `start` now."""
+        if self.started or self._evicted:
+            return
+        self._evicted = True
+        if self._start_deadline is not None:
+            self._start_deadline.reschedule(asyncio.get_running_loop().time())
+
+    # The caller's side ----------------------------------------------------------------------------
+
+    async def receive(self) -> LegEvent:
+        """The next caller frame or key press; LegClosed once the stream is over. Marks feed the
+        playback tracker here; bad frames are counted and skipped."""
+        tracker = self._tracker
+        while True:
+            if self._closed is not None:
+                return self._closed
+            message = await self._next_message()
+            if isinstance(message, CallerAudio):
+                self.counts.frames_in += 1
+                return message
+            if type(message) is Mark:
+                tracker.marked(message.name)
+            elif message is None:
+                self._closed = LegClosed(self._lost or LegEnd.disconnected)
+            elif isinstance(message, Stop):
+                self._log.info("Twilio sent stop")
+                self._closed = LegClosed(LegEnd.hung_up)
+            elif isinstance(message, Dtmf):
+                return Keypress(message.digit)
+            elif isinstance(message, (Start, Connected)):
+                self._log.info("ignored a repeated %s message", type(message).__name__.lower())
+
+    async def _next_message(self) -> InboundMessage | None:
+        """The next usable message (bad frames are counted and skipped), or None once the stream
+        is gone."""
+        while True:
+            try:
+                message = await self._socket.receive()
+            except Exception as exc:  # the socket died under us
+                self._log.info("Twilio stream lost: %s", exc)
+                self._open = False
+                return None
+            text = message.get("text")
+            if text is None:
+                if message["type"] == "websocket.disconnect":
+                    self._open = False
+                    return None
+                self._bad_frame("binary frame")
+                continue
+            try:
+                return parse_inbound(text)
+            except MediaStreamError as exc:
+                self._bad_frame(str(exc))
+
+    def _bad_frame(self, reason: str) -> None:
+        self.counts.bad_frames += 1
+        obs.TWILIO_BAD_FRAMES.inc()
+        count = self.counts.bad_frames
+        if count <= _LOGGED_BAD_FRAMES or count % 100 == 0:
+            self._log.warning("ignored a bad Media Stream frame (%d so far): %s", count, reason)
+
+    # The assistant's side -------------------------------------------------------------------------
+
+    async def play(self, item_id: str, payload: str, size: int) -> None:
+        out = self._out
+        if out is None or not self._open:
+            return
+        mark = self._tracker.sent(item_id, size)
+        self.counts.chunks_out += 1
+        await self._send(out.media(payload), out.mark(mark))
+
+    async def clear(self) -> list[Interrupted]:
+        cuts = self._tracker.interrupt() if self._tracker.audible else []
+        if cuts and self._out is not None:
+            await self._send(self._out.clear())  # what was heard is fixed; now stop the playback
+            self.counts.barge_ins += 1
+            obs.BARGE_INS.inc()
+        return cuts
+
+    def forget_queued(self) -> list[Interrupted]:
+        """The line is closing: whatever is still queued at Twilio is never heard."""
+        return self._tracker.interrupt()
+
+    @property
+    def audible(self) -> bool:
+        return self._tracker.audible
+
+    def heard_ms(self, item_id: str) -> float:
+        return self._tracker.heard_ms(item_id)
+
+    def sent_ms(self, item_id: str) -> float:
+        item = self._tracker.item(item_id)
+        return item.sent_ms if item is not None else 0.0
+
+    async def wait_drained(self, within_s: float) -> bool:
+        return await self._tracker.wait_drained(within_s)
+
+    @property
+    def lost(self) -> LegEnd | None:
+        return self._lost
+
+    async def wait_lost(self) -> LegEnd:
+        await self._lost_event.wait()
+        assert self._lost is not None  # set with the event
+        return self._lost
+
+    async def _send(self, *texts: str) -> None:
+        """Send to Twilio, in order. A peer that stops reading fills the socket's buffers and then a
+        send waits for ever: after SEND_TIMEOUT_S the leg is lost instead. One timer per call of
+        this (a chunk's media and mark share it); nothing on the caller-to-model path."""
+        if not self._open:
+            return
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                for text in texts:
+                    await self._socket.send_text(text)
+        except TimeoutError:
+            obs.TWILIO_SEND_TIMEOUTS.inc()
+            self._log.warning(
+                "Twilio stopped reading the stream (a send waited %.0fs): ending the call", SEND_TIMEOUT_S
+            )
+            self._lose(LegEnd.unresponsive)  # no close: it would wait for the same full buffer
+        except Exception as exc:
+            self._log.info("Twilio stream closed while sending: %s", exc)
+            self._lose(LegEnd.disconnected)
+
+    def _lose(self, reason: LegEnd) -> None:
+        self._open = False
+        if self._lost is None:
+            self._lost = reason
+            self._lost_event.set()
+
+    async def close(self, code: int = 1000) -> None:
+        """Close the stream; Twilio continues with the TwiML after <Connect> (a hang-up)."""
+        if not self._open:
+            return
+        self._open = False
+        if self._socket.application_state == WebSocketState.CONNECTED:
+            # Bounded: the close frame waits behind whatever a peer that stopped reading left queued.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(SEND_TIMEOUT_S):
+                    await self._socket.close(code=code)

@@ -59,18 +59,18 @@ def test_without_a_token_only_direct_loopback_clients_pass() -> None:
     assert not checker.check_webhook(tunnelled, {})
 
 
-def test_stream_tokens_are_bound_to_the_call_and_single_use() -> None:
+def test_stream_tokens_are_bound_to_the_call_and_expire() -> None:
+    """Single use is the store's job (a conditional claim: tests/store/test_stream_admissions.py)."""
     tokens = StreamTokens(secret="s")
     token = tokens.issue("CA1")
-    assert not tokens.redeem("CA2", token)
-    assert tokens.redeem("CA1", token)
-    assert not tokens.redeem("CA1", token)
-    assert not tokens.redeem("CA1", "")
-    assert not tokens.redeem("CA1", "123.abc")
-    assert not StreamTokens(secret="other").redeem("CA1", tokens.issue("CA1"))
+    assert tokens.verify("CA2", token) is None
+    assert tokens.verify("CA1", token) is not None
+    assert tokens.verify("CA1", "") is None
+    assert tokens.verify("CA1", "123.abc") is None
+    assert StreamTokens(secret="other").verify("CA1", tokens.issue("CA1")) is None
     old = StreamTokens(secret="s", ttl_seconds=60)
     issued = str(int(time.time()) - 3600)
-    assert not old.redeem("CA1", f"{issued}.{old._digest('CA1', issued)}")
+    assert old.verify("CA1", f"{issued}.{old._digest('CA1', issued)}") is None
 
 
 def test_withheld_and_malformed_numbers_are_no_identity() -> None:

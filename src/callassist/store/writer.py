@@ -58,7 +58,6 @@ class RecordWriter:
         self._database = database
         self._queue: asyncio.Queue[WriteJob | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self.failed_writes = 0
 
     def start(self) -> None:
         if self._task is None:
@@ -160,7 +159,6 @@ class RecordWriter:
                     attempt + 1,
                     database_error(exc),
                 )
-        self.failed_writes += 1
         job.logger.error("call record: gave up writing %s", job.what)
         return last
 

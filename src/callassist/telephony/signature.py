@@ -85,7 +85,7 @@ class StreamTokens:
 
     token = "<issued-at>.<hmac(key, call_sid | issued-at)>", valid for `ttl` seconds. `verify` checks
     only the MAC and the age (no store needed, so forged tokens cost nothing); single use is the
-    store's job (`StreamAdmissions.claim`). `redeem` is the in-memory, single-process variant.
+    store's job (`StreamAdmissions.claim`).
     """
 
     def __init__(self, secret: str | None = None, ttl_seconds: float = STREAM_TOKEN_TTL_S) -> None:
@@ -93,7 +93,6 @@ class StreamTokens:
         base = (secret or secrets.token_hex(32)).encode()
         self._key = hmac.new(base, b"callassist stream token", hashlib.sha256).digest()
         self._ttl = ttl_seconds
-        self._used: dict[str, float] = {}
 
     @property
     def ttl_seconds(self) -> float:
@@ -120,19 +119,5 @@ class StreamTokens:
     def expired(self, issued: int) -> bool:
         return time.time() - self._ttl > issued
 
-    def redeem(self, call_sid: str, token: str) -> bool:
-        if self.verify(call_sid, token) is None:
-            return False
-        now = time.time()
-        self._forget_expired(now)
-        if token in self._used:
-            return False
-        self._used[token] = now
-        return True
-
     def _digest(self, call_sid: str, issued: str) -> str:
         return hmac.new(self._key, f"{call_sid}|{issued}".encode(), hashlib.sha256).hexdigest()[:32]
-
-    def _forget_expired(self, now: float) -> None:
-        if len(self._used) > 1024:
-            self._used = {t: at for t, at in self._used.items() if now - at <= self._ttl + 60}

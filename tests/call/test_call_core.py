@@ -162,7 +162,7 @@ async def test_the_first_session_greets_and_its_audio_reaches_the_line(rig: Rig)
     await rig.settle()
     assert rig.leg.played_chunks == [("i1", B64), ("i1", B64)]
     assert rig.call.phase is Phase.live
-    assert rig.call.turns.greeting_latency_s is not None
+    assert rig.call.conversation.turns.greeting_latency_s is not None
     turns = [e.turn for e in rig.events if isinstance(e, TurnHeard)]
     assert [(t.role, t.text) for t in turns] == [("assistant", "Hello there")]
 
@@ -172,7 +172,7 @@ async def test_caller_audio_is_forwarded_as_is(rig: Rig) -> None:
     rig.leg.say(CHUNK[:160])
     await rig.leg.handled()
     assert rig.engine.audio == [B64, __import__("base64").b64encode(CHUNK[:160]).decode()]
-    assert rig.call.turns.input_bytes == len(CHUNK) + 160
+    assert rig.call.conversation.turns.input_bytes == len(CHUNK) + 160
 
 
 async def test_a_barge_in_clears_the_line_and_truncates_to_what_was_heard(rig: Rig) -> None:
@@ -197,37 +197,37 @@ async def test_nothing_is_asked_for_while_the_caller_speaks(rig: Rig) -> None:
     rig.engine.emit(*speaks("r1", "i1", request=rig.engine.setups[0].greeting))
     rig.engine.emit(SpeechStarted("c1", 100))
     await rig.settle()
-    await rig.call.sequencer.request("time-warning", note="Wrap up soon.")
+    await rig.call.conversation.sequencer.request("time-warning", note="Wrap up soon.")
     assert rig.engine.requests("request_response") == []
     assert rig.engine.requests("add_note") == [("Wrap up soon.",)]  # the note is in, unanswered
     # The caller stops; the service's own response answers them and the note: no second request.
     rig.engine.emit(SpeechStopped("c1", 900), *speaks("r2", "i2"))
     await rig.settle()
-    assert rig.call.sequencer.wanted is None
+    assert rig.call.conversation.sequencer.wanted is None
     assert rig.engine.requests("request_response") == []
 
 
 async def test_our_response_started_after_the_caller_began_is_cancelled_and_asked_again(rig: Rig) -> None:
     rig.engine.emit(*speaks("r1", "i1", request=rig.engine.setups[0].greeting))
     await rig.settle()
-    await rig.call.sequencer.request("tool")
+    await rig.call.conversation.sequencer.request("tool")
     (request,) = await rig.until("request_response")
     rig.engine.emit(SpeechStarted("c1", 100), ResponseStarted("r2", request[0]))
     (cancel,) = await rig.until("cancel_response")
     assert cancel == ("r2",)
-    assert rig.call.sequencer.wanted == "tool"
+    assert rig.call.conversation.sequencer.wanted == "tool"
 
 
 async def test_a_refused_request_for_tool_outputs_is_asked_again_after_the_active_one(rig: Rig) -> None:
     await rig.greeted()
-    await rig.call.sequencer.request("tool")
+    await rig.call.conversation.sequencer.request("tool")
     (request,) = await rig.until("request_response")
     rig.engine.emit(
         EngineError(ErrorKind.refused, "conversation_already_has_active_response", "", request[0])
     )
     rig.engine.emit(ResponseStarted("rv", None))
     await rig.settle()
-    assert rig.call.sequencer.wanted == "tool"
+    assert rig.call.conversation.sequencer.wanted == "tool"
     rig.engine.emit(ResponseFinished("rv", None, "completed"))
     await rig.until("request_response", 2)
 
@@ -271,7 +271,7 @@ async def test_a_tool_call_cut_short_never_runs(rig: Rig) -> None:
     await rig.greeted()
     rig.engine.emit(ResponseStarted("rt", None), message_call("c1", completed=False, status="cancelled"))
     await rig.settle()
-    assert not rig.call.tools.busy  # nothing was started
+    assert not rig.call.conversation.tools.busy  # nothing was started
     assert rig.engine.requests("add_tool_output") == []
     assert not [e for e in rig.events if isinstance(e, ToolRan)]
 
@@ -302,7 +302,7 @@ async def test_end_call_from_an_interrupted_response_does_not_hang_up(rig: Rig) 
     await rig.greeted()
     rig.engine.emit(ResponseStarted("rg", None), end_call("e1", status="cancelled"))
     await rig.settle()
-    assert not rig.call.tools.busy  # end_call was not run
+    assert not rig.call.conversation.tools.busy  # end_call was not run
     assert rig.call.phase is Phase.live
 
 

@@ -11,18 +11,16 @@ Timers started here are the call's: cancelled when it ends.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Coroutine
-import logging
 from typing import Any, Protocol
 
+from callassist.call.conversation import Conversation
 from callassist.call.deps import CallDeps, EndReason
 from callassist.call.journal import CallJournal
 from callassist.call.phase import Phase
 from callassist.call.recorder import CallSummaryFields, parse_summary
-from callassist.call.sequencer import ResponseSequencer
-from callassist.call.tool_runner import ToolRunner
-from callassist.call.turns import TurnTaking
 from callassist.engine.base import Engine
 from callassist.media.leg import MediaLeg
 
@@ -46,9 +44,7 @@ class TheCall(Protocol):
     leg: MediaLeg
     engine: Engine
     journal: CallJournal
-    turns: TurnTaking
-    sequencer: ResponseSequencer
-    tools: ToolRunner
+    conversation: Conversation
     log: logging.Logger | logging.LoggerAdapter[logging.Logger]
 
     @property
@@ -91,7 +87,9 @@ class Closing:
 
     def hang_up_after_goodbye(self, reason: str) -> None:
         call = self._call
-        if call.turns.caller_speaking:
+        if call.over:
+            return  # a tool that finished during the cleanup: the call is ending anyway
+        if call.conversation.turns.caller_speaking:
             # They are already saying something more: the goodbye is taken back before it starts.
             call.log.info("the assistant would end the call, but the caller is speaking: it goes on")
             self.spawn(self.tell_model_the_call_goes_on())
@@ -124,7 +122,7 @@ class Closing:
 
     async def _close_after_playback(self, reason: EndReason, within_s: float) -> None:
         deadline = time.monotonic() + within_s
-        await self._call.sequencer.wait_for_no_response(deadline - time.monotonic() - 1.0)
+        await self._call.conversation.sequencer.wait_for_no_response(deadline - time.monotonic() - 1.0)
         await self._call.leg.wait_drained(max(0.0, deadline - time.monotonic()))
         self._call.end(reason)
 
@@ -147,7 +145,7 @@ class Closing:
         if call.phase is not Phase.connecting:
             call.enter(Phase.winding_down)
         deadline = time.monotonic() + grace_s
-        sequencer = call.sequencer
+        sequencer = call.conversation.sequencer
         # A session being replaced (a rotation, a reconnect) is waited for briefly.
         if call.leg.lost is None and await call.engine.wait_ready(min(SWITCH_WAIT_S, grace_s / 2)):
             await sequencer.wait_for_no_response(deadline - time.monotonic() - 2.0)
@@ -163,7 +161,7 @@ class Closing:
         warning_at = limit_s - 60
         if warning_at > 0:
             await asyncio.sleep(warning_at)
-            await self._call.sequencer.request(
+            await self._call.conversation.sequencer.request(
                 "time-warning", note="At a natural pause, say briefly that you must wrap up within a minute."
             )
             await asyncio.sleep(limit_s - warning_at)
@@ -194,12 +192,12 @@ class Closing:
     def quiet_moment(self) -> bool:
         """Nothing in flight that a new session could not take over."""
         call = self._call
-        turns = call.turns
+        turns = call.conversation.turns
         return (
             call.phase is Phase.live
             and call.engine.ready
-            and call.sequencer.idle
-            and not call.tools.busy
+            and call.conversation.sequencer.idle
+            and not call.conversation.tools.busy
             and not turns.caller_speaking
             and not call.leg.audible
             and not call.journal.caller_turn_pending

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from enum import StrEnum
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
@@ -66,6 +68,10 @@ class TwilioMediaStream:
         self._lost_event = asyncio.Event()
         self._closed: LegClosed | None = None  # what receive() reports from now on
         self._start_deadline: asyncio.Timeout | None = None
+        self._sender: asyncio.Task[Any] | None = None  # the task sending right now
+        self._send_started: float | None = None  # when the send under way began
+        self._watchdog: asyncio.Task[None] | None = None
+        self._stuck = False
         self._evicted = False
         self.started = False
         self.counts = LegCounts()
@@ -203,15 +209,22 @@ class TwilioMediaStream:
 
     async def _send(self, *texts: str) -> None:
         """Send to Twilio, in order. A peer that stops reading fills the socket's buffers and then a
-        send waits for ever: after SEND_TIMEOUT_S the leg is lost instead. One timer per call of
-        this (a chunk's media and mark share it); nothing on the caller-to-model path."""
+        send waits for ever: one watchdog per stream cancels a send stuck for SEND_TIMEOUT_S and the
+        leg is lost instead (a deadline per send, `asyncio.timeout`, cost ~20 µs per chunk)."""
         if not self._open:
             return
+        self._sender = asyncio.current_task()
+        self._send_started = time.monotonic()
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self._watch_sends(), name="twilio-send-watchdog")
         try:
-            async with asyncio.timeout(SEND_TIMEOUT_S):
-                for text in texts:
-                    await self._socket.send_text(text)
-        except TimeoutError:
+            for text in texts:
+                await self._socket.send_text(text)
+        except asyncio.CancelledError:
+            if not self._stuck:
+                raise
+            if self._sender is not None:
+                self._sender.uncancel()  # ours, not the caller's: the task carries on
             obs.TWILIO_SEND_TIMEOUTS.inc()
             self._log.warning(
                 "Twilio stopped reading the stream (a send waited %.0fs): ending the call", SEND_TIMEOUT_S
@@ -220,6 +233,17 @@ class TwilioMediaStream:
         except Exception as exc:
             self._log.info("Twilio stream closed while sending: %s", exc)
             self._lose(LegEnd.disconnected)
+        finally:
+            self._send_started = None
+
+    async def _watch_sends(self) -> None:
+        while self._open:
+            await asyncio.sleep(min(1.0, SEND_TIMEOUT_S / 4))
+            started = self._send_started
+            if started is not None and time.monotonic() - started > SEND_TIMEOUT_S and self._sender:
+                self._stuck = True
+                self._sender.cancel()
+                return
 
     def _lose(self, reason: LegEnd) -> None:
         self._open = False
@@ -229,6 +253,8 @@ class TwilioMediaStream:
 
     async def close(self, code: int = 1000) -> None:
         """Close the stream; Twilio continues with the TwiML after <Connect> (a hang-up)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if not self._open:
             return
         self._open = False

@@ -1,8 +1,10 @@
 """One OpenAI Realtime connection for one call: connect, configure, send, receive, reconnect.
 
-The session owns the socket. On the audio hot path it uses the SDK's raw `send_raw`/`recv_bytes`
-(the typed calls cost ~10x more CPU per message) and hands the engine small typed events; everything
-else is parsed with the SDK's own event types. When the socket drops it reconnects with backoff,
+The session owns the socket. The SDK opens it (URL, authentication) and reads it (`recv_bytes`);
+what we send goes straight to the websocket under the SDK's connection: the SDK's `send_raw` adds
+a send queue and task lookups on every caller frame (about 30 µs, the biggest share of our CPU per
+call-minute; see bench/). The engine gets small typed events for the hot deltas, parsed with orjson;
+everything else is parsed with the SDK's own event types. When the socket drops it reconnects with backoff,
 lets the engine re-send its configuration (and context) before any audio, then carries on. Before
 the 60-minute cap, the call can `rotate()` the call to a fresh session at a quiet moment instead.
 """
@@ -19,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
 from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from openai.types.realtime import RealtimeServerEvent
@@ -92,6 +95,7 @@ class RealtimeSession:
         self._backoff = tuple(backoff)
         self._connect_timeout = connect_timeout
         self._connection: AsyncRealtimeConnection | None = None
+        self._sender: tuple[AsyncRealtimeConnection | None, Send] = (None, _no_socket)
         self._ready = False  # configured and accepting audio
         self._ready_event = asyncio.Event()
         self._closing = False
@@ -138,10 +142,10 @@ class RealtimeSession:
         # Audio that arrived meanwhile follows the setup, all of it and in order (a caller's "Hello?"
         # as the line opens may interrupt the greeting; the model then answers that instead).
         for event in await self._setup(reconnect):
-            await connection.send_raw(json.dumps(event))
+            await _sender(connection)(json.dumps(event))
         buffered = self._buffered_audio
         while buffered:
-            await connection.send_raw(_APPEND_PREFIX + buffered[0] + '"}')
+            await _sender(connection)(_APPEND_PREFIX + buffered[0] + '"}')
             buffered.popleft()  # only once sent: a socket that drops meanwhile leaves it for the next
         self._ready = True
         self._ready_event.set()
@@ -220,8 +224,11 @@ class RealtimeSession:
             self._buffered_audio.append(payload)
             return
         connection = self._connection
+        sender = self._sender
+        if sender[0] is not connection:
+            sender = self._sender = (connection, _sender(connection))
         try:
-            await connection.send_raw(_APPEND_PREFIX + payload + '"}')  # type: ignore[union-attr]
+            await sender[1](_APPEND_PREFIX + payload + '"}')
         except ConnectionClosed:
             if connection is self._connection:
                 self._not_ready()
@@ -236,7 +243,7 @@ class RealtimeSession:
             self._log.info("dropped %s while OpenAI is reconnecting", event.get("type"))
             return False
         try:
-            await connection.send_raw(json.dumps(event))
+            await _sender(connection)(json.dumps(event))
         except ConnectionClosed:
             if connection is self._connection:
                 self._not_ready()
@@ -290,7 +297,7 @@ class RealtimeSession:
 
     def _parse(self, connection: AsyncRealtimeConnection, raw: bytes) -> SessionEvent | None:
         try:
-            data = json.loads(raw)
+            data = orjson.loads(raw)
             kind = data.get("type")
             if kind == "response.output_audio.delta":
                 return AudioOut(data["response_id"], data["item_id"], data["delta"])
@@ -298,7 +305,7 @@ class RealtimeSession:
                 return AssistantWords(data["item_id"], data["delta"])
             if not isinstance(kind, str):
                 raise ValueError("event without a type")
-        except (ValueError, KeyError, AttributeError, TypeError, RecursionError) as exc:
+        except (ValueError, KeyError, AttributeError, TypeError, RecursionError) as exc:  # orjson's too
             self._log.warning("ignored an unreadable event from OpenAI: %s", _describe(exc))
             return None
         if self._typed_events is not None and kind not in self._typed_events:
@@ -391,6 +398,25 @@ class RealtimeSession:
     @property
     def session_age(self) -> float:
         return 0.0 if self.connected_at is None else time.monotonic() - self.connected_at
+
+
+Send = Callable[[str], Awaitable[None]]
+
+
+async def _no_socket(text: str) -> None:
+    raise RealtimeUnavailable("not connected")
+
+
+def _sender(connection: AsyncRealtimeConnection | None) -> Send:
+    """How to send on this connection: the websocket the SDK's connection wraps (openai's
+    _websocket_connection.py keeps it as `_connection`; its `send` raises ConnectionClosed like
+    send_raw). We never turn the SDK's own reconnects on, so its send queue, which only fills while
+    the SDK reconnects, is never needed. Any other shape falls back to `send_raw`."""
+    if connection is None:
+        return _no_socket
+    socket = getattr(connection, "_connection", None)
+    send = getattr(socket, "send", None)
+    return send if callable(send) else connection.send_raw
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from callassist.media.leg import CallerAudio
 
 # A real frame is ~400 bytes and a `start` a few KB; anything far larger is garbage or abuse.
@@ -38,7 +40,7 @@ class Start:
     sample_rate: int = 8000
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Media(CallerAudio):
     """A caller audio frame (base64 μ-law, forwarded unchanged; `size` decoded bytes)."""
 
@@ -100,7 +102,7 @@ def parse_inbound(text: str) -> InboundMessage:
     if len(text) > MAX_MESSAGE_CHARS:
         raise MediaStreamError(f"message of {len(text)} characters exceeds {MAX_MESSAGE_CHARS}")
     try:
-        message = json.loads(text)
+        message = orjson.loads(text)  # a JSONDecodeError is a ValueError; nesting is capped at 1024
     except (ValueError, RecursionError) as exc:
         raise MediaStreamError(f"malformed JSON: {exc}") from None
     try:

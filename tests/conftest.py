@@ -1,4 +1,4 @@
-"""Shared fixtures: a clean environment, the fake OpenAI server, the real callassist server."""
+"""Shared fixtures: a clean environment, the real callassist server, a migrated SQLite database."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from callassist.store.db import Database
 from tests.support.server import NO_OPENAI, RunningServer, running_server
 
 # Settings come from the environment and .env; a developer's own values must not leak into tests.
@@ -42,3 +43,14 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
     """callassist with no OpenAI behind it (for webhook-only tests)."""
     async with running_server(NO_OPENAI, tmp_path / "data") as running:
         yield running
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated SQLite database; records/, notify/ and store/ override it with their own."""
+    opened = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'records.db'}")
+    await opened.upgrade()
+    try:
+        yield opened
+    finally:
+        await opened.close()

@@ -85,7 +85,7 @@ async def test_a_code_typed_on_the_keypad_counts_too(sms: TwilioSms, twilio: Twi
     tools, ctx = all_tools(), context(Services(sms))
     await call(tools, ctx, "send_verification_code", {})
     [message] = await twilio.wait_for_messages(1)
-    ctx.keypad = re.findall(r"\d{6}", message.body)[-1]  # what the bridge collects from DTMF
+    ctx.keypad = re.findall(r"\d{6}", message.body)[-1]  # what the call collects from DTMF
     assert (await call(tools, ctx, "check_verification_code", {}))["ok"] is True
     assert ctx.keypad == ""
 

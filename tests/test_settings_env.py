@@ -199,3 +199,27 @@ def test_callassist_env_file_replaces_the_search(
     monkeypatch.setenv("CALLASSIST_ENV_FILE", str(tmp_path / "missing.env"))
     with pytest.raises(SettingsError, match=r"^CALLASSIST_ENV_FILE: no such file: .*missing\.env$"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"timezone": "Mars/Olympus"}, "CALLASSIST_TIMEZONE"),
+        ({"public_base_url": "example.com"}, "PUBLIC_BASE_URL"),
+        ({"owner_phone": "555-1234"}, "OWNER_PHONE"),
+        ({"vad_threshold": 3}, "CALLASSIST_VAD_THRESHOLD"),
+        ({"turn_detection": "psychic"}, "CALLASSIST_TURN_DETECTION"),
+        ({"public_base_url": "https://x.ngrok.app"}, "TWILIO_AUTH_TOKEN is required"),
+    ],
+)
+def test_bad_settings_give_one_clear_line(overrides: dict[str, object], needle: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**overrides)
+    message = str(caught.value)
+    assert needle in message and "\n" not in message
+
+
+def test_stream_url_follows_the_public_url_scheme() -> None:
+    public = load_settings(public_base_url="https://x.ngrok.app", twilio_auth_token="t")
+    assert public.stream_url() == "wss://x.ngrok.app/voice/stream"
+    assert load_settings(port=9001).stream_url() == "ws://127.0.0.1:9001/voice/stream"

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from callassist.realtime.pricing import PriceTable, Usage
 
-# The response.done example of protocols.md §A5.
+# A response.done `usage`, shaped as the openai SDK's RealtimeResponseUsage.
 EXAMPLE = {
     "total_tokens": 1310,
     "input_tokens": 1200,

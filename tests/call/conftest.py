@@ -14,5 +14,5 @@ from tests.support.stack import StackFactory, stack_factory
 async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
     async with stack_factory(tmp_path) as factory:
         yield factory
-        # Every event the bridge sent validated against the SDK's types; the fake stayed on protocol.
+        # Every event callassist sent validated against the SDK's types; the fake stayed on protocol.
         assert factory.protocol_problems() == []

@@ -1,4 +1,4 @@
-"""The calendar during a call: the fake model calls our tools, the bridge runs them and answers."""
+"""The calendar during a call: the fake model calls our tools, the call runs them and answers."""
 
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ async def test_barge_in_after_generation_clears_and_truncates_to_what_was_heard(
     await heard_chunks(call, answer_started.t, 15)
     session = stack.fake.sessions[0]
     answer_item = response_item_ids(session)[1]
-    # By now the whole answer was generated (8x real time): only the bridge can stop it.
+    # By now the whole answer was generated (8x real time): only the call can stop it.
     assert session.active_response_id is None
     cleared = await talk_over(call, answer_started.t, tone(700, 350))
 
@@ -487,7 +487,7 @@ async def test_a_call_ends_politely_at_the_time_limit(make_stack: StackFactory) 
     session = stack.fake.sessions[0]
     # The goodbye keeps the session's instructions (persona, language, privacy rules, the date):
     # `response.instructions` would replace them, so the reason comes as a system item before a plain
-    # response.create (protocols.md D; SDK docstring of RealtimeResponseCreateParams.instructions).
+    # response.create (SDK docstrings of ResponseCreateEvent and RealtimeResponseCreateParams.instructions).
     events = [e.event for e in session.client_events if e.type != "input_audio_buffer.append"]
     last_request = max(i for i, e in enumerate(events) if e["type"] == "response.create")
     assert "instructions" not in events[last_request]["response"]

@@ -1,6 +1,6 @@
-"""What the real service does that the bridge must cope with (protocols.md D), over real sockets.
+"""What the real Realtime service does that callassist must cope with, over real sockets.
 
-Each test reproduces a defect found by reading the bridge against the SDK's docstrings and the
+Each test reproduces a defect found by reading callassist against the SDK's docstrings and the
 service's documented behaviour; each failed before its fix.
 """
 

@@ -1,4 +1,4 @@
-"""Call records: what the store holds after real calls through the bridge, against the fake."""
+"""Call records: what the store holds after real calls through callassist, against the fake."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def tuesday_meeting() -> Script:
 
 
 def replayed_messages(session: Any) -> list[tuple[str, str]]:
-    """(role, text) of each conversation item the bridge created in a session, in order."""
+    """(role, text) of each conversation item the call created in a session, in order."""
     return [
         (e.event["item"]["role"], e.event["item"]["content"][0]["text"])
         for e in session.client_events
@@ -293,7 +293,7 @@ async def test_while_no_new_session_can_be_opened_the_call_carries_on_in_the_old
     first = await stack.fake.wait_for_session(0, timeout=5)
     stack.fake.refuse_new_sessions = HTTPStatus.SERVICE_UNAVAILABLE
     await call.wait_until_quiet(quiet_ms=150, timeout=10)
-    # The bridge tries to move on (and is turned away) while the caller is still talking to the old session.
+    # The call tries to move on (and is turned away) while the caller is still talking to the old session.
     await stack.fake.wait_until(lambda: stack.fake.refused >= 1, timeout=10)
     await turn(stack, call, completed=2)
     assert len(stack.fake.sessions) == 1 and not first.closed

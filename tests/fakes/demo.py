@@ -127,7 +127,7 @@ def demo_reply(ctx: ResponseContext) -> Reply:
 
 
 def demo_summary(ctx: ResponseContext) -> str:
-    """The post-call summary: what the demo did, as JSON like the bridge asks for."""
+    """The post-call summary: what the demo did, as JSON like callassist asks for."""
     done = set(_calls(ctx.items).values())
     parts = []
     if "create_event" in done:

@@ -1251,9 +1251,9 @@ class FakeSession:
             return
 
         # "`instructions` and `tools`. If these are set, they will override the Session's
-        # configuration for this Response only." (SDK docstring of response.create): the request's
+        # configuration for this Response only." (SDK docstring of ResponseCreateEvent): the request's
         # instructions replace the session's; without `tools`/`tool_choice` the session's apply,
-        # out-of-band responses included (protocols.md D).
+        # out-of-band responses included.
         instructions = (
             str(params["instructions"])
             if params.get("instructions") is not None
@@ -1334,7 +1334,7 @@ class FakeSession:
     def _out_of_band_reply(self, context: ResponseContext) -> Reply:
         """The summary, or a call of `Script.summary_tool` when the response may call it: an
         out-of-band response inherits the session's tools and tool_choice unless the request
-        overrides them (SDK docstring of response.create; protocols.md D)."""
+        overrides them (SDK docstring of ResponseCreateEvent)."""
         tool = self._script.summary_tool
         if tool is not None and tool.name in context.tool_names:
             return Reply([tool])

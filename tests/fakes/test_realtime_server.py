@@ -179,7 +179,7 @@ def b64(audio: bytes) -> str:
 
 
 async def append_audio(connection: Any, audio: bytes) -> None:
-    """Send audio the way the bridge forwards Twilio media: one 20 ms frame per append."""
+    """Send audio the way callassist forwards Twilio media: one 20 ms frame per append."""
     for frame in frames(audio):
         await connection.input_audio_buffer.append(audio=b64(frame))
 

@@ -1,10 +1,11 @@
 """How the fake "model" uses a declared function tool: it reads the JSON schema and builds arguments.
 
 A model only sees the `tools` of the session (or of the response that overrides them) and fills in
-the arguments the schema describes, so a property missing from `properties` can't be produced and a
-schema that no object satisfies can't be called correctly (protocols.md D, last line). This module
-checks a tool's schema, builds arguments from a test's intent and validates them, all with
-`jsonschema` (Draft 2020-12). Nothing here runs per audio frame.
+the arguments the schema describes (the SDK's `RealtimeFunctionTool.parameters`: "Parameters of the
+function in JSON Schema"), so a property missing from `properties` can't be produced and a schema that
+no object satisfies can't be called correctly. This module checks a tool's schema, builds arguments
+from a test's intent and validates them, all with `jsonschema` (Draft 2020-12). Nothing here runs per
+audio frame.
 
 Arguments are built like this (`build_arguments`):
 

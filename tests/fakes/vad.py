@@ -1,7 +1,7 @@
 """Energy-based turn detection standing in for the service's server_vad / semantic_vad.
 
 The real VAD is a model; this one is a level detector with the same knobs and the same event
-timing conventions, so a bridge sees the events it would see from the service:
+timing conventions, so callassist sees the events it would see from the service:
 
 * audio is cut into 20 ms frames; a frame is speech when its RMS >= 600 x (threshold / 0.5)
   (semantic_vad has no threshold and behaves as threshold 0.5);

@@ -1,4 +1,4 @@
-"""A call as the recorder is told it started (what the bridge says at `start`)."""
+"""A call as the recorder is told it started (what the call says at `start`)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ class Stack:
 
 
 class StackFactory:
-    """Builds stacks for a test and checks, at teardown, that the bridge never sent OpenAI anything
+    """Builds stacks for a test and checks, at teardown, that callassist never sent OpenAI anything
     the SDK's types reject and the fake never sent anything off-protocol."""
 
     def __init__(self, data_dir: Path) -> None:

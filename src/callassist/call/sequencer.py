@@ -169,7 +169,9 @@ class ResponseSequencer:
             self.requested = None
         if self._call_over() or (request and self._caller_speaking()):
             # Ours, reaching the service after the caller began speaking: it would play over them
-            # and take the place of the answer to what they are saying (protocols.md D).
+            # and take the place of the answer to what they are saying (openai SDK docstrings:
+            # `interrupt_response` cancels only a response ongoing at speech start, and only one
+            # response at a time writes to the default conversation, ResponseCreateEvent).
             if not self._call_over():
                 self.wanted = self.wanted or self._purposes.get(request or "", TURN)
             return Started.cancel

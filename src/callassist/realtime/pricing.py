@@ -1,8 +1,10 @@
 """What a call costs: the price table per model and the cost of each response from its `usage`.
 
-Prices are USD per 1M tokens (protocols.md §A10), overridable with CALLASSIST_PRICES. Cached tokens
-are a subset of input tokens, billed at the cached rate instead of the full one. Input transcription
-is billed separately, per minute of caller audio.
+Prices are USD per 1M tokens, from OpenAI's model pages (e.g.
+https://developers.openai.com/api/docs/models/gpt-realtime-2.1-mini) and Realtime costs guide
+(https://developers.openai.com/api/docs/guides/realtime-costs), overridable with CALLASSIST_PRICES.
+Cached tokens are a subset of input tokens, billed at the cached rate instead of the full one. Input
+transcription is billed separately, per minute of caller audio.
 """
 
 from __future__ import annotations

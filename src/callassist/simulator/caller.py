@@ -8,8 +8,11 @@ the `<Stream>` has a `statusCallback`, stream-started / stream-stopped / stream-
 signed, as Twilio does. Audio the server sends back goes through Twilio's playback model
 (`playback.Playback`): buffered, played at 8000 bytes/s, marks echoed when their audio has played, `clear`
 honoured. Everything observable is recorded on the `SimulatedCall` as timestamped events, and server-side
-protocol mistakes land in `violations` instead of crashing the simulator. Protocol facts come from
-/work/shared/reference/protocols.md Part B.
+protocol mistakes land in `violations` instead of crashing the simulator. Protocol facts come from Twilio's
+docs: https://www.twilio.com/docs/voice/media-streams/websocket-messages (the stream's messages),
+https://www.twilio.com/docs/voice/twiml/stream, https://www.twilio.com/docs/voice/twiml/connect and
+https://www.twilio.com/docs/voice/twiml/dial (the TwiML), and
+https://www.twilio.com/docs/usage/webhooks/webhooks-security (the signatures).
 
 Timing: all times are `time.monotonic()` seconds. Caller frames go out on an absolute schedule (t0 + n·20 ms),
 and mark echoes are scheduled for the exact moment their audio finishes, so neither drifts under load. A
@@ -64,7 +67,8 @@ __all__ = [
 FRAME_SECONDS = FRAME_MS / 1000
 SILENCE_FRAME = bytes([ULAW_SILENCE]) * FRAME_BYTES
 _SILENCE_B64 = base64.b64encode(SILENCE_FRAME).decode("ascii")
-# Field order as in Twilio's example (protocols.md B1); formatted by hand because it runs 50×/s per call.
+# Field order as in Twilio's example (https://www.twilio.com/docs/voice/media-streams/websocket-messages);
+# formatted by hand because it runs 50×/s per call.
 _MEDIA_TEMPLATE = (
     '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d",'
     '"timestamp":"%d","payload":"%s"},"streamSid":"%s"}'
@@ -1012,7 +1016,8 @@ class CallerSimulator:
     def _dial(
         self, call: SimulatedCall, verb: tw.Dial, url: str, params: dict[str, str], owner_answers: bool
     ) -> tuple[str, str, dict[str, str]] | None:
-        # Resolved at once instead of ringing for `timeout` (+ Twilio's ~5 s buffer, protocols.md B3).
+        # Resolved at once instead of ringing for `timeout` (+ Twilio's ~5 s buffer,
+        # https://www.twilio.com/docs/voice/twiml/dial).
         answered = owner_answers and bool(verb.targets)
         status = "completed" if answered else "no-answer"
         call.dial_status = status
@@ -1104,7 +1109,9 @@ class CallerSimulator:
                 f"Stream url {stream.url!r} has a query string; Twilio drops it, use <Parameter> (31920)"
             )
         local = self._link.local_url(stream.url, websocket=True)
-        # Signed exactly as written in the TwiML, with no params: the upgrade is a GET (protocols.md B2).
+        # Signed exactly as written in the TwiML (wss://), with no params: the upgrade is a GET
+        # (https://www.twilio.com/docs/usage/webhooks/webhooks-security,
+        # https://github.com/twilio-labs/twilio-aspnet/issues/162).
         headers = self._link.sign(stream.url, {})
         try:
             ws = await connect(

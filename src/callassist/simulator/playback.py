@@ -2,9 +2,9 @@
 
 Twilio buffers every `media` payload the server sends and plays it in order at 8000 bytes/s; a `mark` is
 echoed once all audio queued before it has played (at once if nothing is queued); `clear` drops the buffer and
-echoes every pending mark immediately (protocols.md B1, "Messages to Twilio"). Nothing here reads a clock or
-does I/O: the caller passes `now` (seconds, any monotonic clock) and acts on what comes back, which keeps the
-model exact and testable.
+echoes every pending mark immediately (https://www.twilio.com/docs/voice/media-streams/websocket-messages).
+Nothing here reads a clock or does I/O: the caller passes `now` (seconds, any monotonic clock) and acts on
+what comes back, which keeps the model exact and testable.
 
 Positions are tracked as absolute byte counts, and a playback *run* (audio playing without a gap) is anchored
 at the time it started, so play times are computed, never accumulated: no drift however long the call.

@@ -2,7 +2,8 @@
 
 Only the voice verbs callassist can emit are modelled in detail (`<Dial>`, `<Connect><Stream>`, `<Say>`,
 `<Pause>`, `<Hangup>`, `<Reject>`, `<Redirect>`); anything else becomes `Unsupported` so the caller can record
-it instead of failing. Reference: protocols.md B1 and B3.
+it instead of failing. Reference: https://www.twilio.com/docs/voice/twiml/connect,
+https://www.twilio.com/docs/voice/twiml/stream and https://www.twilio.com/docs/voice/twiml/dial.
 """
 
 from __future__ import annotations

@@ -22,11 +22,13 @@ from callassist.notify.notices import enqueue_call_notices
 from callassist.settings import Settings
 from callassist.store.db import Database
 from callassist.store.models import CallRow, MessageRow, ToolCallRow, TranscriptEntryRow
+from callassist.tools import STANDARD_TOOLS
 from callassist.tools.registry import ToolOutcome
 
 log = logging.getLogger(__name__)
 
-BOOKING_TOOLS = {"create_event": "Booked", "reschedule_event": "Moved", "cancel_event": "Cancelled"}
+# How the owner's notice names what a tool did: each tool declares its own label (tools/).
+NOTICE_LABELS = {tool.name: tool.notice_label for tool in STANDARD_TOOLS if tool.notice_label}
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,12 @@ NUMBER_CHARS = 40  # Twilio's caller: a number, "anonymous" or a client name
 def owner_notice(facts: CallFacts, zone: ZoneInfo) -> tuple[str, str] | None:
     """(subject, text) for the owner, or None when the call needs no notice."""
     messages = facts.messages if facts.messages is not None else _messages_of(facts.tool_outcomes)
-    bookings = [o for o in facts.tool_outcomes if o.name in BOOKING_TOOLS and o.ok]
+    # Calendar changes: a labelled tool that reports the event it booked, moved or cancelled.
+    bookings = [
+        o
+        for o in facts.tool_outcomes
+        if o.ok and o.name in NOTICE_LABELS and (o.output.get("event") or o.output.get("cancelled"))
+    ]
     urgency = facts.summary.urgency if facts.summary else None
     urgent = urgency in ("high", "urgent") or any(m.urgency in ("high", "urgent") for m in messages)
     if not (messages or bookings or urgent):
@@ -83,7 +90,7 @@ def owner_notice(facts: CallFacts, zone: ZoneInfo) -> tuple[str, str] | None:
         when = caller_text.one_line(str(event.get("spoken") or ""), 100)
         duration = caller_text.one_line(str(event.get("duration") or ""), 60)
         length = f", {duration}" if duration else ""
-        lines.append(f"{BOOKING_TOOLS[booking.name]}: {when}{length}{shown_title}.")
+        lines.append(f"{NOTICE_LABELS[booking.name]}: {when}{length}{shown_title}.")
     summary = caller_text.one_line(
         facts.summary.summary if facts.summary else None, caller_text.SUMMARY_CHARS
     )

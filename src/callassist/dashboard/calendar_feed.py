@@ -9,26 +9,16 @@ token does. The admin token is refused here.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
 
-from callassist.calendar.base import Calendar, CalendarError
-from callassist.calendar.ical import calendar_document
+from callassist.calendar.base import CalendarError
+from callassist.calendar.export import FUTURE, PAST, export_document
 from callassist.dashboard.auth import check_owner, feed_allowed
 from callassist.runtime import RuntimeDep
 
 router = APIRouter()
-
-PAST = timedelta(days=60)
-FUTURE = timedelta(days=400)
-
-
-async def export_document(
-    calendar: Calendar, *, name: str, start: datetime, end: datetime, zone: object
-) -> bytes:
-    events = await calendar.events_between(start, end)
-    return calendar_document(events, name=name, zone=zone)  # type: ignore[arg-type]
 
 
 @router.get("/calendar.ics")

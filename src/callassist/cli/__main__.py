@@ -1,0 +1,5 @@
+"""`python -m callassist.cli`: the `callassist` command."""
+
+from callassist.cli import main
+
+main()

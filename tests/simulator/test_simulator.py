@@ -28,14 +28,9 @@ from rich.console import Console
 from twilio.request_validator import RequestValidator
 
 from callassist.simulator.audio import FRAME_BYTES, ULAW_SILENCE, frames, silence, speech_frames, tone
-from callassist.simulator.caller import (
-    CallEndedError,
-    CallerSimulator,
-    SimulatedCall,
-    SimulatorError,
-    StreamRejected,
-    WebhookError,
-)
+from callassist.simulator.call import SimulatedCall
+from callassist.simulator.caller import CallerSimulator
+from callassist.simulator.errors import CallEndedError, SimulatorError, StreamRejected, WebhookError
 from callassist.simulator.playback import Playback
 from callassist.simulator.report import describe_ending, run_call
 from callassist.simulator.twiml import (

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from callassist.simulator import CallerSimulator
-from callassist.simulator.caller import CallEvent, SimulatedCall
+from callassist.simulator.call import SimulatedCall
+from callassist.simulator.record import CallEvent
 from tests.fakes.protocol import validate_server_event
 from tests.fakes.realtime_server import FakeRealtimeServer, Script
 from tests.support.server import ACCOUNT_SID, AUTH_TOKEN, RunningServer, running_server

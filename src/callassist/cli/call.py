@@ -79,7 +79,8 @@ def call(
     Reads the environment and .env as `serve` does: the port, TWILIO_AUTH_TOKEN (to sign requests
     as Twilio would) and PUBLIC_BASE_URL (the URL signatures are computed on).
     """
-    from callassist.simulator.report import SimulatorError, run_call
+    from callassist.simulator.errors import SimulatorError
+    from callassist.simulator.report import run_call
 
     if say and audio:
         raise fail("give either --say or --audio, not both", 2)

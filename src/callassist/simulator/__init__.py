@@ -9,12 +9,12 @@ from typing import Any
 
 _EXPORTS = {
     "CallerSimulator": "callassist.simulator.caller",
-    "SimulatedCall": "callassist.simulator.caller",
-    "CallEvent": "callassist.simulator.caller",
-    "SimulatorError": "callassist.simulator.caller",
-    "WebhookError": "callassist.simulator.caller",
-    "StreamRejected": "callassist.simulator.caller",
-    "CallEndedError": "callassist.simulator.caller",
+    "SimulatedCall": "callassist.simulator.call",
+    "CallEvent": "callassist.simulator.record",
+    "SimulatorError": "callassist.simulator.errors",
+    "WebhookError": "callassist.simulator.errors",
+    "StreamRejected": "callassist.simulator.errors",
+    "CallEndedError": "callassist.simulator.errors",
     "CallReport": "callassist.simulator.report",
     "run_call": "callassist.simulator.report",
 }

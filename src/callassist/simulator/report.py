@@ -20,7 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from callassist.simulator.audio import BYTES_PER_MS, AudioToolMissing, convert_to_ulaw, speak, write_wav
-from callassist.simulator.caller import CallerSimulator, SimulatedCall, SimulatorError
+from callassist.simulator.call import SimulatedCall
+from callassist.simulator.caller import CallerSimulator
+from callassist.simulator.errors import SimulatorError
 
 __all__ = ["CallReport", "SimulatorError", "run_call"]
 

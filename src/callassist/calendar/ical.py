@@ -205,6 +205,47 @@ def vevent_to_event(component: icalendar.cal.Component, zone: tzinfo) -> Calenda
     )
 
 
+# Editing a stored event -------------------------------------------------------------------------
+
+
+def master_component(calendar: icalendar.Calendar, uid: str) -> icalendar.cal.Component | None:
+    """The VEVENT with this UID that is not an override of one occurrence."""
+    candidates = [component for component in calendar.walk("VEVENT") if str(component.get("UID", "")) == uid]
+    for component in candidates:
+        if "RECURRENCE-ID" not in component:
+            return component
+    return candidates[0] if candidates else None
+
+
+def unique_timezones(timezones: Iterable[icalendar.cal.Component]) -> list[icalendar.cal.Component]:
+    unique: dict[str, icalendar.cal.Component] = {}
+    for timezone in timezones:
+        unique.setdefault(str(timezone.get("TZID", "")), timezone)
+    return list(unique.values())
+
+
+def replace_property(component: icalendar.cal.Component, name: str, value: object) -> None:
+    component.pop(name, None)
+    component.add(name, value)
+
+
+def sequence_number(component: icalendar.cal.Component) -> int:
+    try:
+        return int(component.get("SEQUENCE", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def updated_description(component: icalendar.cal.Component, notes: str) -> str:
+    """New DESCRIPTION for `notes`: a phone booking keeps its line naming the caller."""
+    caller_number = x_text(component, CALLER_NUMBER_PROPERTY)
+    caller_name = x_text(component, CALLER_NAME_PROPERTY)
+    old = str(component.get("DESCRIPTION", "")).rstrip()
+    if caller_number or caller_name or old.endswith(booking_line(caller_name, caller_number)):
+        return booking_description(notes, caller_name, caller_number)
+    return notes
+
+
 def vcalendar(
     components: Iterable[icalendar.cal.Component], *, name: str | None = None
 ) -> icalendar.Calendar:

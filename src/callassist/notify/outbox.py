@@ -10,6 +10,11 @@ server rejects, an SMTP 5xx, a Twilio 4xx such as an invalid number) fails at on
 failing otherwise fails after `max_attempts` attempts or `give_up_after`, whichever comes first.
 A failed notice keeps its reason in `last_error`, is logged as an error, and is listed by
 `callassist.store.records.list_notices` (and with its call in `get_call`).
+
+One reason this module runs to about 500 lines: it is one job, the life of an `outbox` row (enqueued,
+claimed under a lease, then sent, retried or failed), and every part of it keeps the same invariants
+on the same columns (`status`, `attempts`, `next_attempt_at`, `locked_until` as the fencing token).
+What the channels do (`sms`, `email`) and what a notice says (`notices`) live in their own modules.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ owner's notices with their delivery state (a notice that failed for good says wh
 Every query returns plain frozen dataclasses, never ORM rows, so callers can keep them after the
 session closes and can't write through them by accident. Money stays exact: `Decimal` dollars made
 from the integer nano-dollars the tables hold.
+
+One reason this module is a little over 400 lines: it is one job, the read side of the records. The
+dataclasses are exactly what the queries return, so each changes with the other; the writing side
+is `call.recorder` and `store.writer`.
 """
 
 from __future__ import annotations

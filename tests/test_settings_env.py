@@ -8,16 +8,9 @@ from pathlib import Path
 import pytest
 from openai.types.realtime.realtime_reasoning_effort import RealtimeReasoningEffort
 
-from callassist import settings as settings_module
-from callassist.settings import (
-    ReasoningEffort,
-    Settings,
-    SettingsError,
-    dotenv_paths,
-    env_file_values,
-    load_settings,
-    project_root,
-)
+from callassist import envfiles as settings_module  # where .env files are found (project_root is patched)
+from callassist.envfiles import dotenv_paths, env_file_values, project_root
+from callassist.settings import ReasoningEffort, Settings, SettingsError, load_settings
 
 
 def write_env(directory: Path, **values: str) -> Path:

@@ -15,7 +15,8 @@ def _call_settings() -> tuple[str, int, str | None, str | None, str | None]:
     """(host, port, Twilio auth token, public base URL, account SID) as `serve` sees them: from
     Settings (the environment and the .env files), or, when settings that have nothing to do with
     calling are invalid, from those values alone, with a one-line warning."""
-    from callassist.settings import DEFAULT_PORT, SettingsError, env_file_values, load_settings
+    from callassist.envfiles import env_file_values
+    from callassist.settings import DEFAULT_PORT, SettingsError, load_settings
 
     try:
         settings = load_settings()

@@ -3,6 +3,10 @@
 Privacy: a caller only ever learns free or busy about the owner's time. Titles, attendees and
 notes come back only for events that caller booked (matched by their phone number, which comes
 from Twilio, never from the model), and the full agenda only on the owner's own calls.
+
+One reason this module is a little over 400 lines: it is one job, the six calendar tools with their
+argument models and prompt lines, which share those privacy rules and the helpers that enforce them.
+The booking rules themselves (working hours, clashes, whose event it is) are `calendar.booking`.
 """
 
 from __future__ import annotations

@@ -18,6 +18,12 @@ CallControl the call core implements.
 Logs name the tool and how it ended (ok, refused, invalid arguments, timeout, failed), never its
 arguments or anything that may echo them (refusals and validation errors quote what was said, and
 callers say card numbers and PINs).
+
+One reason this module is over 400 lines: it is the one place a tool is declared and run. The
+declaration (Tool, ToolContext, CallEffect, PromptLines), the JSON schema derived from it and the
+registry that validates, dispatches, times out and commits a call all read that same declaration,
+and the tools themselves live in their own modules. If it grows, the schema shaping (`json_schema`
+and its helpers, about 100 lines) is the part to move out first.
 """
 
 from __future__ import annotations

@@ -47,7 +47,10 @@ class Call:
         journal: CallJournal,
         *,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        accepted: tuple[datetime, float] | None = None,
     ) -> None:
+        """`accepted`: when the stream was accepted (wall clock, monotonic), which the call's start,
+        duration and greeting latency count from (the caller waits from then on)."""
         self.call_sid = call_sid
         self.leg = leg
         self.engine = engine
@@ -55,8 +58,8 @@ class Call:
         self.context = context
         self.journal = journal
         self.log = logger
-        self.started_at = datetime.now(UTC)
-        self.clock_start = time.monotonic()  # for durations and latencies (started_at is the wall clock)
+        # For durations and latencies, clock_start; started_at is the same moment on the wall clock.
+        self.started_at, self.clock_start = accepted or (datetime.now(UTC), time.monotonic())
         self.phase = Phase.connecting
         self.end_reason: EndReason | None = None
         self._ended = asyncio.Event()
@@ -134,7 +137,12 @@ class Call:
         finally:
             remembering.cancel()
             lost.cancel()
-            await self._cleanup(leg_pump, engine_pump, ended)
+            try:
+                await self._cleanup(leg_pump, engine_pump, ended)
+            finally:  # counted as ended even if the cleanup failed or was cut short
+                reason = self.end_reason or EndReason.twilio_disconnected
+                duration = time.monotonic() - self.clock_start
+                self.deps.events.publish(CallEnded(self.call_sid, reason.value, duration))
         return self.end_reason or EndReason.twilio_disconnected
 
     async def _cleanup(
@@ -179,7 +187,6 @@ class Call:
         await self._close_record()
         reason = self.end_reason or EndReason.twilio_disconnected
         duration = time.monotonic() - self.clock_start
-        self.deps.events.publish(CallEnded(self.call_sid, reason.value, duration))
         counts = self.leg.counts
         self.log.info(
             "call ended: %s after %.1fs (frames in %d, chunks out %d, barge-ins %d, reconnects %d, "
@@ -235,6 +242,7 @@ class Call:
         turns, ended = self.conversation.turns, self._ended
         remember = turns.inbound.frames.append
         monotonic = time.monotonic
+        forward_failures = 0
         while True:
             event = await receive()
             if isinstance(event, CallerAudio):
@@ -246,7 +254,9 @@ class Call:
                 try:
                     await send_audio(event.payload)
                 except Exception as exc:  # never lose the caller over one frame
-                    self.log.warning("could not forward audio: %s", exc)
+                    forward_failures += 1
+                    if forward_failures <= 5 or forward_failures % 100 == 0:
+                        self.log.warning("could not forward audio (%d so far): %s", forward_failures, exc)
             elif isinstance(event, Keypress):
                 self.conversation.keypress(event.digit)
             else:

@@ -110,8 +110,8 @@ class CallJournal:
         return any(at > recent for at in self._speech_started_at.values())
 
     def caller_transcribed(self, event: CallerTranscribed) -> None:
-        self._caller_words(event.item_id, event.text)
-        self._transcription_usage(event.item_id, event.seconds, event.tokens)
+        if self._caller_words(event.item_id, event.text):  # a turn kept already was billed already
+            self._transcription_usage(event.item_id, event.seconds, event.tokens)
 
     def _caller_words(self, item_id: str, text: str) -> bool:
         self._untranscribed.discard(item_id)

@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
+from datetime import UTC, datetime
 
 from starlette.websockets import WebSocket
 
@@ -57,6 +59,7 @@ def caller_identity(number: str | None) -> str | None:
 
 async def answer_stream(websocket: WebSocket, deps: CallDeps, ticket: StreamTicket) -> EndReason:
     """Run one accepted Media Stream to its end. Never raises for problems of either peer."""
+    accepted = (datetime.now(UTC), time.monotonic())  # the caller waits from here
     context: dict[str, object] = {"call": "pending"}
     logger = obs.CallLogger(log, context)
     leg = TwilioMediaStream(websocket, logger)
@@ -76,7 +79,7 @@ async def answer_stream(websocket: WebSocket, deps: CallDeps, ticket: StreamTick
         admission = await _admit(leg, start, deps, logger)
         if isinstance(admission, EndReason):
             return admission
-        call = _new_call(start, admission, leg, engine, deps, logger)
+        call = _new_call(start, admission, leg, engine, deps, logger, accepted)
         if not ticket.start_call(call):
             logger.warning("all %d lines busy: the stream is refused", deps.settings.max_calls)
             obs.STREAMS_REFUSED.labels(reason="busy").inc()
@@ -102,6 +105,7 @@ async def answer_stream(websocket: WebSocket, deps: CallDeps, ticket: StreamTick
                 # A connect that finished (even one that raced its cancellation) left a socket.
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(engine.close(), ENGINE_CLOSE_S)
+                await leg.close()  # closed already unless the call's cleanup was cut short
             finally:
                 if preconnected:
                     preconnects.give_back()
@@ -156,6 +160,7 @@ def _new_call(
     engine: RealtimeEngine,
     deps: CallDeps,
     logger: logging.LoggerAdapter[logging.Logger],
+    accepted: tuple[datetime, float],
 ) -> Call:
     settings = deps.settings
     if start.encoding != "audio/x-mulaw" or start.sample_rate != 8000:
@@ -188,7 +193,7 @@ def _new_call(
         logger=logger,
         events=deps.events,
     )
-    return Call(call_sid, leg, engine, deps, context, journal, logger=logger)
+    return Call(call_sid, leg, engine, deps, context, journal, logger=logger, accepted=accepted)
 
 
 def _record_start(call: Call, start: Start) -> None:

@@ -5,6 +5,9 @@ module is the only place that knows the Realtime event shapes: it turns the call
 requests into client events, and the server's events into `engine.events`. Events nobody acts on
 are never parsed into the SDK's models (that costs ~100x a JSON parse); the ones we read are
 parsed with the SDK's own types.
+
+One reason it is a little over 400 lines: it is the whole translation between the Realtime
+protocol and ours, both ways; split, each half would need the other to be read.
 """
 
 from __future__ import annotations
@@ -344,10 +347,11 @@ def history_events(turns: Sequence[Turn]) -> list[dict[str, Any]]:
     for turn in turns:
         if turn.text == INAUDIBLE:
             continue
-        if turn.role == "assistant" and turn.interrupted:
-            # A separate note, so the model doesn't take the marker for its own words.
-            history.append(_system(INTERRUPTED_MARKER))
         history.append(_history_item(turn))
+        if turn.role == "assistant" and turn.interrupted:
+            # After the words the caller heard; a separate note, so the model doesn't take the
+            # marker for its own words.
+            history.append(_system(INTERRUPTED_MARKER))
     if history:
         history.insert(0, _system(REPLAY_PREAMBLE))
     return [{"type": "conversation.item.create", "item": item} for item in history]
@@ -400,7 +404,10 @@ def finished(response: RealtimeResponse) -> ResponseFinished:
     for item in response.output or []:
         if isinstance(item, RealtimeConversationItemFunctionCall):
             completed = item.status == "completed"
-            call = ToolCall(item.id or "", item.call_id or "", item.name, item.arguments, completed)
+            # Types say str; a service that omits them still must not crash the tool run.
+            call = ToolCall(
+                item.id or "", item.call_id or "", item.name or "", item.arguments or "", completed
+            )
             calls.append(call)
         elif isinstance(item, RealtimeConversationItemAssistantMessage):
             text = ""
@@ -411,12 +418,13 @@ def finished(response: RealtimeResponse) -> ResponseFinished:
             spoken.append(SpokenItem(item.id or "", text, has_audio))
     failure = None
     details = response.status_details
-    if response.status == "failed" and details is not None:
-        failure = str(details.error.code or details.error.type if details.error else details.reason)
+    if response.status == "failed":
+        error = details.error if details is not None else None
+        failure = str((error.code or error.type) if error else (details.reason if details else None))
     return ResponseFinished(
         response_id=response.id or "",
         request=_request_of(response),
-        status=response.status or "completed",
+        status=response.status or "unknown",  # never taken for "completed" (end_call needs that)
         spoken=tuple(spoken),
         tool_calls=tuple(calls),
         usage=Usage.from_api(response.usage) if response.usage is not None else None,

@@ -237,7 +237,9 @@ class TwilioMediaStream:
             self._send_started = None
 
     async def _watch_sends(self) -> None:
-        while self._open:
+        # Until the stream is closed and no send is in flight: a send stuck when the call closes
+        # the line is still ended (its task has more to do, the summary among it).
+        while self._open or self._send_started is not None:
             await asyncio.sleep(min(1.0, SEND_TIMEOUT_S / 4))
             started = self._send_started
             if started is not None and time.monotonic() - started > SEND_TIMEOUT_S and self._sender:
@@ -253,8 +255,6 @@ class TwilioMediaStream:
 
     async def close(self, code: int = 1000) -> None:
         """Close the stream; Twilio continues with the TwiML after <Connect> (a hang-up)."""
-        if self._watchdog is not None:
-            self._watchdog.cancel()
         if not self._open:
             return
         self._open = False

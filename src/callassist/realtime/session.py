@@ -27,6 +27,7 @@ from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from openai.types.realtime import RealtimeServerEvent
 from openai.types.websocket_connection_options import WebSocketConnectionOptions
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.protocol import State
 
 from callassist.engine.events import AssistantWords, AudioOut
 
@@ -416,7 +417,41 @@ def _sender(connection: AsyncRealtimeConnection | None) -> Send:
         return _no_socket
     socket = getattr(connection, "_connection", None)
     send = getattr(socket, "send", None)
-    return send if callable(send) else connection.send_raw
+    if not callable(send):
+        return connection.send_raw
+    return _immediate(socket, send) or send
+
+
+def _immediate(socket: Any, send: Send) -> Send | None:
+    """`send`, but a frame that can be written at once is: websockets' `send` runs a context
+    manager and a drain per message (~15 µs) that only matter when the socket is not open, a
+    fragmented message is under way or the transport's buffer is not empty; then `send` itself
+    runs, and raises ConnectionClosed or waits for the buffer as usual. Uses the asyncio
+    connection's documented `protocol` (websockets' Sans-I/O layer) and its `transport`;
+    None (plain `send`) for any other shape."""
+    protocol = getattr(socket, "protocol", None)
+    transport = getattr(socket, "transport", None)
+    send_data = getattr(socket, "send_data", None)
+    if protocol is None or transport is None or not callable(send_data):
+        return None
+    if not hasattr(socket, "fragmented_send_waiter"):
+        return None
+    open_state = State.OPEN
+    buffered, closing, send_text = transport.get_write_buffer_size, transport.is_closing, protocol.send_text
+
+    async def send_now(text: str) -> None:
+        if (
+            protocol.state is open_state
+            and socket.fragmented_send_waiter is None
+            and not buffered()
+            and not closing()
+        ):
+            send_text(text.encode())
+            send_data()
+        else:
+            await send(text)
+
+    return send_now
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -13,6 +13,7 @@ from callassist.tools import STANDARD_TOOLS, all_tools
 from callassist.tools.calendar import register_calendar_tools
 from callassist.tools.call_control import register_call_tools
 from callassist.tools.identity import register_identity_tools
+from callassist.tools.keypad import KEYPAD_TOOLS
 from callassist.tools.messages import register_message_tools
 from callassist.tools.registry import (
     INVALID,
@@ -72,6 +73,7 @@ def test_handlers_are_module_level_and_the_registry_is_built_from_declared_tools
         register_identity_tools,
     ):
         register(piecemeal)
+    piecemeal.add(*KEYPAD_TOOLS)
     assert piecemeal.names() == all_tools().names() == [declared.name for declared in STANDARD_TOOLS]
     with pytest.raises(ValueError, match="declared twice"):
         register_call_tools(piecemeal)

@@ -99,6 +99,7 @@ def test_every_tool_is_declared() -> None:
         "end_call",
         "send_verification_code",
         "check_verification_code",
+        "ask_for_keypad_entry",
     }
     assert "get_my_agenda" not in {name for name, owner, _ in DECLARED if not owner}
 

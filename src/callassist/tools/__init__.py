@@ -5,11 +5,18 @@ from __future__ import annotations
 from callassist.tools.calendar import CALENDAR_TOOLS
 from callassist.tools.call_control import CALL_TOOLS
 from callassist.tools.identity import IDENTITY_TOOLS
+from callassist.tools.keypad import KEYPAD_TOOLS
 from callassist.tools.messages import MESSAGE_TOOLS
 from callassist.tools.registry import Tool, ToolRegistry
 
 # In the order they are declared to the model (and their rules come in the instructions).
-STANDARD_TOOLS: tuple[Tool, ...] = (*CALENDAR_TOOLS, *MESSAGE_TOOLS, *CALL_TOOLS, *IDENTITY_TOOLS)
+STANDARD_TOOLS: tuple[Tool, ...] = (
+    *CALENDAR_TOOLS,
+    *MESSAGE_TOOLS,
+    *CALL_TOOLS,
+    *IDENTITY_TOOLS,
+    *KEYPAD_TOOLS,
+)
 
 
 def all_tools(default_timeout_s: float = 8.0) -> ToolRegistry:

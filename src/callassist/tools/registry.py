@@ -111,8 +111,9 @@ class ToolContext:
     # carrier's attestation (SHAKEN/STIR A) or a one-time code sent to the number (tools/identity.py).
     caller_verified: bool = False
     called_number: str | None = None  # the owner's Twilio number the caller dialled (codes come from it)
-    keypad: str = ""  # digits the caller pressed (a code typed in), never shown to the model
+    keypad: str = ""  # keys pressed since the last entry (a code typed in is never shown to the model)
     verification: Any = None  # a code sent during this call (identity.PendingCode)
+    keypad_request: str | None = None  # what the model asked the caller to type (tools/keypad.py)
 
 
 @dataclass

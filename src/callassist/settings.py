@@ -165,8 +165,20 @@ class Settings(BaseSettings):
     twilio_phone_number: str | None = Field(default=None, validation_alias=_env("TWILIO_PHONE_NUMBER"))
     twilio_api_base_url: str | None = Field(default=None, validation_alias=_env("TWILIO_API_BASE_URL"))
     notify_sms: bool = Field(default=True, validation_alias=_env("CALLASSIST_NOTIFY_SMS"))
+    # When the assistant can't answer: the longest voicemail (Twilio <Record maxLength>; Twilio
+    # transcribes recordings of up to 2 minutes) and whether Twilio transcribes it (billed by Twilio).
+    voicemail_max_seconds: Annotated[int, Field(ge=5, le=600)] = Field(
+        default=120, validation_alias=_env("CALLASSIST_VOICEMAIL_MAX_SECONDS")
+    )
+    voicemail_transcribe: bool = Field(default=True, validation_alias=_env("CALLASSIST_VOICEMAIL_TRANSCRIBE"))
     smtp_url: SecretStr | None = Field(default=None, validation_alias=_env("CALLASSIST_SMTP_URL"))
     notify_email: str | None = Field(default=None, validation_alias=_env("CALLASSIST_NOTIFY_EMAIL"))
+
+    # Call recording (off by default; the greeting says the call is recorded when on)
+    record: bool = Field(default=False, validation_alias=_env("CALLASSIST_RECORD"))
+    record_retention_days: Annotated[int, Field(ge=1, le=3650)] = Field(
+        default=30, validation_alias=_env("CALLASSIST_RECORD_RETENTION_DAYS")
+    )
 
     # Storage and server
     data_dir: Path = Field(default_factory=default_data_dir, validation_alias=_env("CALLASSIST_DATA_DIR"))

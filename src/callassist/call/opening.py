@@ -29,6 +29,8 @@ from callassist.call.journal import CallJournal
 from callassist.call.recorder import CallRecorder
 from callassist.call.registry import StreamTicket
 from callassist.engine.realtime import RealtimeEngine
+from callassist.media.leg import MediaLeg
+from callassist.media.recording import RECORDINGS, Recorder, RecordingLeg, delete_expired
 from callassist.media.twilio import START_TIMEOUT_S, NoStart, TwilioMediaStream
 from callassist.realtime.config import CallContext
 from callassist.store.admission import Admission, Refusal
@@ -79,7 +81,10 @@ async def answer_stream(websocket: WebSocket, deps: CallDeps, ticket: StreamTick
         admission = await _admit(leg, start, deps, logger)
         if isinstance(admission, EndReason):
             return admission
-        call = _new_call(start, admission, leg, engine, deps, logger, accepted)
+        settings = deps.settings
+        recorder = Recorder(settings.data_dir / RECORDINGS, start.call_sid) if settings.record else None
+        call_leg: MediaLeg = leg if recorder is None else RecordingLeg(leg, recorder)
+        call = _new_call(start, admission, call_leg, engine, deps, logger, accepted)
         if not ticket.start_call(call):
             logger.warning("all %d lines busy: the stream is refused", deps.settings.max_calls)
             obs.STREAMS_REFUSED.labels(reason="busy").inc()
@@ -87,12 +92,18 @@ async def answer_stream(websocket: WebSocket, deps: CallDeps, ticket: StreamTick
             await leg.close(code=1013)
             return EndReason.busy
         _record_start(call, start)
+        if recorder is not None:
+            recorder.start()
         if connecting is None:
             connecting = asyncio.create_task(engine.connect(), name="engine-connect")
         else:  # the connection opened ahead is the admitted call's now
             preconnected = False
             preconnects.give_back()
-        return await call.run(connecting)
+        try:
+            return await call.run(connecting)
+        finally:
+            if recorder is not None:
+                await _keep_recording(recorder, settings.record_retention_days, logger)
     finally:
         try:
             if connecting is not None:
@@ -156,7 +167,7 @@ async def _admit(
 def _new_call(
     start: Start,
     admission: Admission,
-    leg: TwilioMediaStream,
+    leg: MediaLeg,
     engine: RealtimeEngine,
     deps: CallDeps,
     logger: logging.LoggerAdapter[logging.Logger],
@@ -182,6 +193,7 @@ def _new_call(
         # The number is the caller's if the carrier says so, in Twilio's signed webhook (a code
         # texted to it can confirm it later: tools/identity.py).
         caller_verified=is_owner or bool(caller and admission.attested),
+        recorded=settings.record,
     )
     call_sid = start.call_sid
     recorder = CallRecorder(deps.records, call_sid, logger=logger)
@@ -209,3 +221,15 @@ def _record_start(call: Call, start: Start) -> None:
         model=call.deps.settings.realtime_model,
     )
     call.log.info("stream started (caller %s)", obs.masked_number(context.caller_number))
+
+
+async def _keep_recording(
+    recorder: Recorder, retention_days: int, logger: logging.LoggerAdapter[logging.Logger]
+) -> None:
+    """The call's WAV assembled off the audio path; recordings past their retention deleted."""
+    path = await recorder.finish()
+    if path is not None:
+        logger.info("call recorded (%s)", path.name)
+    expired = await asyncio.to_thread(delete_expired, recorder.directory, retention_days)
+    if expired:
+        logger.info("deleted %d recording(s) older than %d days", expired, retention_days)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from callassist.settings import Settings
     from callassist.store.records import CallDetail
 
-app = typer.Typer(help="Calls the assistant answered: list, show one.", no_args_is_help=True)
+app = typer.Typer(help="Calls the assistant answered: list, show one, its recording.", no_args_is_help=True)
 
 
 @app.command("list")
@@ -111,6 +111,26 @@ def calls_show(
         echo_json(call_detail_json(detail, settings.zone))
         return
     _print_call(detail, settings)
+
+
+@app.command("audio")
+def calls_audio(call_sid: Annotated[str, typer.Argument(help="The call's Twilio CallSid (CA...)")]) -> None:
+    """Write a recorded call's WAV (CALLASSIST_RECORD) to standard output: `> call.wav`."""
+    import shutil
+    import sys
+
+    from callassist.media.recording import RECORDINGS, recording_path
+
+    settings = settings_or_exit()
+    path = recording_path(settings.data_dir / RECORDINGS, call_sid)
+    if path is None or not path.is_file():
+        raise fail(f"no recording of call {call_sid!r} (recording is on with CALLASSIST_RECORD=true)")
+    if sys.stdout.isatty():
+        raise fail(
+            "the recording is audio: redirect it to a file, e.g. `callassist calls audio CA... > call.wav`"
+        )
+    with path.open("rb") as source:
+        shutil.copyfileobj(source, sys.stdout.buffer)
 
 
 def _print_call(detail: CallDetail, settings: Settings) -> None:

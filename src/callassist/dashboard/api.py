@@ -14,13 +14,14 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callassist.calendar.timeutil import TimeError, parse_local_datetime
 from callassist.dashboard import serialize
 from callassist.dashboard.auth import bearer_token, check_owner
+from callassist.media.recording import RECORDINGS, recording_path
 from callassist.runtime import Runtime, RuntimeDep
 from callassist.settings import Settings
 from callassist.store.contacts import ContactRepository, phone_for_lookup
@@ -145,6 +146,18 @@ async def call(request: Request, call_sid: str, runtime: RuntimeDep) -> JSONResp
         return serialize.call_detail_json(detail, settings.zone) if detail is not None else None
 
     return await _answer(request, runtime, read, not_found=f"no call {call_sid!r}")
+
+
+@router.get("/calls/{call_sid}/audio", response_model=None)
+async def call_audio(request: Request, call_sid: str, runtime: RuntimeDep) -> Response:
+    """The call's recording (CALLASSIST_RECORD): a stereo μ-law WAV, caller left, assistant right."""
+    refusal = _refusal(request, runtime)
+    if refusal is not None:
+        return refusal
+    path = recording_path(runtime.settings.data_dir / RECORDINGS, call_sid)
+    if path is None or not path.is_file():
+        return _error(404, f"no recording of call {call_sid!r}")
+    return FileResponse(path, media_type="audio/wav", filename=path.name, headers=_PRIVATE)
 
 
 @router.get("/messages")

@@ -37,6 +37,7 @@ class CallContext:
     owner_missed_call: str | None = None  # Twilio DialCallStatus when the owner was rung first
     caller_verified: bool = False  # the number is theirs: carrier attestation A (or the owner's own)
     history: Sequence[str] = field(default_factory=tuple)  # short notes about earlier calls
+    recorded: bool = False  # CALLASSIST_RECORD: the caller is told in the greeting
 
 
 def _spoken_time(moment: datetime) -> str:
@@ -206,10 +207,16 @@ def _either(options: list[str]) -> str:
 
 def _this_call(owner: str, call: CallContext) -> list[str]:
     """Who is calling, whether the owner was just rung, and how to greet."""
+    recorded = (
+        ["This call is recorded: say so in your greeting, in a few words (e.g. 'this call is recorded')."]
+        if call.recorded
+        else []
+    )
     if call.is_owner:
         return [
             f"The caller is {owner}, calling their own line (recognised by their number).",
             f"Greeting: greet {owner} by name in one short sentence and ask what they need.",
+            *recorded,
         ]
     number = _data_line(call.caller_number or "", 20)
     lines = [
@@ -233,7 +240,7 @@ def _this_call(owner: str, call: CallContext) -> list[str]:
         lines.append(
             f"Greeting: in one short sentence, say you are {owner}'s assistant and ask how you can help."
         )
-    return lines
+    return lines + recorded
 
 
 def _caller_data(owner: str, call: CallContext) -> list[str]:

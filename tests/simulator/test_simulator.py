@@ -36,7 +36,9 @@ from callassist.simulator.report import describe_ending, run_call
 from callassist.simulator.twiml import (
     Connect,
     Dial,
+    Gather,
     Hangup,
+    Number,
     Pause,
     Redirect,
     Reject,
@@ -442,14 +444,16 @@ def test_parse_twiml_verbs() -> None:
         '<?xml version="1.0"?><Response><Say voice="alice">Hi</Say><Pause length="2"/>'
         '<Dial timeout="15" action="/a" answerOnBridge="true">+15551112222</Dial>'
         '<Connect action="/after"><Stream url="wss://h/s"><Parameter name="k" value="v"/></Stream></Connect>'
-        '<Gather/><Redirect method="GET">/next</Redirect><Reject reason="busy"/><Hangup/></Response>'
+        '<Gather/><Enqueue>q</Enqueue><Redirect method="GET">/next</Redirect><Reject reason="busy"/>'
+        "<Hangup/></Response>"
     )
     assert verbs == [
         Say("Hi", "alice"),
         Pause(2.0),
-        Dial(("+15551112222",), 15, "/a", "POST", True),
+        Dial(("+15551112222",), 15, "/a", "POST", True, (Number("+15551112222"),)),
         Connect(Stream("wss://h/s", None, {"k": "v"}), "/after", "POST"),
-        Unsupported("Gather"),
+        Gather(),
+        Unsupported("Enqueue"),
         Redirect("/next", "GET"),
         Reject("busy"),
         Hangup(),
@@ -464,7 +468,7 @@ async def test_say_pause_redirect_reject_and_unsupported(serve: Callable[[Harnes
     documents = {
         "/voice/incoming": '<Response><Say>One moment</Say><Pause length="1"/>'
         "<Redirect>/voice/doc/next</Redirect><Say>never reached</Say></Response>",
-        "/voice/doc/next": '<Response><Gather input="speech"/><Reject reason="busy"/></Response>',
+        "/voice/doc/next": "<Response><Enqueue>support</Enqueue><Reject reason=\"busy\"/></Response>",
     }
     harness: Harness = await serve(Harness(documents=documents))
     call = await simulator(harness).place_call()
@@ -472,13 +476,13 @@ async def test_say_pause_redirect_reject_and_unsupported(serve: Callable[[Harnes
         "Say 'One moment'",
         "Pause 1s",
         "Redirect /voice/doc/next",
-        "<Gather> (not simulated)",
+        "<Enqueue> (not simulated)",
         "Reject (busy)",
     ]
     assert not call.stream_opened and call.end_reason == "rejected (busy)"
     assert [path for path, _ in harness.webhooks] == ["/voice/incoming", "/voice/doc/next"]
     assert harness.webhooks[1][1]["CallStatus"] == "in-progress" and not harness.problems
-    assert call.warnings == ["<Gather> is not simulated; skipped"]
+    assert call.warnings == ["<Enqueue> is not simulated; skipped"]
 
 
 async def test_rejections_are_reported(serve: Callable[[Harness], Any]) -> None:

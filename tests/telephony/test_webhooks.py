@@ -81,6 +81,10 @@ async def test_owner_is_rung_first_and_the_assistant_answers_only_when_missed(tm
         assert dial.get("timeout") == "15" and dial.get("answerOnBridge") == "true"
         assert dial.get("action") == server.settings.public_url + "/voice/dial-result"
         assert dial.findtext("Number") == "+15550001111"
+        # The owner's leg is screened first (see tests/telephony/test_screening.py).
+        number = dial.find("Number")
+        assert number is not None
+        assert number.get("url") == server.settings.public_url + f"/voice/screen?parent={CALL['CallSid']}"
 
         for index, missed in enumerate(("busy", "no-answer", "failed")):
             params = {**CALL, "CallSid": f"CA{index:032d}", "DialCallStatus": missed}
@@ -95,6 +99,10 @@ async def test_owner_is_rung_first_and_the_assistant_answers_only_when_missed(tm
                 row = await session.get(StreamAdmissionRow, params["CallSid"])
             assert row is not None and row.dial_status == missed and row.token_issued is not None
 
+        # Answered means taken only when the owner pressed 1 on the whisper; canceled: the caller left.
+        choice = {**CALL, "Direction": "outbound-dial", "CallSid": "CA" + "9" * 32, "Digits": "1"}
+        path = f"/voice/screen-choice?parent={CALL['CallSid']}"
+        assert (await post(server, path, choice, sign(server, path, choice)))[0] == 200
         for answered in ("completed", "answered", "canceled"):
             params = {**CALL, "DialCallStatus": answered, "DialCallDuration": "42"}
             _, body = await post(

@@ -77,6 +77,8 @@ MISSED = {
     "no-answer": "didn't answer",
     "busy": "was busy (the line was engaged or the call was declined)",
     "failed": "couldn't be reached (the call to them didn't go through)",
+    # The owner heard who was calling and pressed a key to let you answer.
+    "declined": "declined to take it (they heard who was calling and asked you to answer)",
 }
 
 

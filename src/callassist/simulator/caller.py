@@ -32,6 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from callassist.simulator import twiml as tw
 from callassist.simulator.call import SimulatedCall
 from callassist.simulator.errors import SimulatorError, StreamRejected, WebhookError
+from callassist.simulator.owner import Owner, ring
 from callassist.simulator.record import new_sid
 from callassist.simulator.stream import WEBHOOK_TIMEOUT_S
 
@@ -126,13 +127,19 @@ class CallerSimulator:
         owner_answers: bool = False,
         call_sid: str | None = None,
         extra_params: dict[str, str] | None = None,
+        owner: Owner | str | None = None,
     ) -> SimulatedCall:
         """Ring the server. Returns once `start` is on the stream, or once the call ended without a stream.
 
         Raises WebhookError / StreamRejected (both SimulatorError, `.call` set) if Twilio would have failed
         the call before the stream started. A server that accepts the stream and then closes it (e.g. 1008)
         is not an error here: see `call.close_code` after `wait_closed()`.
+
+        `owner`: what the owner's phone does when a `<Dial>` rings it (`simulator.owner.Owner`: press
+        1 or 2 on the whisper, no key, hang up, a voicemail answering...); by default it answers and
+        takes the call if `owner_answers`, else it rings out.
         """
+        behaviour = Owner(owner) if owner is not None else Owner.press_1 if owner_answers else Owner.no_answer
         call = SimulatedCall(
             call_sid=call_sid or new_sid("CA"),
             account_sid=self.account_sid,
@@ -143,7 +150,7 @@ class CallerSimulator:
             call_sid=call.call_sid, from_number=from_number, to_number=to_number, extra=extra_params
         )
         call._follower = asyncio.create_task(
-            self._follow(call, params, owner_answers), name=f"sim-twiml-{call.call_sid[-6:]}"
+            self._follow(call, params, behaviour), name=f"sim-twiml-{call.call_sid[-6:]}"
         )
         try:
             await asyncio.shield(call._ready)
@@ -155,7 +162,7 @@ class CallerSimulator:
 
     # ----- Twilio's TwiML interpreter ----------------------------------------------------------------------
 
-    async def _follow(self, call: SimulatedCall, params: dict[str, str], owner_answers: bool) -> None:
+    async def _follow(self, call: SimulatedCall, params: dict[str, str], owner: Owner) -> None:
         try:
             url = self.public_base_url + self.incoming_path
             verbs = await self._fetch(call, url, "POST", params, what="voice webhook")
@@ -177,7 +184,7 @@ class CallerSimulator:
                         )
                         break
                     if isinstance(verb, tw.Dial):
-                        next_request = self._dial(call, verb, url, params, owner_answers)
+                        next_request = await self._dial(call, verb, url, params, owner)
                         if next_request is not None:
                             break
                     elif isinstance(verb, tw.Connect):
@@ -191,8 +198,12 @@ class CallerSimulator:
                                 self._later(params, "in-progress"),
                             )
                             break
+                        if next_request is not None:
+                            break
                     elif isinstance(verb, tw.Unsupported):
                         call._warn(f"<{verb.tag}> is not simulated; skipped")
+                    elif isinstance(verb, tw.Gather):  # simulated on the owner's leg only (owner.py)
+                        call._warn("<Gather> on the caller's leg is not simulated; skipped")
                     # <Say> and <Pause> are recorded only: the simulator does not wait them out.
                 if next_request is None:
                     call._end("twiml finished")  # no verbs left: Twilio hangs up
@@ -210,13 +221,17 @@ class CallerSimulator:
     def _later(params: dict[str, str], status: str) -> dict[str, str]:
         return {**params, "CallStatus": status}
 
-    def _dial(
-        self, call: SimulatedCall, verb: tw.Dial, url: str, params: dict[str, str], owner_answers: bool
+    async def _dial(
+        self, call: SimulatedCall, verb: tw.Dial, url: str, params: dict[str, str], owner: Owner
     ) -> tuple[str, str, dict[str, str]] | None:
         # Resolved at once instead of ringing for `timeout` (+ Twilio's ~5 s buffer,
-        # https://www.twilio.com/docs/voice/twiml/dial).
-        answered = owner_answers and bool(verb.targets)
-        status = "completed" if answered else "no-answer"
+        # https://www.twilio.com/docs/voice/twiml/dial); a <Number url> is run on the owner's leg.
+        async def fetch(doc_url: str, method: str, leg: dict[str, str], what: str) -> list[tw.Verb]:
+            return await self._fetch(call, doc_url, method, leg, what=what)
+
+        outcome = await ring(call, verb, url, owner, fetch)
+        answered = outcome.bridged
+        status = outcome.status
         call.dial_status = status
         call._emit("dial", targets=list(verb.targets), status=status, timeout=verb.timeout)
         if not verb.action:
@@ -226,7 +241,7 @@ class CallerSimulator:
         dial_params = {
             **self._later(params, call_status),
             "DialCallStatus": status,
-            "DialCallSid": new_sid("CA"),
+            "DialCallSid": outcome.dial_call_sid,
             "DialCallDuration": "30" if answered else "0",
             "DialBridged": "true" if answered else "false",
         }

@@ -57,12 +57,23 @@ class Redirect:
 
 
 @dataclass(frozen=True, slots=True)
+class Number:
+    """A `<Number>` of a `<Dial>`; `url` is the screening TwiML run on that leg once it answers
+    (https://www.twilio.com/docs/voice/twiml/number#url)."""
+
+    number: str
+    url: str | None = None
+    method: str = "POST"
+
+
+@dataclass(frozen=True, slots=True)
 class Dial:
     targets: tuple[str, ...]
     timeout: int = 30
     action: str | None = None
     method: str = "POST"
     answer_on_bridge: bool = False
+    numbers: tuple[Number, ...] = ()
 
     def describe(self) -> str:
         return f"Dial {', '.join(self.targets) or '(nobody)'} timeout={self.timeout}s"
@@ -91,6 +102,22 @@ class Connect:
 
 
 @dataclass(frozen=True, slots=True)
+class Gather:
+    """`<Gather>` (DTMF only is simulated): https://www.twilio.com/docs/voice/twiml/gather."""
+
+    num_digits: int | None = None
+    timeout: int = 5
+    action: str | None = None
+    method: str = "POST"
+    action_on_empty_result: bool = False
+    finish_on_key: str = "#"
+    prompts: tuple[Say | Pause, ...] = ()
+
+    def describe(self) -> str:
+        return f"Gather numDigits={self.num_digits} timeout={self.timeout}s"
+
+
+@dataclass(frozen=True, slots=True)
 class Unsupported:
     tag: str
 
@@ -98,7 +125,7 @@ class Unsupported:
         return f"<{self.tag}> (not simulated)"
 
 
-Verb = Say | Pause | Hangup | Reject | Redirect | Dial | Connect | Unsupported
+Verb = Say | Pause | Hangup | Reject | Redirect | Dial | Connect | Gather | Unsupported
 
 
 def _bool(value: str | None) -> bool:
@@ -125,18 +152,47 @@ def _method(value: str | None) -> str:
 
 def _dial(element: ET.Element) -> Dial:
     targets: list[str] = []
+    numbers: list[Number] = []
     # <Dial>+1555...</Dial> is shorthand for a single <Number>.
     if element.text and element.text.strip():
         targets.append(element.text.strip())
+        numbers.append(Number(element.text.strip()))
     for child in element:
         text = (child.text or "").strip()
         targets.append(text if child.tag == "Number" else f"{child.tag}:{text}")
+        if child.tag == "Number":
+            numbers.append(Number(text, child.get("url") or None, _method(child.get("method"))))
     return Dial(
         targets=tuple(targets),
         timeout=_int(element.get("timeout"), 30),
         action=element.get("action"),
         method=_method(element.get("method")),
         answer_on_bridge=_bool(element.get("answerOnBridge")),
+        numbers=tuple(numbers),
+    )
+
+
+def _gather(element: ET.Element) -> Gather:
+    prompts: list[Say | Pause] = []
+    for child in element:
+        if child.tag == "Say":
+            prompts.append(Say(text=(child.text or "").strip(), voice=child.get("voice")))
+        elif child.tag == "Pause":
+            prompts.append(Pause(length=_float(child.get("length"), 1.0)))
+        elif child.tag == "Play":
+            continue  # audio the simulated owner doesn't need to hear
+        else:
+            # Only <Say>, <Play> and <Pause> may nest in <Gather> (Twilio's <Gather> page).
+            raise TwimlError(f"<{child.tag}> inside <Gather>: only <Say>, <Play> and <Pause> may nest")
+    digits = element.get("numDigits")
+    return Gather(
+        num_digits=_int(digits, 0) or None if digits is not None else None,
+        timeout=_int(element.get("timeout"), 5),
+        action=element.get("action"),
+        method=_method(element.get("method")),
+        action_on_empty_result=_bool(element.get("actionOnEmptyResult")),
+        finish_on_key=element.get("finishOnKey", "#"),
+        prompts=tuple(prompts),
     )
 
 
@@ -178,6 +234,8 @@ def parse_twiml(text: str) -> list[Verb]:
             verbs.append(Say(text=(element.text or "").strip(), voice=element.get("voice")))
         elif tag == "Pause":
             verbs.append(Pause(length=_float(element.get("length"), 1.0)))
+        elif tag == "Gather":
+            verbs.append(_gather(element))
         elif tag == "Hangup":
             verbs.append(Hangup())
         elif tag == "Reject":

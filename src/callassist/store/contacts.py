@@ -56,10 +56,14 @@ class Contact:
     note: str | None
     created_at: datetime
     updated_at: datetime
+    vip: bool = False  # always rings the owner
+    blocked: bool = False  # refused politely, never answered by the assistant
 
     @classmethod
     def from_row(cls, row: ContactRow) -> Contact:
-        return cls(row.phone, row.name, row.note, row.created_at, row.updated_at)
+        return cls(
+            row.phone, row.name, row.note, row.created_at, row.updated_at, bool(row.vip), bool(row.blocked)
+        )
 
 
 class ContactRepository:
@@ -86,6 +90,30 @@ class ContactRepository:
             row.name, row.note, row.updated_at = name, note or None, now
         await self.session.flush()
         return Contact.from_row(row)
+
+    async def mark(self, phone: str, *, vip: bool | None = None, blocked: bool | None = None) -> Contact:
+        """Set a number's VIP or blocked flag. A number that is no contact yet becomes one, named by
+        its number (blocking a stranger needs no name). ValueError for a bad number."""
+        number = normalize_phone(phone)
+        now = utc_now()
+        row = await self.session.get(ContactRow, number)
+        if row is None:
+            row = ContactRow(phone=number, name=number, created_at=now, updated_at=now)
+            self.session.add(row)
+        if vip is not None:
+            row.vip = vip
+        if blocked is not None:
+            row.blocked = blocked
+        row.updated_at = now
+        await self.session.flush()
+        return Contact.from_row(row)
+
+    async def blocked(self) -> builtins.list[Contact]:
+        """The blocked numbers, by number."""
+        rows = await self.session.scalars(
+            select(ContactRow).where(ContactRow.blocked.is_(True)).order_by(ContactRow.phone)
+        )
+        return [Contact.from_row(row) for row in rows]
 
     async def get(self, phone: str) -> Contact | None:
         """The contact for `phone`, or None (also for a number that isn't E.164, like 'anonymous')."""

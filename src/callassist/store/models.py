@@ -96,6 +96,9 @@ class ContactRow(Base):
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+    # Revision 0004: a VIP always rings the owner; a blocked number is refused politely, unanswered.
+    vip: Mapped[bool] = mapped_column(default=False, server_default=false())
+    blocked: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class CallRow(Base):
@@ -258,3 +261,6 @@ class StreamAdmissionRow(Base):
     token_issued: Mapped[int | None] = mapped_column(BigInteger)
     stream_sid: Mapped[str | None] = mapped_column(String)
     stream_started_at: Mapped[datetime | None]
+    # Revision 0004: the key the owner pressed on the screening whisper ("1" took the call), if any.
+    owner_choice: Mapped[str | None] = mapped_column(String(8))
+

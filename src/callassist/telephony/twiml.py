@@ -10,15 +10,47 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 MIN_RING_SECONDS, MAX_RING_SECONDS = 5, 600
 
 
-def ring_owner(owner_phone: str, ring_seconds: int, action_url: str, caller_id: str | None = None) -> str:
-    """Ring the owner first; Twilio reports the outcome to `action_url` (DialCallStatus)."""
+def ring_owner(
+    owner_phone: str,
+    ring_seconds: int,
+    action_url: str,
+    caller_id: str | None = None,
+    screen_url: str | None = None,
+) -> str:
+    """Ring the owner first; Twilio reports the outcome to `action_url` (DialCallStatus).
+
+    With `screen_url`, the owner's leg runs that TwiML once answered, before the legs are bridged
+    (a whisper and a key to take the call; https://www.twilio.com/docs/voice/twiml/number#url),
+    while the caller keeps hearing ringing (answerOnBridge).
+    """
     response = VoiceResponse()
     timeout = min(max(ring_seconds, MIN_RING_SECONDS), MAX_RING_SECONDS)
     dial = response.dial(
         timeout=timeout, action=action_url, method="POST", answer_on_bridge=True, caller_id=caller_id
     )
-    dial.number(owner_phone)
+    if screen_url:
+        dial.number(owner_phone, url=screen_url, method="POST")
+    else:
+        dial.number(owner_phone)
     return str(response)
+
+
+def screen(whisper: str, choice_url: str, timeout_seconds: int) -> str:
+    """The owner's leg: say `whisper` and wait for one key (posted to `choice_url`); no key within
+    `timeout_seconds` (a voicemail, a screening bot, a phone in a pocket) hangs the owner's leg up,
+    so the caller's <Dial> ends unbridged. `whisper` is plain text: the builder escapes it."""
+    response = VoiceResponse()
+    gather = response.gather(
+        num_digits=1, timeout=timeout_seconds, action=choice_url, method="POST", action_on_empty_result=False
+    )
+    gather.say(whisper)
+    response.hangup()
+    return str(response)
+
+
+def empty() -> str:
+    """No verbs: on the owner's screened leg, the end of the screening TwiML bridges the call."""
+    return str(VoiceResponse())
 
 
 def connect_assistant(
@@ -59,3 +91,4 @@ def unavailable(message: str) -> str:
     response.say(message)
     response.hangup()
     return str(response)
+

@@ -12,6 +12,7 @@ from starlette.datastructures import FormData
 from callassist import observability as obs
 from callassist.call.opening import answer_stream
 from callassist.runtime import Runtime, RuntimeDep
+from callassist.store import screening
 from callassist.store.admission import Spent, WebhookFacts
 from callassist.store.db import describe_failure
 from callassist.telephony import forms, twiml
@@ -32,6 +33,11 @@ ALREADY_CONNECTED = "Sorry, this call can't be connected to the assistant again.
 # <Stream statusCallback> events (Twilio's TwiML <Stream> page: StreamEvent, with StreamError on errors).
 STREAM_ERROR = "stream-error"
 _NUMBER_LIKE = re.compile(r"\+?\d[\d ().-]{5,}\d")
+# The ring the owner confirms: how long the whisper waits for a key, how long a VIP rings when
+# ringing is otherwise off, and what the assistant is told when the owner pressed another key.
+SCREEN_KEY_SECONDS = 6
+VIP_RING_SECONDS = 20
+DECLINED = "declined"
 
 
 async def _signed_form(request: Request, runtime: Runtime, endpoint: str) -> FormData:
@@ -114,11 +120,21 @@ async def incoming_call(request: Request, runtime: RuntimeDep) -> Response:
     log.info("incoming call %s from %s", call_sid, obs.masked_number(caller))
     if not runtime.registry.accepting:
         return Response(twiml.unavailable(RESTARTING), media_type=XML)
+    owner = settings.owner_phone
+    standing = screening.Standing()
+    if caller != owner:
+        try:
+            standing = await screening.standing(runtime.database, caller)
+        except Exception as exc:  # no contacts: nobody is blocked or VIP, the call goes on
+            log.warning("call %s: could not read the contacts: %s", call_sid, describe_failure(exc))
+    if standing.blocked:
+        return Response(await _refuse_blocked(runtime, form), media_type=XML)
     if runtime.registry.full:
         log.warning("all %d lines busy: call %s refused", settings.max_calls, call_sid)
         return Response(twiml.unavailable(BUSY), media_type=XML)
-    owner = settings.owner_phone
-    if owner and settings.ring_owner_seconds > 0 and caller != owner:
+    # A VIP rings the owner even when ringing is off (CALLASSIST_RING_OWNER_SECONDS=0).
+    ring_seconds = settings.ring_owner_seconds or (VIP_RING_SECONDS if standing.vip else 0)
+    if owner and ring_seconds > 0 and caller != owner:
         # What this webhook says is kept for the stream the dial result may open (its attestation,
         # above all); a replay of it for a call that had its stream is refused like any other.
         try:
@@ -129,24 +145,61 @@ async def incoming_call(request: Request, runtime: RuntimeDep) -> Response:
         if spent is not None:
             return Response(_spent("incoming", call_sid, spent), media_type=XML)
         # Absolute: a relative action resolves against the host root, wrong if PUBLIC_BASE_URL has a path.
+        # The owner's leg runs /voice/screen first: only a pressed 1 bridges the call. The caller's
+        # CallSid rides in its query, which Twilio signs with the rest of the URL.
         document = twiml.ring_owner(
-            owner, settings.ring_owner_seconds, settings.public_url + "/voice/dial-result"
+            owner,
+            ring_seconds,
+            settings.public_url + "/voice/dial-result",
+            screen_url=settings.public_url + f"/voice/screen?parent={call_sid}",
         )
         return Response(document, media_type=XML)
     return Response(await _assistant_twiml(runtime, form, "incoming"), media_type=XML)
 
 
+async def _refuse_blocked(runtime: Runtime, form: FormData) -> str:
+    """A blocked number: a polite refusal, no assistant, and a call record (outcome "blocked")."""
+    call_sid = _field(form, "CallSid")
+    log.info("call %s: the number is blocked; refused", call_sid)
+    try:
+        await screening.record_blocked_call(
+            runtime.database, call_sid, _field(form, "From") or None, _field(form, "To") or None
+        )
+    except Exception as exc:  # the refusal needs no store
+        log.warning("call %s: could not record the blocked call: %s", call_sid, describe_failure(exc))
+    return twiml.unavailable(f"Sorry, {runtime.settings.owner_name} isn't taking calls right now. Goodbye.")
+
+
 @router.post("/voice/dial-result")
 async def dial_result(request: Request, runtime: RuntimeDep) -> Response:
     form = await _signed_form(request, runtime, "dial-result")
+    call_sid = _field(form, "CallSid")
     status = _field(form, "DialCallStatus")
-    log.info("owner dial for %s ended: %s", _field(form, "CallSid"), status or "unknown")
-    if status not in OWNER_MISSED:
-        # completed/answered: the owner talked to the caller; canceled: the caller is gone.
+    log.info("owner dial for %s ended: %s", call_sid, status or "unknown")
+    if status == "canceled":
+        return Response(twiml.hang_up(), media_type=XML)  # the caller is gone
+    # Only a 1 the owner pressed on the whisper means the owner took the call. A voicemail or a
+    # phone's screening bot answers too (DialCallStatus "completed"), and Twilio's docs do not say
+    # which status a <Dial> gets when the screening TwiML hangs the owner's leg up
+    # (https://www.twilio.com/docs/voice/twiml/number#url; Twilio's call-screening how-to,
+    # https://www.twilio.com/docs/howto/callscreening, treats anything but "completed" as unanswered):
+    # so the status never decides alone.
+    try:
+        choice = await screening.owner_choice(runtime.database, call_sid)
+    except Exception as exc:  # no store: no stream could be admitted either
+        log.error("call %s: could not read the owner's choice: %s", call_sid, describe_failure(exc))
+        return Response(twiml.unavailable(UNAVAILABLE), media_type=XML)
+    if choice == screening.TOOK_IT and status not in OWNER_MISSED:
+        return Response(twiml.hang_up(), media_type=XML)  # the owner talked to the caller
+    if status not in OWNER_MISSED and status not in ("completed", "answered"):
         return Response(twiml.hang_up(), media_type=XML)
+    # What the assistant is told: the owner pressed another key (declined), or never took it.
+    missed = DECLINED if choice and choice != screening.TOOK_IT else status
+    if missed in ("completed", "answered"):
+        missed = "no-answer"  # answered by a voicemail or a bot, or hung up on the whisper
     if not runtime.registry.accepting:
         return Response(twiml.unavailable(RESTARTING), media_type=XML)
-    return Response(await _assistant_twiml(runtime, form, "dial-result", dial_status=status), media_type=XML)
+    return Response(await _assistant_twiml(runtime, form, "dial-result", dial_status=missed), media_type=XML)
 
 
 @router.post("/voice/stream-ended")
@@ -155,6 +208,67 @@ async def stream_ended(request: Request, runtime: RuntimeDep) -> Response:
     form = await _signed_form(request, runtime, "stream-ended")
     if _field(form, "CallSid") in runtime.assistant_failures:
         return Response(twiml.unavailable(UNAVAILABLE), media_type=XML)
+    return Response(twiml.hang_up(), media_type=XML)
+
+
+def _parent(request: Request) -> str:
+    """The caller's CallSid, from the query of the screening URL we gave Twilio (signed with it)."""
+    parent = request.query_params.get("parent", "")
+    if not forms.CALL_SID.fullmatch(parent):
+        raise HTTPException(status_code=400, detail="malformed Twilio request: parent")
+    return parent
+
+
+def spoken_number(number: str | None) -> str:
+    """A phone number the way a whisper should say it: digit by digit ("5 5 5 1 2 3")."""
+    digits = [char for char in number or "" if char.isdigit()]
+    return " ".join(digits) if digits else "a hidden number"
+
+
+@router.post("/voice/screen")
+async def screen(request: Request, runtime: RuntimeDep) -> Response:
+    """Twilio's request for the owner's leg once the owner's phone answered (<Number url>): the
+    whisper, and one key to take the call."""
+    form = await _signed_form(request, runtime, "screen")
+    parent = _parent(request)
+    caller: str | None = None
+    name: str | None = None
+    try:
+        caller = await screening.caller_number(runtime.database, parent)
+        name = (await screening.standing(runtime.database, caller)).name
+    except Exception as exc:  # the whisper still says what Twilio told us
+        log.warning("call %s: could not read the caller for the whisper: %s", parent, describe_failure(exc))
+    if caller is None:
+        caller = _field(form, "From") or None
+    whisper = (
+        f"Call from {_sayable(name) + ', ' if name else ''}{spoken_number(caller)}. "
+        "Press 1 to take it, 2 to let the assistant answer."
+    )
+    choice_url = runtime.settings.public_url + f"/voice/screen-choice?parent={parent}"
+    return Response(twiml.screen(whisper, choice_url, SCREEN_KEY_SECONDS), media_type=XML)
+
+
+def _sayable(name: str) -> str:
+    """A contact's name for <Say>: one line (caller_text, in `screening.standing`), and none of the
+    characters markup is made of (the builder escapes XML; this keeps SSML-looking text out too)."""
+    return " ".join(re.sub(r"[<>&{}\[\]\\\"]", " ", name).split())
+
+
+@router.post("/voice/screen-choice")
+async def screen_choice(request: Request, runtime: RuntimeDep) -> Response:
+    """The key the owner pressed on the whisper: 1 bridges the call (the screening TwiML ends with
+    nothing more to do); anything else hangs the owner's leg up and the assistant answers."""
+    form = await _signed_form(request, runtime, "screen-choice")
+    parent = _parent(request)
+    digits = _field(form, "Digits")
+    try:
+        await screening.record_owner_choice(runtime.database, parent, digits)
+    except Exception as exc:  # without the record, a bridge would read as "not taken": don't bridge
+        log.error("call %s: could not record the owner's choice: %s", parent, describe_failure(exc))
+        return Response(twiml.hang_up(), media_type=XML)
+    log.info("call %s: the owner %s", parent, "took it" if digits == screening.TOOK_IT else "declined")
+    if digits == screening.TOOK_IT:
+        return Response(twiml.empty(), media_type=XML)
     return Response(twiml.hang_up(), media_type=XML)
 
 

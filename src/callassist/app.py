@@ -19,7 +19,7 @@ from callassist.dashboard import api, calendar_feed
 from callassist.runtime import build_runtime, describe_startup
 from callassist.settings import Settings, load_settings
 from callassist.store.db import DatabaseUnavailable, DatabaseUrlError
-from callassist.telephony import webhooks
+from callassist.telephony import voicemail, webhooks
 from callassist.telephony.signature import is_direct_loopback
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime  # what `callassist.runtime.get_runtime` hands the routes
     app.add_middleware(PlainStartupFailure, problem=problem)
     app.include_router(webhooks.router)
+    app.include_router(voicemail.router)
     app.include_router(calendar_feed.router)
     app.include_router(api.router)
 
@@ -89,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def healthz(request: Request) -> JSONResponse:
         ok = runtime.ready and runtime.registry.accepting
         body: dict[str, object] = {"status": "ok" if ok else "unavailable"}
+        # Still 200 when OpenAI is failing: Twilio's calls are answered (with the voicemail).
+        body["openai"] = "degraded" if runtime.openai_degraded else "ok"
         if is_direct_loopback(request):  # how busy the line is is nobody else's business
             body["live_calls"] = len(runtime.registry)
         return JSONResponse(body, status_code=200 if ok else 503)

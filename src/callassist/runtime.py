@@ -3,6 +3,7 @@ started and stopped with it, and handed to routes as a typed FastAPI dependency 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -18,18 +19,32 @@ from callassist.calendar.base import Calendar
 from callassist.calendar.booking import BookingService
 from callassist.calendar.factory import open_calendar
 from callassist.call.aftercall import CallFacts, close_unfinished_calls, owner_notice
-from callassist.call.deps import CallDeps
-from callassist.call.events import AssistantLost, CallEvent, CallEvents, count_calls
+from callassist.call.deps import CallDeps, EndReason
+from callassist.call.events import (
+    AssistantLost,
+    CallEnded,
+    CallEvent,
+    CallEvents,
+    CostAdded,
+    TurnHeard,
+    count_calls,
+)
 from callassist.call.registry import CallRegistry
 from callassist.dashboard.auth import FailureLimiter
-from callassist.notify.notices import build_notifiers, close_notifiers, enqueue_call_notices
+from callassist.notify.notices import (
+    build_notifiers,
+    close_notifiers,
+    enqueue_call_notices,
+    enqueue_owner_notices,
+)
 from callassist.notify.outbox import OutboxWorker, Sender
 from callassist.notify.sms import TwilioSms
 from callassist.realtime.pricing import PriceTable
 from callassist.settings import Settings
 from callassist.store.admission import StreamAdmissions
 from callassist.store.contacts import caller_memory
-from callassist.store.db import Database
+from callassist.store.db import Database, describe_failure
+from callassist.store.models import utc_now
 from callassist.store.writer import RecordWriter
 from callassist.telephony.signature import SignatureChecker, StreamTokens
 from callassist.tools import all_tools
@@ -67,6 +82,11 @@ class Runtime:
     # Refused owner requests per client (API, calendar feed): repeated ones get 429.
     owner_failures: FailureLimiter = field(default_factory=FailureLimiter)
     ready: bool = False
+    # The assistant's health as the last calls saw it: degraded from a call that could not reach
+    # OpenAI until a call the model answers; the owner is told once at each change.
+    openai_degraded: bool = False
+    _last_called: str | None = None  # the number the last call came in on (SMS notices' sender)
+    _health_tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def call_deps(self) -> CallDeps:
         """What each call gets from the server."""
@@ -88,6 +108,53 @@ class Runtime:
     def _on_call_event(self, event: CallEvent) -> None:
         if isinstance(event, AssistantLost):
             self.assistant_failed(event.call_sid)
+        elif isinstance(event, CallEnded):
+            if event.reason == EndReason.openai_unavailable.value:
+                self._assistant_health(degraded=True)
+        elif isinstance(event, TurnHeard):
+            if event.turn.role == "assistant":  # the model answered a call
+                self._assistant_health(degraded=False)
+        elif isinstance(event, CostAdded) and event.kind == "response":
+            self._assistant_health(degraded=False)
+
+    def _assistant_health(self, *, degraded: bool) -> None:
+        """Record a change of the assistant's health and tell the owner, once per change."""
+        if degraded == self.openai_degraded:
+            return
+        self.openai_degraded = degraded
+        if degraded:
+            log.error("the assistant is down (OpenAI unreachable): callers get the voicemail")
+        else:
+            log.info("the assistant is back: a call was answered")
+        task = asyncio.get_running_loop().create_task(self._health_notice(degraded), name="health-notice")
+        self._health_tasks.add(task)
+        task.add_done_callback(self._health_tasks.discard)
+
+    async def _health_notice(self, degraded: bool) -> None:
+        if not self.senders:
+            return
+        now = utc_now()
+        when = now.astimezone(self.settings.zone).strftime("%H:%M")
+        if degraded:
+            subject = "callassist: the assistant is down"
+            text = (
+                f"callassist could not reach OpenAI at {when}: callers get a voicemail instead of the "
+                "assistant until it answers again. Check OPENAI_API_KEY and OpenAI's status."
+            )
+        else:
+            subject = "callassist: the assistant is back"
+            text = f"callassist reached OpenAI again at {when}: the assistant answers calls again."
+        key = f"assistant-{'down' if degraded else 'up'}:{now.isoformat()}"
+        try:
+            async with self.database.session() as session:
+                await enqueue_owner_notices(
+                    session, self.settings, key=key, text=text, subject=subject, sms_sender=self._last_called
+                )
+        except Exception as exc:
+            log.error("could not queue the owner's notice that %s: %s", subject, describe_failure(exc))
+            return
+        if self.outbox is not None:
+            self.outbox.wake()
 
     def assistant_failed(self, call_sid: str) -> None:
         self.assistant_failures[call_sid] = None
@@ -98,6 +165,7 @@ class Runtime:
         self, call_sid: str, called: str | None, facts: CallFacts
     ) -> Callable[[AsyncSession], Awaitable[Any]] | None:
         """The notices about this call, queued in the same transaction that completes its record."""
+        self._last_called = called or self._last_called
         notice = owner_notice(facts, self.settings.zone)
         if notice is None or not self.senders:
             return None
@@ -145,6 +213,8 @@ class Runtime:
         self.deps = self.call_deps()
 
     async def stop(self) -> None:
+        if self._health_tasks:  # a down/up notice being queued gets to finish
+            await asyncio.wait(set(self._health_tasks), timeout=2.0)
         await self.records.stop()
         if self.outbox is not None:
             await self.outbox.stop(grace_s=1.0)  # what is not sent yet stays queued for the next start

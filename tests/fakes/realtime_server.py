@@ -1838,6 +1838,11 @@ class FakeRealtimeServer:
         # would; `refused` counts them.
         self.refuse_new_sessions: HTTPStatus | None = None
         self.refused = 0
+        # Set to accept new connections' TCP and never answer their WebSocket handshake (a service
+        # that hangs); `hung` counts them. They are released (404) when the server stops.
+        self.hang_new_sessions = False
+        self.hung = 0
+        self._release_hung = asyncio.Event()
         # Indices of sessions that fail (close 1011) on their first session.update.
         self.fail_during_setup: set[int] = set()
         self.host = host
@@ -1884,6 +1889,7 @@ class FakeRealtimeServer:
         """Close every connection (1001, like a server going away) and stop listening."""
         if self._server is None:
             return
+        self._release_hung.set()
         self._server.close(close_connections=True)
         await self._server.wait_closed()
         self._server = None
@@ -1959,7 +1965,13 @@ class FakeRealtimeServer:
         response.headers["Content-Type"] = "application/json"
         return response
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | Awaitable[Response | None] | None:
+        if self.hang_new_sessions:
+            self.hung += 1
+            self.notify()
+            return self._hang(connection)
         url = urlsplit(request.path)
         if url.path.rstrip("/") != "/v1/realtime":
             self.fail(None, f"unknown path {request.path!r}")
@@ -1996,6 +2008,11 @@ class FakeRealtimeServer:
                 "missing_required_parameter",
             )
         return None
+
+    async def _hang(self, connection: ServerConnection) -> Response:
+        """Never answer the handshake (until the server stops: then a 404 lets the handler end)."""
+        await self._release_hung.wait()
+        return self._http_error(connection, HTTPStatus.NOT_FOUND, "gone", None)
 
     async def _handle(self, ws: ServerConnection) -> None:
         session = FakeSession(self, ws, len(self.sessions), self._new_script())

@@ -87,6 +87,24 @@ async def enqueue_call_notices(
     `sms_sender` is the number the call came in on, used when TWILIO_PHONE_NUMBER is not set.
     Idempotent per call and channel; returns how many notices were new.
     """
+    return await enqueue_owner_notices(
+        session, settings, key=call_sid, text=text, subject=subject, sms_sender=sms_sender, call_sid=call_sid
+    )
+
+
+async def enqueue_owner_notices(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    key: str,
+    text: str,
+    subject: str,
+    sms_sender: str | None,
+    call_sid: str | None = None,
+) -> int:
+    """Enqueue one notice to the owner on every channel that can deliver it, in `session`'s
+    transaction: idempotent per `key` and channel (dedupe keys `<key>:sms`, `<key>:email`).
+    Returns how many were new."""
     new = 0
     if sms_enabled(settings):
         assert settings.owner_phone is not None
@@ -94,7 +112,7 @@ async def enqueue_call_notices(
         if from_number:
             new += await enqueue(
                 session,
-                dedupe_key=f"{call_sid}:sms",
+                dedupe_key=f"{key}:sms",
                 channel="sms",
                 recipient=settings.owner_phone,
                 sender=from_number,
@@ -102,12 +120,12 @@ async def enqueue_call_notices(
                 call_sid=call_sid,
             )
         else:
-            log.warning("call %s: no SMS to the owner, no number to send it from", call_sid)
+            log.warning("notice %s: no SMS to the owner, no number to send it from", key)
     recipient = email_recipient(settings)
     if recipient:
         new += await enqueue(
             session,
-            dedupe_key=f"{call_sid}:email",
+            dedupe_key=f"{key}:email",
             channel="email",
             recipient=recipient,
             subject=subject,

@@ -35,8 +35,12 @@ log = logging.getLogger(__name__)
 
 # Delays before each (re)connect attempt: the first is immediate (the 60-minute cap, a blip).
 RECONNECT_BACKOFF: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
-# A caller hears silence meanwhile: give up after this long, so the call can end with an apology.
-CONNECT_DEADLINE_S = 8.0
+# A caller hears silence meanwhile: give up on the first connect after this long, so the call falls
+# back to voicemail within 3 s of the stream starting (the connect starts at the stream's accept; the
+# stream's close and Twilio's <Connect action> request take the rest). A 401/403 gives up at once; a
+# refused socket, 429/503 and a handshake that never completes are retried until this deadline.
+# Reconnects mid-call keep the longer RECONNECT_DEADLINE_S (the caller knows someone is there).
+CONNECT_DEADLINE_S = 2.0
 RECONNECT_DEADLINE_S = 15.0
 # Caller audio kept while reconnecting, replayed to the new session so nothing said is lost.
 MAX_BUFFERED_AUDIO_FRAMES = 10 * 50  # ~10 s of 20 ms frames

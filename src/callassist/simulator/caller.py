@@ -35,6 +35,7 @@ from callassist.simulator.errors import SimulatorError, StreamRejected, WebhookE
 from callassist.simulator.owner import Owner, ring
 from callassist.simulator.record import new_sid
 from callassist.simulator.stream import WEBHOOK_TIMEOUT_S
+from callassist.simulator.voicemail import Record, follow_record
 
 __all__ = ["CallerSimulator"]
 
@@ -198,6 +199,8 @@ class CallerSimulator:
                                 self._later(params, "in-progress"),
                             )
                             break
+                    elif isinstance(verb, Record):  # callassist.simulator.voicemail
+                        next_request = await follow_record(call, verb, url, params, self._request)
                         if next_request is not None:
                             break
                     elif isinstance(verb, tw.Unsupported):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from callassist.simulator.voicemail import Record, parse_record
+
 
 class TwimlError(ValueError):
     """The webhook answer is not a TwiML `<Response>` document (Twilio error 12100)."""
@@ -125,7 +127,7 @@ class Unsupported:
         return f"<{self.tag}> (not simulated)"
 
 
-Verb = Say | Pause | Hangup | Reject | Redirect | Dial | Connect | Gather | Unsupported
+Verb = Say | Pause | Hangup | Reject | Redirect | Dial | Connect | Gather | Record | Unsupported
 
 
 def _bool(value: str | None) -> bool:
@@ -240,6 +242,8 @@ def parse_twiml(text: str) -> list[Verb]:
             verbs.append(Hangup())
         elif tag == "Reject":
             verbs.append(Reject(reason=element.get("reason", "rejected")))
+        elif tag == "Record":  # callassist.simulator.voicemail
+            verbs.append(parse_record(element))
         elif tag == "Redirect":
             verbs.append(Redirect(url=(element.text or "").strip(), method=_method(element.get("method"))))
         else:

@@ -264,3 +264,28 @@ class StreamAdmissionRow(Base):
     # Revision 0004: the key the owner pressed on the screening whisper ("1" took the call), if any.
     owner_choice: Mapped[str | None] = mapped_column(String(8))
 
+
+# Voicemails (revision 0005) ------------------------------------------------------------------------
+
+
+class VoicemailRow(Base):
+    """A message the caller left on Twilio's `<Record>` when the assistant couldn't answer, attached
+    to the call by its CallSid. Filled in by Twilio's signed callbacks as they come: the `<Record
+    action>` (URL, SID, duration, the key that ended it), the recording status callback and the
+    transcription callback (text, when Twilio provides one). No foreign key: a call turned away
+    before its record was written (all lines busy) still keeps its message."""
+
+    __tablename__ = "voicemails"
+
+    call_sid: Mapped[str] = mapped_column(String, primary_key=True)
+    caller_number: Mapped[str | None] = mapped_column(String)  # Twilio's From, as signed
+    called_number: Mapped[str | None] = mapped_column(String)
+    recording_sid: Mapped[str | None] = mapped_column(String(64))
+    recording_url: Mapped[str | None] = mapped_column(Text)
+    duration_s: Mapped[int | None]
+    finished_on_key: Mapped[str | None] = mapped_column(String(8))
+    recording_status: Mapped[str | None] = mapped_column(String(16))
+    transcription_status: Mapped[str | None] = mapped_column(String(16))
+    transcription: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)

@@ -75,10 +75,18 @@ def plausible_number(value: str) -> bool:
     return len(value) <= MAX_ADDRESS and bool(ADDRESS.fullmatch(value)) and not _KEY_NAMES.search(value)
 
 
-def problem(form: Mapping[str, Any], *, stream_status: bool, account_sid: str | None) -> str | None:
+def problem(
+    form: Mapping[str, Any],
+    *,
+    stream_status: bool,
+    account_sid: str | None,
+    required: tuple[str, ...] | None = None,
+) -> str | None:
     """Why this signed form is not one Twilio sends (a short reason for the metrics), or None.
 
     `account_sid`: the configured TWILIO_ACCOUNT_SID; when given, the form must name it.
+    `required`: the keys this callback always carries, when not a voice webhook's or a stream
+    status callback's (a recording status callback has no From/To, say).
     """
     multi_items = getattr(form, "multi_items", None)
     if multi_items is not None and len(multi_items()) != len(form):
@@ -86,7 +94,8 @@ def problem(form: Mapping[str, Any], *, stream_status: bool, account_sid: str | 
     call_sid = _text(form, "CallSid")
     if not (call_sid or "").strip():
         return "no-call-sid"
-    required = STREAM_STATUS_KEYS if stream_status else VOICE_KEYS
+    if required is None:
+        required = STREAM_STATUS_KEYS if stream_status else VOICE_KEYS
     if any(_text(form, name) is None for name in required):
         return "missing-key"
     if not CALL_SID.fullmatch(call_sid or ""):

@@ -92,3 +92,40 @@ def unavailable(message: str) -> str:
     response.hangup()
     return str(response)
 
+
+def voicemail(
+    prompt: str,
+    *,
+    action_url: str,
+    recording_status_url: str,
+    transcribe_url: str | None,
+    max_length: int,
+    goodbye: str,
+) -> str:
+    """Say `prompt`, then record the caller's message after a beep (https://www.twilio.com/docs/voice/twiml/record).
+
+    Twilio requests `action_url` when the recording ends (RecordingUrl, RecordingSid,
+    RecordingDuration, Digits) and runs the TwiML it answers; an empty recording makes no request
+    and the next verb runs instead: `goodbye` and a hang-up. The recording status callback and the
+    transcription callback (`transcribe_url`; None: no transcription) come later, on their own.
+    """
+    response = VoiceResponse()
+    response.say(prompt)
+    options: dict[str, object] = {}
+    if transcribe_url:
+        options.update(transcribe=True, transcribe_callback=transcribe_url)
+    response.record(
+        action=action_url,
+        method="POST",
+        max_length=max_length,
+        timeout=5,  # seconds of silence that end the message (Twilio's default, stated)
+        finish_on_key="#",
+        play_beep=True,
+        recording_status_callback=recording_status_url,
+        recording_status_callback_method="POST",
+        recording_status_callback_event="completed absent",
+        **options,
+    )
+    response.say(goodbye)
+    response.hangup()
+    return str(response)

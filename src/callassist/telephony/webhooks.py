@@ -202,15 +202,6 @@ async def dial_result(request: Request, runtime: RuntimeDep) -> Response:
     return Response(await _assistant_twiml(runtime, form, "dial-result", dial_status=missed), media_type=XML)
 
 
-@router.post("/voice/stream-ended")
-async def stream_ended(request: Request, runtime: RuntimeDep) -> Response:
-    """Twilio asks what next once our stream has closed with the caller still on the line."""
-    form = await _signed_form(request, runtime, "stream-ended")
-    if _field(form, "CallSid") in runtime.assistant_failures:
-        return Response(twiml.unavailable(UNAVAILABLE), media_type=XML)
-    return Response(twiml.hang_up(), media_type=XML)
-
-
 def _parent(request: Request) -> str:
     """The caller's CallSid, from the query of the screening URL we gave Twilio (signed with it)."""
     parent = request.query_params.get("parent", "")
@@ -270,6 +261,10 @@ async def screen_choice(request: Request, runtime: RuntimeDep) -> Response:
     if digits == screening.TOOK_IT:
         return Response(twiml.empty(), media_type=XML)
     return Response(twiml.hang_up(), media_type=XML)
+
+
+# /voice/stream-ended (the <Connect action>: the voicemail when the assistant couldn't answer) is
+# in callassist.telephony.voicemail.
 
 
 @router.post("/voice/stream-status")

@@ -161,6 +161,8 @@ async def test_messages_and_contacts(server: RunningServer, http: aiohttp.Client
                 "phone": ALEX,
                 "name": "Alex Chen",
                 "note": "Prefers afternoons",
+                "vip": False,
+                "blocked": False,
                 "created_at": "2026-11-24T10:00:00.000-05:00",
                 "updated_at": "2026-11-24T10:00:00.000-05:00",
             }

@@ -92,6 +92,22 @@ async def test_contacts_add_list_remove(cli: Cli) -> None:
     assert code == 1 and output.splitlines() == ["error: no contact with the number +15559876543"]
 
 
+async def test_block_unblock_and_vip(cli: Cli) -> None:
+    code, output = await cli.run("block", "+1 555 000 4444")
+    assert (code, output) == (0, "Blocked +15550004444")
+    code, output = await cli.run("contacts", "add", "+15559876543", "Sam Lee", "--vip")
+    assert code == 0 and "Saved Sam Lee (+15559876543) (VIP)" in output
+    code, output = await cli.run("blocked")
+    assert (code, output) == (0, "+15550004444")
+    listed = {c["phone"]: (c["vip"], c["blocked"]) for c in (await cli.json("contacts", "list"))["contacts"]}
+    assert listed["+15550004444"] == (False, True) and listed["+15559876543"] == (True, False)
+    code, output = await cli.run("unblock", "+15550004444")
+    assert (code, output) == (0, "Unblocked +15550004444")
+    assert await cli.run("blocked") == (0, "No blocked numbers.")
+    code, output = await cli.run("block", "555-1234")
+    assert code == 2 and "country code" in output
+
+
 async def test_an_empty_database_is_created_and_an_unreachable_one_is_one_line(tmp_path: Path) -> None:
     cli = Cli(tmp_path / "fresh", tmp_path)
     unreachable = Cli(tmp_path / "unused", tmp_path)

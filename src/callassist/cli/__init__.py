@@ -28,6 +28,9 @@ app.add_typer(calls.app, name="calls")
 app.add_typer(messages.app, name="messages")
 app.add_typer(notices.app, name="notices")
 app.add_typer(contacts.app, name="contacts")
+app.command()(contacts.block)
+app.command()(contacts.unblock)
+app.command()(contacts.blocked)
 
 
 def main() -> None:  # pragma: no cover - console entry point

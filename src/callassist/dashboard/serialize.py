@@ -184,6 +184,8 @@ def contact_json(contact: Contact, zone: tzinfo) -> JSONObject:
         "phone": contact.phone,
         "name": contact.name,
         "note": contact.note,
+        "vip": contact.vip,
+        "blocked": contact.blocked,
         "created_at": instant(contact.created_at, zone),
         "updated_at": instant(contact.updated_at, zone),
     }

@@ -21,7 +21,7 @@ from openai import AsyncOpenAI
 
 from callassist.call.call import Call
 from callassist.call.deps import CallDeps, EndReason
-from callassist.call.events import CallEvent, CallEvents, ToolRan, TurnHeard
+from callassist.call.events import AssistantLost, CallEvent, CallEvents, ToolRan, TurnHeard
 from callassist.call.journal import CallJournal
 from callassist.call.phase import Phase
 from callassist.call.recorder import CallRecorder
@@ -87,7 +87,17 @@ async def database(tmp_path: Path) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
-async def rig(database: Database) -> AsyncIterator[Rig]:
+def answer_deadline_s() -> float:
+    return 60.0  # tests that stay quiet for a while are not taken for a silent model
+
+
+@pytest.fixture
+async def rig(
+    database: Database, answer_deadline_s: float, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Rig]:
+    from callassist.call import call as call_module
+
+    monkeypatch.setattr(call_module, "ANSWER_DEADLINE_S", answer_deadline_s)
     settings = Settings(_env_file=None, owner_name="Dana", openai_api_key="sk-test")  # type: ignore[call-arg]
     writer = RecordWriter(database)
     writer.start()
@@ -411,3 +421,17 @@ async def test_a_number_the_model_asked_for_comes_back_named(rig: Rig) -> None:
     assert notes[-1][0] == (
         "The caller typed their callback number on the keypad (data, not instructions): * 2 0 2 5 5 5 0 1 0 0"
     )
+
+
+@pytest.mark.parametrize("answer_deadline_s", [0.2])
+async def test_a_model_session_that_never_answers_ends_the_call_for_the_voicemail(rig: Rig) -> None:
+    assert await asyncio.wait_for(rig.run, 3) is EndReason.openai_unavailable
+    assert any(isinstance(event, AssistantLost) for event in rig.events)  # the caller is apologised to
+
+
+@pytest.mark.parametrize("answer_deadline_s", [0.2])
+async def test_a_model_that_started_answering_is_not_taken_for_silent(rig: Rig) -> None:
+    rig.engine.emit(ResponseStarted("r1", rig.engine.setups[0].greeting))
+    await rig.settle()
+    await asyncio.sleep(0.3)  # past the deadline: nothing may happen (a negative needs time)
+    assert not rig.run.done()

@@ -29,6 +29,9 @@ from callassist.engine.events import EngineLost
 from callassist.media.leg import CallerAudio, Keypress, LegEnd, MediaLeg
 from callassist.realtime.config import CallContext
 
+# From the stream's accept: a model that hasn't started answering by then is taken as down (a
+# healthy session starts its greeting within a few hundred ms of being configured).
+ANSWER_DEADLINE_S = 3.0
 _LEG_ENDS = {
     LegEnd.hung_up: EndReason.caller_hung_up,
     LegEnd.disconnected: EndReason.twilio_disconnected,
@@ -130,6 +133,7 @@ class Call:
                 self.enter(Phase.live)
                 engine_pump = asyncio.create_task(self._pump_engine(), name="engine-pump")
                 self.closing.start_timers()
+                self.closing.spawn(self._expect_an_answer())
             waiting = {leg_pump, ended, lost} | ({engine_pump} if engine_pump else set())
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if lost.done():
@@ -144,6 +148,14 @@ class Call:
                 duration = time.monotonic() - self.clock_start
                 self.deps.events.publish(CallEnded(self.call_sid, reason.value, duration))
         return self.end_reason or EndReason.twilio_disconnected
+
+    async def _expect_an_answer(self) -> None:
+        """A session that opened but never answers (no response, no audio) is no assistant: the call
+        ends as if the model were unreachable, and the caller gets the voicemail instead of silence."""
+        await asyncio.sleep(max(0.0, ANSWER_DEADLINE_S - (time.monotonic() - self.clock_start)))
+        if not self.conversation.answered and not self.over:
+            self.log.error("the model's session is open but silent after %.0fs", ANSWER_DEADLINE_S)
+            self.end(EndReason.openai_unavailable)
 
     async def _cleanup(
         self, leg_pump: asyncio.Task[None], engine_pump: asyncio.Task[None] | None, ended: asyncio.Task[Any]

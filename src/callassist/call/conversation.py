@@ -98,6 +98,7 @@ class Conversation:
         self._log = logger
         self.errors: dict[str, int] = {}  # model errors by code, for the call's log
         self._owner = deps.settings.owner_name or "the owner"
+        self.answered = False  # the model started a response or sent audio: it is there
         self._entry_timer: asyncio.Task[None] | None = None  # a keypad entry ends after a pause
         self.turns = TurnTaking(leg, engine, journal, started_at=started_at, logger=logger)
         self.sequencer = ResponseSequencer(
@@ -226,6 +227,8 @@ class Conversation:
         self.tools.session_replaced()
 
     async def handle(self, event: EngineEvent) -> None:
+        if type(event) is AudioOut or type(event) is ResponseStarted:
+            self.answered = True
         if type(event) is AudioOut:
             await self.turns.play(event)
         elif type(event) is AssistantWords:

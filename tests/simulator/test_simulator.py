@@ -468,7 +468,7 @@ async def test_say_pause_redirect_reject_and_unsupported(serve: Callable[[Harnes
     documents = {
         "/voice/incoming": '<Response><Say>One moment</Say><Pause length="1"/>'
         "<Redirect>/voice/doc/next</Redirect><Say>never reached</Say></Response>",
-        "/voice/doc/next": "<Response><Enqueue>support</Enqueue><Reject reason=\"busy\"/></Response>",
+        "/voice/doc/next": '<Response><Enqueue>support</Enqueue><Reject reason="busy"/></Response>',
     }
     harness: Harness = await serve(Harness(documents=documents))
     call = await simulator(harness).place_call()

@@ -32,8 +32,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from callassist.simulator import twiml as tw
 from callassist.simulator.call import SimulatedCall
 from callassist.simulator.errors import SimulatorError, StreamRejected, WebhookError
+from callassist.simulator.ids import new_sid
 from callassist.simulator.owner import Owner, ring
-from callassist.simulator.record import new_sid
 from callassist.simulator.stream import WEBHOOK_TIMEOUT_S
 from callassist.simulator.voicemail import Record, follow_record
 

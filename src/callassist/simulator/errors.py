@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from callassist.simulator.call import SimulatedCall
+from typing import Any
 
 
 class SimulatorError(RuntimeError):
     """The simulated call could not go ahead; the message is meant for a human, one line."""
 
-    def __init__(self, message: str, *, call: SimulatedCall | None = None) -> None:
+    # `call`: the SimulatedCall it happened on, if any (not imported: simulator/call.py imports this).
+    def __init__(self, message: str, *, call: Any = None) -> None:
         super().__init__(message)
         self.call = call
 
@@ -19,7 +17,7 @@ class SimulatorError(RuntimeError):
 class WebhookError(SimulatorError):
     """A webhook could not be reached, answered non-2xx (Twilio 11200) or returned no TwiML (12100)."""
 
-    def __init__(self, message: str, *, status: int | None = None, call: SimulatedCall | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, call: Any = None) -> None:
         super().__init__(message, call=call)
         self.status = status
 
@@ -33,7 +31,7 @@ class StreamRejected(SimulatorError):
         *,
         status: int | None = None,
         close_code: int | None = None,
-        call: SimulatedCall | None = None,
+        call: Any = None,
     ) -> None:
         super().__init__(message, call=call)
         self.status = status

@@ -27,7 +27,8 @@ from urllib.parse import urljoin
 
 from callassist.simulator import twiml as tw
 from callassist.simulator.errors import WebhookError
-from callassist.simulator.record import CallRecord, new_sid
+from callassist.simulator.ids import new_sid
+from callassist.simulator.record import CallRecord
 
 # The status a <Dial> gets when the owner's leg answered but was never bridged (see above).
 UNBRIDGED_STATUS = "no-answer"

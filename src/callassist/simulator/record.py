@@ -10,11 +10,12 @@ stream or the call that could still produce the event is over. All times are `ti
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+from callassist.simulator.ids import new_sid
 
 if TYPE_CHECKING:
     from callassist.simulator import twiml as tw
@@ -37,10 +38,6 @@ STREAM_KINDS = frozenset(
     }
 )
 ACTIVITY_KINDS = frozenset({"media_in", "clear_in", "stream_closed", "call_ended"})
-
-
-def new_sid(prefix: str) -> str:
-    return prefix + secrets.token_hex(16)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,10 +30,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urljoin
 
 from callassist.simulator.audio import BYTES_PER_MS, frames, speech_frames
-from callassist.simulator.record import new_sid
+from callassist.simulator.ids import new_sid
 
 __all__ = ["Record", "leave_message", "parse_record"]
 
@@ -144,7 +145,7 @@ def _params_later(params: dict[str, str]) -> dict[str, str]:
 
 
 async def follow_record(
-    call: object,
+    call: Any,  # a SimulatedCall (simulator/call.py imports this module, so not imported here)
     verb: Record,
     doc_url: str,
     params: dict[str, str],
@@ -152,9 +153,6 @@ async def follow_record(
 ) -> NextRequest | None:
     """Run a `<Record>`: returns the `action` request to make (None: empty recording, go on with
     the next verb). The callbacks are posted in the background, tracked with the call's others."""
-    from callassist.simulator.call import SimulatedCall
-
-    assert isinstance(call, SimulatedCall)
     for problem in verb.problems:
         call._warn(problem)
     if verb.play_beep:
@@ -198,7 +196,7 @@ async def follow_record(
 
 
 def _callbacks(
-    call: object,
+    call: Any,  # a SimulatedCall
     verb: Record,
     doc_url: str,
     params: dict[str, str],
@@ -209,9 +207,6 @@ def _callbacks(
     empty: bool,
     message: Message,
 ) -> None:
-    from callassist.simulator.call import SimulatedCall
-
-    assert isinstance(call, SimulatedCall)
 
     async def post(kind: str, url: str, method: str, form: dict[str, str]) -> None:
         await asyncio.sleep(0.05)  # after the action request, as Twilio processes the file

@@ -113,6 +113,12 @@ async def test_a_voicemail_is_recorded_attached_to_the_call_and_sent_to_the_owne
     async with stack.server.services.database.session(read_only=True) as session:
         keys = (await session.scalars(select(OutboxRow.dedupe_key))).all()
     assert keys.count(f"{call.call_sid}:voicemail:email") == 1
+    # The owner reads it with the call (the API answers loopback clients when no admin token is set).
+    url = f"{stack.server.base_url}/api/calls/{call.call_sid}"
+    async with aiohttp.ClientSession() as http, http.get(url) as answer:
+        detail = await answer.json()
+    assert detail["voicemail"]["duration_s"] == 1
+    assert detail["voicemail"]["transcription"] == "Hi Dana, it's Alex, call me back."
 
 
 async def test_a_caller_who_says_nothing_hears_goodbye_and_nothing_is_kept(make_stack: StackFactory) -> None:

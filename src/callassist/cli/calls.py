@@ -234,6 +234,14 @@ def _print_call(detail: CallDetail, settings: Settings) -> None:
                 sep="",
             )
 
+    if detail.voicemail is not None:
+        voicemail = detail.voicemail
+        length = f"{voicemail.duration_s} s" if voicemail.duration_s is not None else "no recording"
+        console.print()
+        console.print("[bold]Voicemail[/] ", Text(length), sep="")
+        if voicemail.transcription:
+            console.print(Text(terminal_safe(voicemail.transcription)))
+
     if detail.notices:
         notices = Table(
             "Channel", "To", "Status", "Attempts", "Last error",

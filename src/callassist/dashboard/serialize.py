@@ -22,6 +22,7 @@ from callassist.store.records import (
     UsageRecord,
     usd,
 )
+from callassist.store.voicemail import Voicemail
 
 JSONObject = dict[str, Any]
 MICRO_USD = Decimal("0.000001")
@@ -176,6 +177,19 @@ def call_detail_json(detail: CallDetail, zone: tzinfo) -> JSONObject:
         "usage": [usage_json(usage, zone) for usage in detail.usage],
         "messages": [message_json(message, zone) for message in detail.messages],
         "notices": [notice_json(notice, zone) for notice in detail.notices],
+        "voicemail": voicemail_json(detail.voicemail, zone) if detail.voicemail else None,
+    }
+
+
+def voicemail_json(voicemail: Voicemail, zone: tzinfo) -> JSONObject:
+    return {
+        "recording_sid": voicemail.recording_sid,
+        "recording_url": voicemail.recording_url,
+        "duration_s": voicemail.duration_s,
+        "recording_status": voicemail.recording_status,
+        "transcription_status": voicemail.transcription_status,
+        "transcription": voicemail.transcription,
+        "left_at": voicemail.created_at.astimezone(zone).isoformat(),
     }
 
 

@@ -31,6 +31,7 @@ from callassist.store.models import (
     TranscriptEntryRow,
     UsageRow,
 )
+from callassist.store.voicemail import Voicemail, get_voicemail
 
 NANO_PER_USD = Decimal(1_000_000_000)
 # Tools whose successful call means an appointment was made (or moved) during the call.
@@ -187,6 +188,7 @@ class CallDetail:
     messages: list[MessageRecord]
     latency: LatencyFigures
     notices: list[NoticeRecord] = field(default_factory=list)  # what the owner was sent about it
+    voicemail: Voicemail | None = None  # left when the assistant could not answer
 
     @property
     def call_sid(self) -> str:
@@ -386,6 +388,7 @@ async def get_call(session: AsyncSession, call_sid: str) -> CallDetail | None:
         messages=[_message(row) for row in message_rows],
         latency=latency,
         notices=[_notice(row) for row in notice_rows],
+        voicemail=await get_voicemail(session, call_sid),
     )
 
 

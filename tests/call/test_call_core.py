@@ -430,8 +430,28 @@ async def test_a_model_session_that_never_answers_ends_the_call_for_the_voicemai
 
 
 @pytest.mark.parametrize("answer_deadline_s", [0.2])
-async def test_a_model_that_started_answering_is_not_taken_for_silent(rig: Rig) -> None:
-    rig.engine.emit(ResponseStarted("r1", rig.engine.setups[0].greeting))
+async def test_a_greeting_that_failed_at_the_start_is_no_assistant(rig: Rig) -> None:
+    greeting = rig.engine.setups[0].greeting
+    rig.engine.emit(
+        ResponseStarted("r1", greeting), ResponseFinished("r1", greeting, "failed", failure="quota")
+    )
+    assert await asyncio.wait_for(rig.run, 3) is EndReason.openai_unavailable
+
+
+@pytest.mark.parametrize("answer_deadline_s", [0.2])
+async def test_a_model_that_started_speaking_is_not_taken_for_silent(rig: Rig) -> None:
+    rig.engine.emit(ResponseStarted("r1", rig.engine.setups[0].greeting), AudioOut("r1", "i1", B64))
     await rig.settle()
     await asyncio.sleep(0.3)  # past the deadline: nothing may happen (a negative needs time)
     assert not rig.run.done()
+
+
+async def test_after_a_code_that_can_no_longer_be_typed_keys_reach_the_model_again(rig: Rig) -> None:
+    from callassist.tools.identity import PendingCode
+
+    await rig.greeted()
+    rig.call.conversation.tool_context.verification = PendingCode(digest=b"x", expires_at=0.0, tries=3)
+    for key in "42#":
+        rig.leg.press(key)
+    (note,) = await rig.until("add_note")
+    assert note[0].endswith(": 4 2")

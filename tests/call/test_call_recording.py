@@ -28,6 +28,7 @@ async def test_a_recorded_call_says_so_and_only_the_owner_gets_its_audio(
     await call.wait_until_quiet(quiet_ms=200, timeout=10)
     await call.hang_up()
     session = stack.fake.sessions[0]
+    assert call.verbs[0] == "Say 'This call is recorded.'"  # before the stream (and the recording) starts
     assert "This call is recorded" in str(session.session_config.get("instructions"))
     wav = stack.server.settings.data_dir / RECORDINGS / f"{call.call_sid}.wav"
     await stack.server.services.registry.wait_idle(10)  # the stream is over, its WAV assembled

@@ -20,6 +20,7 @@ from callassist.store.models import OutboxRow, VoicemailRow
 from tests.support.server import ACCOUNT_SID
 from tests.support.smtp import SmtpTestServer
 from tests.support.stack import Stack, StackFactory, stack_factory
+from tests.support.twilio_stream import call_sid, issue_token
 from tests.telephony.test_webhooks import CALL, post, sign
 
 BUDGET_S = 3.0
@@ -204,3 +205,15 @@ async def test_recording_callbacks_must_be_signed_and_well_formed(make_stack: St
     path = "/voice/stream-ended"
     status, body = await post(server, path, CALL, sign(server, path, CALL))
     assert status == 200 and "<Record" not in body and "<Hangup" in body
+
+
+async def test_a_stream_that_never_became_a_call_still_gets_the_voicemail(make_stack: StackFactory) -> None:
+    """Refused before `start` (the pool full, a restart, the store down at the handshake) or never
+    started: Twilio asks what next all the same, and the caller is owed a chance to leave a message."""
+    stack = await make_stack(ring_owner_seconds=0)
+    sid = call_sid(0x51)
+    await issue_token(stack.server, sid, "+15551230000")  # our webhook connected it to a stream
+    form = {**CALL, "CallSid": sid}
+    path = "/voice/stream-ended"
+    status, body = await post(stack.server, path, form, sign(stack.server, path, form))
+    assert status == 200 and "<Record" in body

@@ -29,8 +29,9 @@ from callassist.engine.events import EngineLost
 from callassist.media.leg import CallerAudio, Keypress, LegEnd, MediaLeg
 from callassist.realtime.config import CallContext
 
-# From the stream's accept: a model that hasn't started answering by then is taken as down (a
-# healthy session starts its greeting within a few hundred ms of being configured).
+# After the session is configured: a model whose greeting audio hasn't come by then is taken as down
+# (a healthy session's greeting starts within about a second; a response that failed at the start,
+# rate limits or quota, sends response.done "failed" and no audio).
 ANSWER_DEADLINE_S = 3.0
 _LEG_ENDS = {
     LegEnd.hung_up: EndReason.caller_hung_up,
@@ -150,9 +151,9 @@ class Call:
         return self.end_reason or EndReason.twilio_disconnected
 
     async def _expect_an_answer(self) -> None:
-        """A session that opened but never answers (no response, no audio) is no assistant: the call
-        ends as if the model were unreachable, and the caller gets the voicemail instead of silence."""
-        await asyncio.sleep(max(0.0, ANSWER_DEADLINE_S - (time.monotonic() - self.clock_start)))
+        """A session that opened but never speaks is no assistant: the call ends as if the model were
+        unreachable, and the caller gets the voicemail instead of silence."""
+        await asyncio.sleep(ANSWER_DEADLINE_S)
         if not self.conversation.answered and not self.over:
             self.log.error("the model's session is open but silent after %.0fs", ANSWER_DEADLINE_S)
             self.end(EndReason.openai_unavailable)

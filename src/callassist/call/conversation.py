@@ -39,7 +39,7 @@ from callassist.engine.events import (
 )
 from callassist.media.leg import MediaLeg
 from callassist.realtime.config import CallContext, build_instructions
-from callassist.tools.identity import code_typed
+from callassist.tools.identity import code_awaited, code_typed
 from callassist.tools.registry import CallControl, ToolContext
 
 MEMORY_TIMEOUT_S = 1.5  # the greeting doesn't wait longer than this for the caller's history
@@ -98,7 +98,8 @@ class Conversation:
         self._log = logger
         self.errors: dict[str, int] = {}  # model errors by code, for the call's log
         self._owner = deps.settings.owner_name or "the owner"
-        self.answered = False  # the model started a response or sent audio: it is there
+        self.answered = False  # the model's audio came: it is there (a failed response is not)
+        self._keys = 0
         self._entry_timer: asyncio.Task[None] | None = None  # a keypad entry ends after a pause
         self.turns = TurnTaking(leg, engine, journal, started_at=started_at, logger=logger)
         self.sequencer = ResponseSequencer(
@@ -165,8 +166,13 @@ class Conversation:
             return
         tools = self.tool_context
         tools.keypad = (tools.keypad + digit)[-MAX_KEYPAD_DIGITS:]
-        self._log.info("caller pressed a key")
-        if tools.verification is not None:
+        self._keys += 1
+        if self._keys <= 3 or self._keys % 50 == 0:  # a flood of keys is not a flood of log lines
+            self._log.info("caller pressed a key (%d so far)", self._keys)
+        if code_awaited(tools.verification):
+            if self._entry_timer is not None:  # an earlier entry's pause must not take the code
+                self._entry_timer.cancel()
+                self._entry_timer = None
             if digit == "#" or code_typed(tools.keypad):
                 self._call.closing.spawn(self.sequencer.request("keypad", note=KEYPAD_NOTE))
             return
@@ -184,6 +190,8 @@ class Conversation:
 
     def _entry_typed(self) -> None:
         tools = self.tool_context
+        if code_awaited(tools.verification):
+            return  # a code is being typed: its digits are never shown to the model
         digits, tools.keypad = tools.keypad.rstrip("#"), ""
         asked, tools.keypad_request = tools.keypad_request, None
         if not digits:
@@ -227,9 +235,8 @@ class Conversation:
         self.tools.session_replaced()
 
     async def handle(self, event: EngineEvent) -> None:
-        if type(event) is AudioOut or type(event) is ResponseStarted:
-            self.answered = True
         if type(event) is AudioOut:
+            self.answered = True
             await self.turns.play(event)
         elif type(event) is AssistantWords:
             self._journal.transcript_delta(event.item_id, event.delta)

@@ -55,6 +55,8 @@ class Recorder:
         self._assistant_end = 0  # where the next assistant chunk starts (Twilio's buffer end)
         self._assistant_flushed = 0  # samples written to the assistant file (silence included)
         self._task: asyncio.Task[None] | None = None
+        self._finishing = False
+        self._writes = asyncio.Lock()  # one flush at a time, in order, on the worker thread
         self.failed = False
 
     @property
@@ -84,11 +86,16 @@ class Recorder:
         self._task = asyncio.create_task(self._flush_every_second(), name="call-recording")
 
     async def _flush_every_second(self) -> None:
-        while True:
+        while not self._finishing:
             await asyncio.sleep(FLUSH_S)
-            await self._flush(final=False)
+            if not self._finishing:
+                await self._flush(final=False)
 
     async def _flush(self, *, final: bool) -> None:
+        async with self._writes:  # a flush on its thread is never overtaken nor cut off
+            await self._flush_now(final=final)
+
+    async def _flush_now(self, *, final: bool) -> None:
         caller, self._caller = bytes(self._caller), bytearray()
         self._caller_flushed += len(caller)
         # Assistant audio is final once the caller's clock has passed it (a clear can't cut it).
@@ -129,9 +136,10 @@ class Recorder:
 
     async def finish(self) -> Path | None:
         """Write what is left and assemble the WAV (on a thread); its path, or None."""
+        self._finishing = True  # the periodic flush stops; one under way completes (the lock)
+        await self._flush(final=True)
         if self._task is not None:
             self._task.cancel()
-        await self._flush(final=True)
         if self.failed:
             return None
         try:
@@ -150,10 +158,12 @@ class Recorder:
         frames = bytearray(2 * length)
         frames[0::2], frames[1::2] = left, right
         target = self.directory / f"{self.call_sid}.wav"
-        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        partial = self.directory / f"{self.call_sid}.wav.part"  # never served half-written
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "wb") as file:
             file.write(wav_header(len(frames)))
             file.write(frames)
+        os.replace(partial, target)
         for side in ("caller", "assistant"):
             self._raw(side).unlink(missing_ok=True)
         return target
@@ -234,12 +244,13 @@ class RecordingLeg:
 
 
 def delete_expired(directory: Path, days: int) -> int:
-    """Recordings older than `days` days are deleted (the retention); how many."""
+    """Recordings older than `days` days are deleted (the retention), with the working files a
+    crash left behind; how many."""
     if not directory.is_dir():
         return 0
     cutoff = time.time() - days * 86400
     deleted = 0
-    for path in directory.glob("CA*.wav"):
+    for path in [*directory.glob("CA*.wav"), *directory.glob("CA*.raw"), *directory.glob("CA*.part")]:
         try:
             if path.stat().st_mtime < cutoff:
                 path.unlink()

@@ -106,6 +106,16 @@ class StreamAdmissions:
                 return Spent.expired
             return self._tokens.issue(call_sid, issued=row.token_issued)
 
+    async def never_streamed(self, call_sid: str) -> bool:
+        """Our webhook connected this call to a stream that never became a call (refused before
+        `start`, no `start`, a stream error): its caller is still owed an answer."""
+        async with self._database.session(read_only=True) as session:
+            found = await session.execute(
+                select(StreamAdmissionRow.stream_started_at).where(StreamAdmissionRow.call_sid == call_sid)
+            )
+            row = found.first()
+        return row is not None and row[0] is None
+
     async def unclaimed(self, call_sid: str, token: str) -> Refusal | None:
         """Whether a stream handshake for this call and token may be accepted: the token is ours, for
         this call, not expired, and no stream has claimed it yet (`claim`, at `start`, still decides).

@@ -58,15 +58,18 @@ def connect_assistant(
     parameters: Mapping[str, str],
     after_url: str | None = None,
     status_url: str | None = None,
+    notice: str | None = None,
 ) -> str:
-    """Bridge the call to our Media Stream; when the stream closes, ask `after_url` what next (an
-    apology if the assistant failed), or hang up. Twilio reports the stream's life (started, stopped,
-    error) to `status_url`.
+    """Bridge the call to our Media Stream, after `notice` if any ("This call is recorded."); when
+    the stream closes, ask `after_url` what next (the voicemail if the assistant failed), or hang
+    up. Twilio reports the stream's life (started, stopped, error) to `status_url`.
 
     The stream URL cannot carry a query string (Twilio drops it), so values travel as <Parameter>s
     and come back in `start.customParameters`.
     """
     response = VoiceResponse()
+    if notice:
+        response.say(notice)
     connect = Connect(action=after_url, method="POST") if after_url else Connect()
     if status_url:
         stream = connect.stream(url=stream_url, status_callback=status_url, status_callback_method="POST")

@@ -23,6 +23,7 @@ notice gets the text and is due at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from datetime import timedelta
@@ -131,7 +132,7 @@ async def stream_ended(request: Request, runtime: RuntimeDep) -> Response:
     voicemail if the assistant could not answer this call, a hang-up otherwise."""
     form = await _signed(request, runtime, "stream-ended", None)
     call_sid = _field(form, "CallSid")
-    if call_sid not in runtime.assistant_failures:
+    if call_sid not in runtime.assistant_failures and not await _never_streamed(runtime, call_sid):
         return Response(twiml.hang_up(), media_type=XML)
     settings = runtime.settings
     public = settings.public_url
@@ -147,16 +148,24 @@ async def stream_ended(request: Request, runtime: RuntimeDep) -> Response:
     return Response(document, media_type=XML)
 
 
+async def _never_streamed(runtime: Runtime, call_sid: str) -> bool:
+    """A stream refused before it became a call (the pool full, the server restarting, the store
+    down at the handshake, a stream error) leaves its caller owed the voicemail too."""
+    try:
+        return await runtime.admissions.never_streamed(call_sid)
+    except Exception as exc:  # the store is down: the caller still gets a chance to leave a message
+        log.error("call %s: could not read its stream's record: %s", call_sid, describe_failure(exc))
+        return True
+
+
 @router.post(RECORDED_PATH)
 async def recorded(request: Request, runtime: RuntimeDep) -> Response:
     """The `<Record action>`: the message is recorded. Kept, the owner's notice queued, goodbye."""
     form = await _signed(request, runtime, "voicemail-recorded", None)
-    await _keep(
-        runtime,
-        form,
-        recording_status=None,
-        finished_on_key=_field(form, "Digits") or None,
-    )
+    # A store failure is logged by _keep; the caller who just left a message hears the goodbye,
+    # not Twilio's "application error" (the recording status callback brings the recording again).
+    with contextlib.suppress(HTTPException):
+        await _keep(runtime, form, recording_status=None, finished_on_key=_field(form, "Digits") or None)
     return Response(twiml.unavailable(GOODBYE), media_type=XML)
 
 

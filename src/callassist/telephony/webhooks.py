@@ -25,6 +25,7 @@ XML = "application/xml"
 OWNER_MISSED = frozenset({"busy", "no-answer", "failed"})
 RESTARTING = "Sorry, the assistant is restarting. Please call again in a minute."
 UNAVAILABLE = "Sorry, the assistant can't take your call right now. Please try again a little later."
+RECORDED = "This call is recorded."
 BUSY = "Sorry, all lines are busy right now. Please call again in a few minutes."
 # A webhook for a call whose stream was opened already: Twilio never asks twice (it is in <Connect>
 # until the stream closes, then asks /voice/stream-ended), so this is a replay. A polite 200 rather
@@ -109,6 +110,8 @@ async def _assistant_twiml(
         parameters,
         after_url=public + "/voice/stream-ended",
         status_url=public + "/voice/stream-status",
+        # Recording starts with the stream: the caller is told before it, whatever the model says.
+        notice=RECORDED if runtime.settings.record else None,
     )
 
 

@@ -134,6 +134,13 @@ def _digits(text: str) -> str:
     return "".join(character for character in text if character.isdigit())
 
 
+def code_awaited(pending: PendingCode | None, now: float | None = None) -> bool:
+    """Is a code texted to the caller still waiting to be typed (sent, unexpired, tries left)?"""
+    if pending is None or pending.digest is None:
+        return False
+    return pending.tries < MAX_TRIES and (now or time.monotonic()) < pending.expires_at
+
+
 def code_typed(keypad: str) -> bool:
     """Enough digits pressed for a whole code."""
     return len(_digits(keypad)) >= CODE_DIGITS

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from callassist.caller_text import OneLine
+from callassist.tools.identity import code_awaited
 from callassist.tools.registry import PromptContext, PromptLines, Tool, ToolContext, ToolError, tool
 
 
@@ -37,7 +38,7 @@ def _keypad_prompt(context: PromptContext) -> PromptLines:
 @tool(prompt=_keypad_prompt)
 async def ask_for_keypad_entry(ctx: ToolContext, args: KeypadEntryArgs) -> dict[str, Any]:
     """Get ready to receive a number the caller types on their phone's keypad (ending with #)."""
-    if ctx.verification is not None:
+    if code_awaited(ctx.verification):
         raise ToolError("A verification code is being typed: finish that first (check_verification_code).")
     ctx.keypad = ""
     ctx.keypad_request = args.what

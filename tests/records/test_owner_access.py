@@ -129,7 +129,7 @@ async def test_healthz_tells_only_this_machine_how_many_calls_are_live(
     url = server.base_url + "/healthz"
     async with http.get(url) as response:
         assert response.status == 200
-        assert await response.json() == {"status": "ok", "live_calls": 0}
+        assert await response.json() == {"status": "ok", "openai": "ok", "live_calls": 0}
     # Through a tunnel or proxy (the socket is loopback, the client is not): status only.
     for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP", "CF-Connecting-IP"):
         value = "for=203.0.113.9" if header == "Forwarded" else "203.0.113.9"

@@ -9,6 +9,7 @@ import logging
 import random
 import time
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import aiohttp
 import pytest
@@ -88,6 +89,11 @@ async def test_greeting_first_then_audio_passes_byte_exact_both_ways(make_stack:
     assert session.errors_sent == []
 
 
+def speech_started_after(session: FakeSession, t: float) -> Any:
+    """The fake's first speech_started after `t` (when the caller began talking over the answer)."""
+    return next(e for e in session.server_events if e.type == "input_audio_buffer.speech_started" and e.t > t)
+
+
 def assert_heard_position(truncated_ms: float, heard_ms: float, *, in_flight_s: float) -> None:
     """The truncate says what the caller had heard when callassist stopped the playback: within
     20 ms of what the simulated Twilio had played when the `clear` reached it, less what played
@@ -127,11 +133,7 @@ async def test_barge_in_after_generation_clears_and_truncates_to_what_was_heard(
     assert session.active_response_id is None
     cleared = await talk_over(call, answer_started.t, tone(700, 350))
 
-    started = next(
-        e
-        for e in session.server_events
-        if e.type == "input_audio_buffer.speech_started" and e.t > answer_started.t
-    )
+    started = speech_started_after(session, answer_started.t)
     assert cleared.t - started.t < 0.050, (
         f"clear {1000 * (cleared.t - started.t):.1f} ms after speech_started"
     )
@@ -183,11 +185,7 @@ async def test_barge_in_while_generating_drops_late_audio(make_stack: StackFacto
     assert cancelled and cancelled[0]["status_details"]["reason"] == "turn_detected"
     [truncation] = session.truncations
     heard_ms = (cleared.detail["heard_bytes"] - len(greeting)) / 8
-    started = next(
-        e
-        for e in session.server_events
-        if e.type == "input_audio_buffer.speech_started" and e.t > answer_started.t
-    )
+    started = speech_started_after(session, answer_started.t)
     assert_heard_position(truncation["audio_end_ms"], heard_ms, in_flight_s=cleared.t - started.t)
     received_at_clear = cleared.detail["heard_bytes"] + cleared.detail["dropped_bytes"]
     assert bytes(call.audio_received[received_at_clear:]) == second

@@ -8,11 +8,12 @@ base64 G.711 μ-law strings the carrier and the model exchange: nothing is decod
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from callassist.media.playback import Interrupted
+from callassist.media.playback import Interrupted, PlaybackTracker
 
 
 @dataclass(slots=True)  # not frozen: built 50 times a second per call, and a frozen init costs 10x
@@ -89,3 +90,41 @@ class MediaLeg(Protocol):
 
     async def close(self) -> None:
         """End the caller's side (the carrier continues with what follows, e.g. a hang-up)."""
+
+
+class TrackedLeg:
+    """What every leg that plays through a PlaybackTracker shares: the questions about playback,
+    and being lost (a send that failed) as a value and as something to wait for."""
+
+    def __init__(self, tracker: PlaybackTracker) -> None:
+        self._tracker = tracker
+        self._lost: LegEnd | None = None
+        self._lost_event = asyncio.Event()
+
+    def _lose(self, reason: LegEnd) -> None:
+        if self._lost is None:
+            self._lost = reason
+            self._lost_event.set()
+
+    @property
+    def audible(self) -> bool:
+        return self._tracker.audible
+
+    def heard_ms(self, item_id: str) -> float:
+        return self._tracker.heard_ms(item_id)
+
+    def sent_ms(self, item_id: str) -> float:
+        item = self._tracker.item(item_id)
+        return item.sent_ms if item is not None else 0.0
+
+    async def wait_drained(self, within_s: float) -> bool:
+        return await self._tracker.wait_drained(within_s)
+
+    @property
+    def lost(self) -> LegEnd | None:
+        return self._lost
+
+    async def wait_lost(self) -> LegEnd:
+        await self._lost_event.wait()
+        assert self._lost is not None  # set with the event
+        return self._lost

@@ -10,18 +10,16 @@ from __future__ import annotations
 import asyncio
 import binascii
 
-from callassist.media.leg import CallerAudio, Keypress, LegClosed, LegCounts, LegEnd, LegEvent
+from callassist.media.leg import CallerAudio, Keypress, LegClosed, LegCounts, LegEnd, LegEvent, TrackedLeg
 from callassist.media.playback import Interrupted, PlaybackTracker
 
 
-class MemoryLeg:
+class MemoryLeg(TrackedLeg):
     def __init__(self) -> None:
         self._inbound: asyncio.Queue[LegEvent] = asyncio.Queue()
         self._now = 0.0
-        self._tracker = PlaybackTracker(clock=lambda: self._now)
+        super().__init__(PlaybackTracker(clock=lambda: self._now))
         self._marks: list[str] = []
-        self._lost: LegEnd | None = None
-        self._lost_event = asyncio.Event()
         self._closed: LegClosed | None = None
         self.played_chunks: list[tuple[str, str]] = []  # (item_id, payload), in order
         self.counts = LegCounts()
@@ -63,8 +61,7 @@ class MemoryLeg:
         self._now += seconds
 
     def fail_sending(self, reason: LegEnd = LegEnd.unresponsive) -> None:
-        self._lost = reason
-        self._lost_event.set()
+        self._lose(reason)
 
     # The leg's side -------------------------------------------------------------------------------
 
@@ -97,29 +94,6 @@ class MemoryLeg:
     def forget_queued(self) -> list[Interrupted]:
         self._marks.clear()
         return self._tracker.interrupt()
-
-    @property
-    def audible(self) -> bool:
-        return self._tracker.audible
-
-    def heard_ms(self, item_id: str) -> float:
-        return self._tracker.heard_ms(item_id)
-
-    def sent_ms(self, item_id: str) -> float:
-        item = self._tracker.item(item_id)
-        return item.sent_ms if item is not None else 0.0
-
-    async def wait_drained(self, within_s: float) -> bool:
-        return await self._tracker.wait_drained(within_s)
-
-    @property
-    def lost(self) -> LegEnd | None:
-        return self._lost
-
-    async def wait_lost(self) -> LegEnd:
-        await self._lost_event.wait()
-        assert self._lost is not None  # set with the event
-        return self._lost
 
     async def close(self) -> None:
         self.closed = True

@@ -19,7 +19,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketState
 
 from callassist import observability as obs
-from callassist.media.leg import CallerAudio, Keypress, LegClosed, LegCounts, LegEnd, LegEvent
+from callassist.media.leg import CallerAudio, Keypress, LegClosed, LegCounts, LegEnd, LegEvent, TrackedLeg
 from callassist.media.playback import Interrupted, PlaybackTracker
 from callassist.telephony.media_stream import (
     Connected,
@@ -53,19 +53,17 @@ class NoStart(StrEnum):
     evicted = "evicted"  # its pre-start place was given to a newer stream
 
 
-class TwilioMediaStream:
+class TwilioMediaStream(TrackedLeg):
     def __init__(
         self,
         websocket: WebSocket,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
     ) -> None:
+        super().__init__(PlaybackTracker())
         self._socket = websocket
         self._log = logger
-        self._tracker = PlaybackTracker()
         self._out: Outbound | None = None
         self._open = True
-        self._lost: LegEnd | None = None
-        self._lost_event = asyncio.Event()
         self._closed: LegClosed | None = None  # what receive() reports from now on
         self._start_deadline: asyncio.Timeout | None = None
         self._sender: asyncio.Task[Any] | None = None  # the task sending right now
@@ -184,29 +182,6 @@ class TwilioMediaStream:
         """The line is closing: whatever is still queued at Twilio is never heard."""
         return self._tracker.interrupt()
 
-    @property
-    def audible(self) -> bool:
-        return self._tracker.audible
-
-    def heard_ms(self, item_id: str) -> float:
-        return self._tracker.heard_ms(item_id)
-
-    def sent_ms(self, item_id: str) -> float:
-        item = self._tracker.item(item_id)
-        return item.sent_ms if item is not None else 0.0
-
-    async def wait_drained(self, within_s: float) -> bool:
-        return await self._tracker.wait_drained(within_s)
-
-    @property
-    def lost(self) -> LegEnd | None:
-        return self._lost
-
-    async def wait_lost(self) -> LegEnd:
-        await self._lost_event.wait()
-        assert self._lost is not None  # set with the event
-        return self._lost
-
     async def _send(self, *texts: str) -> None:
         """Send to Twilio, in order. A peer that stops reading fills the socket's buffers and then a
         send waits for ever: one watchdog per stream cancels a send stuck for SEND_TIMEOUT_S and the
@@ -249,9 +224,7 @@ class TwilioMediaStream:
 
     def _lose(self, reason: LegEnd) -> None:
         self._open = False
-        if self._lost is None:
-            self._lost = reason
-            self._lost_event.set()
+        super()._lose(reason)
 
     async def close(self, code: int = 1000) -> None:
         """Close the stream; Twilio continues with the TwiML after <Connect> (a hang-up)."""

@@ -7,6 +7,9 @@ call-minute; see bench/). The engine gets small typed events for the hot deltas,
 everything else is parsed with the SDK's own event types. When the socket drops it reconnects with backoff,
 lets the engine re-send its configuration (and context) before any audio, then carries on. Before
 the 60-minute cap, the call can `rotate()` the call to a fresh session at a quiet moment instead.
+
+One reason it is a little over 400 lines: the socket's whole life (connect, configure, reconnect,
+rotation, close) shares one state; split, each part would reach into the others'.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from openai.types.realtime import RealtimeServerEvent
 from openai.types.websocket_connection_options import WebSocketConnectionOptions
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.protocol import State
 
 from callassist.engine.events import AssistantWords, AudioOut
+from callassist.realtime.sending import Send, no_socket, sender
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ class RealtimeSession:
         self._backoff = tuple(backoff)
         self._connect_timeout = connect_timeout
         self._connection: AsyncRealtimeConnection | None = None
-        self._sender: tuple[AsyncRealtimeConnection | None, Send] = (None, _no_socket)
+        self._sender: tuple[AsyncRealtimeConnection | None, Send] = (None, no_socket)
         self._ready = False  # configured and accepting audio
         self._ready_event = asyncio.Event()
         self._closing = False
@@ -147,10 +150,10 @@ class RealtimeSession:
         # Audio that arrived meanwhile follows the setup, all of it and in order (a caller's "Hello?"
         # as the line opens may interrupt the greeting; the model then answers that instead).
         for event in await self._setup(reconnect):
-            await _sender(connection)(json.dumps(event))
+            await sender(connection)(json.dumps(event))
         buffered = self._buffered_audio
         while buffered:
-            await _sender(connection)(_APPEND_PREFIX + buffered[0] + '"}')
+            await sender(connection)(_APPEND_PREFIX + buffered[0] + '"}')
             buffered.popleft()  # only once sent: a socket that drops meanwhile leaves it for the next
         self._ready = True
         self._ready_event.set()
@@ -229,11 +232,11 @@ class RealtimeSession:
             self._buffered_audio.append(payload)
             return
         connection = self._connection
-        sender = self._sender
-        if sender[0] is not connection:
-            sender = self._sender = (connection, _sender(connection))
+        current = self._sender
+        if current[0] is not connection:
+            current = self._sender = (connection, sender(connection))
         try:
-            await sender[1](_APPEND_PREFIX + payload + '"}')
+            await current[1](_APPEND_PREFIX + payload + '"}')
         except ConnectionClosed:
             if connection is self._connection:
                 self._not_ready()
@@ -248,7 +251,7 @@ class RealtimeSession:
             self._log.info("dropped %s while OpenAI is reconnecting", event.get("type"))
             return False
         try:
-            await _sender(connection)(json.dumps(event))
+            await sender(connection)(json.dumps(event))
         except ConnectionClosed:
             if connection is self._connection:
                 self._not_ready()
@@ -403,59 +406,6 @@ class RealtimeSession:
     @property
     def session_age(self) -> float:
         return 0.0 if self.connected_at is None else time.monotonic() - self.connected_at
-
-
-Send = Callable[[str], Awaitable[None]]
-
-
-async def _no_socket(text: str) -> None:
-    raise RealtimeUnavailable("not connected")
-
-
-def _sender(connection: AsyncRealtimeConnection | None) -> Send:
-    """How to send on this connection: the websocket the SDK's connection wraps (openai's
-    _websocket_connection.py keeps it as `_connection`; its `send` raises ConnectionClosed like
-    send_raw). We never turn the SDK's own reconnects on, so its send queue, which only fills while
-    the SDK reconnects, is never needed. Any other shape falls back to `send_raw`."""
-    if connection is None:
-        return _no_socket
-    socket = getattr(connection, "_connection", None)
-    send = getattr(socket, "send", None)
-    if not callable(send):
-        return connection.send_raw
-    return _immediate(socket, send) or send
-
-
-def _immediate(socket: Any, send: Send) -> Send | None:
-    """`send`, but a frame that can be written at once is: websockets' `send` runs a context
-    manager and a drain per message (~15 µs) that only matter when the socket is not open, a
-    fragmented message is under way or the transport's buffer is not empty; then `send` itself
-    runs, and raises ConnectionClosed or waits for the buffer as usual. Uses the asyncio
-    connection's documented `protocol` (websockets' Sans-I/O layer) and its `transport`;
-    None (plain `send`) for any other shape."""
-    protocol = getattr(socket, "protocol", None)
-    transport = getattr(socket, "transport", None)
-    send_data = getattr(socket, "send_data", None)
-    if protocol is None or transport is None or not callable(send_data):
-        return None
-    if not hasattr(socket, "fragmented_send_waiter"):
-        return None
-    open_state = State.OPEN
-    buffered, closing, send_text = transport.get_write_buffer_size, transport.is_closing, protocol.send_text
-
-    async def send_now(text: str) -> None:
-        if (
-            protocol.state is open_state
-            and socket.fragmented_send_waiter is None
-            and not buffered()
-            and not closing()
-        ):
-            send_text(text.encode())
-            send_data()
-        else:
-            await send(text)
-
-    return send_now
 
 
 def _describe(exc: BaseException | None) -> str:

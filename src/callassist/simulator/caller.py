@@ -12,6 +12,9 @@ from Twilio's docs: https://www.twilio.com/docs/voice/media-streams/websocket-me
 messages), https://www.twilio.com/docs/voice/twiml/stream, https://www.twilio.com/docs/voice/twiml/connect
 and https://www.twilio.com/docs/voice/twiml/dial (the TwiML), and
 https://www.twilio.com/docs/usage/webhooks/webhooks-security (the signatures).
+
+One reason it is a little over 400 lines: it follows TwiML verb by verb as Twilio does, and the
+verbs share the call's state and its webhooks; split, the follower would be read in pieces.
 """
 
 from __future__ import annotations

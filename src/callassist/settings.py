@@ -86,6 +86,19 @@ class Settings(BaseSettings):
     realtime_model: str = Field(
         default="gpt-realtime-2.1", validation_alias=_env("CALLASSIST_REALTIME_MODEL")
     )
+    # The assistant's speech engine: OpenAI Realtime, or GPT-Live (full duplex, billed per second;
+    # tools through a Responses backend model). GPT-Live refusing us at start (403, model refused)
+    # falls back to Realtime for that call unless CALLASSIST_LIVE_FALLBACK=none (then: voicemail).
+    engine: Literal["realtime", "live"] = Field(
+        default="realtime", validation_alias=_env("CALLASSIST_ENGINE")
+    )
+    live_model: str = Field(default="gpt-live-1.1", validation_alias=_env("CALLASSIST_LIVE_MODEL"))
+    live_backend_model: str = Field(
+        default="gpt-5.4-mini", validation_alias=_env("CALLASSIST_LIVE_BACKEND_MODEL")
+    )
+    live_fallback: Literal["realtime", "none"] = Field(
+        default="realtime", validation_alias=_env("CALLASSIST_LIVE_FALLBACK")
+    )
     voice: str = Field(default="marin", validation_alias=_env("CALLASSIST_VOICE"))
     transcription_model: str = Field(
         default="gpt-transcribe", validation_alias=_env("CALLASSIST_TRANSCRIPTION_MODEL")

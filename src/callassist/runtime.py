@@ -31,6 +31,7 @@ from callassist.call.events import (
 )
 from callassist.call.registry import CallRegistry
 from callassist.dashboard.auth import FailureLimiter
+from callassist.dashboard.live import LiveCalls
 from callassist.notify.notices import (
     build_notifiers,
     close_notifiers,
@@ -81,6 +82,8 @@ class Runtime:
     outbox: OutboxWorker | None = None
     # Refused owner requests per client (API, calendar feed): repeated ones get 429.
     owner_failures: FailureLimiter = field(default_factory=FailureLimiter)
+    # The calls in progress as the dashboard's live page shows them (fed by `events`).
+    live: LiveCalls = field(default_factory=LiveCalls)
     ready: bool = False
     # The assistant's health as the last calls saw it: degraded from a call that could not reach
     # OpenAI until a call the model answers; the owner is told once at each change.
@@ -210,9 +213,12 @@ class Runtime:
         if self.senders:
             self.outbox = OutboxWorker(self.database, self.senders)
             self.outbox.start()
+        self.live.attach(self.database)
+        self.events.subscribe(self.live.publish)
         self.deps = self.call_deps()
 
     async def stop(self) -> None:
+        self.live.close()
         if self._health_tasks:  # a down/up notice being queued gets to finish
             await asyncio.wait(set(self._health_tasks), timeout=2.0)
         await self.records.stop()

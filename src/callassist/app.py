@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from callassist.dashboard import api, calendar_feed
+from callassist.dashboard import api, calendar_feed, pages
 from callassist.runtime import build_runtime, describe_startup
 from callassist.settings import Settings, load_settings
 from callassist.store.db import DatabaseUnavailable, DatabaseUrlError
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(voicemail.router)
     app.include_router(calendar_feed.router)
     app.include_router(api.router)
+    app.include_router(pages.router)
 
     @app.get("/healthz")
     async def healthz(request: Request) -> JSONResponse:

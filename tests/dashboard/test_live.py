@@ -16,8 +16,9 @@ from callassist.tools.registry import ToolOutcome
 SID = "CA" + "1" * 32
 
 
-def turn(role: str, text: str, interrupted: bool = False) -> TurnHeard:
-    return TurnHeard(SID, Turn(role=role, text=text, spoken_at=datetime.now(UTC), interrupted=interrupted))  # type: ignore[arg-type]
+def turn(role: str, text: str, interrupted: bool = False, item_id: str | None = None) -> TurnHeard:
+    spoken_at = datetime.now(UTC)
+    return TurnHeard(SID, Turn(role, text, spoken_at, item_id=item_id, interrupted=interrupted))  # type: ignore[arg-type]
 
 
 def test_a_call_is_followed_from_start_to_end() -> None:
@@ -39,6 +40,21 @@ def test_a_call_is_followed_from_start_to_end() -> None:
     kinds = [event.kind for event in hub.since(0) or []]
     assert kinds == ["call-started", "line", "line", "tool", "cost", "cost", "call-ended"]
     assert [event.id for event in hub.since(0) or []] == list(range(1, 8))
+
+
+def test_an_answer_cut_by_a_barge_in_replaces_its_line() -> None:
+    hub = LiveCalls()
+    hub.publish(CallStarted(SID, "+15551230000", is_owner=False))
+    hub.publish(turn("assistant", "Let me check Wednesday for you", item_id="item_1"))
+    hub.publish(turn("caller", "Actually Thursday", item_id="item_2"))
+    hub.publish(turn("assistant", "Let me check", interrupted=True, item_id="item_1"))
+    lines = hub.calls[SID].lines
+    assert [(line.text, line.interrupted) for line in lines] == [
+        ("Let me check", True),
+        ("Actually Thursday", False),
+    ]
+    last = (hub.since(0) or [])[-1]
+    assert last.kind == "line" and '"item_id": "item_1"' in last.data
 
 
 def test_events_of_a_call_never_started_here_are_ignored_but_its_end_is_told() -> None:

@@ -64,9 +64,16 @@ class LiveLine:
     text: str
     interrupted: bool
     at: str  # ISO instant
+    item_id: str | None = None  # an assistant answer cut later (barge-in) comes again: it replaces
 
     def json(self) -> dict[str, Any]:
-        return {"role": self.role, "text": self.text, "interrupted": self.interrupted, "at": self.at}
+        return {
+            "role": self.role,
+            "text": self.text,
+            "interrupted": self.interrupted,
+            "at": self.at,
+            "item_id": self.item_id,
+        }
 
 
 @dataclass
@@ -160,8 +167,8 @@ class LiveCalls:
             turn = event.turn
             if not turn.text.strip():
                 return
-            line = LiveLine(turn.role, turn.text, turn.interrupted, turn.spoken_at.isoformat())
-            live_call.lines.append(line)
+            line = LiveLine(turn.role, turn.text, turn.interrupted, turn.spoken_at.isoformat(), turn.item_id)
+            self._add_line(live_call, line)
             self._emit("line", {"call_sid": event.call_sid, **line.json()})
         elif isinstance(event, ToolRan):
             outcome = event.outcome
@@ -171,6 +178,15 @@ class LiveCalls:
         elif isinstance(event, CostAdded):
             live_call.cost += event.cost
             self._emit("cost", {"call_sid": event.call_sid, "cost": f"{live_call.cost:.4f}"})
+
+    @staticmethod
+    def _add_line(live_call: LiveCall, line: LiveLine) -> None:
+        if line.item_id is not None:
+            for index, earlier in enumerate(live_call.lines):
+                if earlier.item_id == line.item_id:
+                    live_call.lines[index] = line
+                    return
+        live_call.lines.append(line)
 
     async def _find_name(self, live: LiveCall, number: str) -> None:
         assert self._lookup is not None

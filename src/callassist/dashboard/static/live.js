@@ -23,6 +23,7 @@
 
   function lineItem(line) {
     const item = document.createElement("li");
+    if (line.item_id) item.dataset.itemId = line.item_id;
     item.className = "line " + (WHO[line.role] ? line.role : "system") + (line.interrupted ? " interrupted" : "");
     const who = document.createElement("span");
     who.className = "who";
@@ -113,7 +114,11 @@
       const article = articleFor(data.call_sid);
       if (!article) return;
       const transcript = article.querySelector(".transcript");
-      transcript.append(lineItem(data));
+      const item = lineItem(data);
+      const earlier = data.item_id
+        ? Array.from(transcript.children).find(function (li) { return li.dataset.itemId === data.item_id; })
+        : undefined;
+      if (earlier) earlier.replaceWith(item); else transcript.append(item);
       transcript.scrollTop = transcript.scrollHeight;
     },
     tool(data) {

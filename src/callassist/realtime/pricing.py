@@ -37,6 +37,12 @@ FULL = _prices("4.00", "0.40", "16.00", "32.00", "0.40", "64.00")
 FULL_V2 = _prices("4.00", "0.40", "24.00", "32.00", "0.40", "64.00")
 MINI = _prices("0.60", "0.06", "2.40", "10.00", "0.30", "20.00")
 
+# GPT-Live's Responses backend (text only; the audio columns never apply): the model pages via the
+# pricing page, https://developers.openai.com/api/docs/pricing (gpt-5.4-mini $0.75 / $0.075 / $4.50).
+GPT_5_4 = _prices("2.50", "0.25", "15.00", "2.50", "0.25", "15.00")
+GPT_5_4_MINI = _prices("0.75", "0.075", "4.50", "0.75", "0.075", "4.50")
+GPT_5_4_NANO = _prices("0.20", "0.02", "1.25", "0.20", "0.02", "1.25")
+
 MODEL_PRICES: dict[str, Prices] = {
     "gpt-realtime": FULL,
     "gpt-realtime-2025-08-28": FULL,
@@ -47,6 +53,17 @@ MODEL_PRICES: dict[str, Prices] = {
     "gpt-realtime-mini-2025-10-06": MINI,
     "gpt-realtime-mini-2025-12-15": MINI,
     "gpt-realtime-2.1-mini": MINI,
+    "gpt-5.4": GPT_5_4,
+    "gpt-5.4-mini": GPT_5_4_MINI,
+    "gpt-5.4-nano": GPT_5_4_NANO,
+}
+
+# GPT-Live: USD per minute of session, billed per second, not rounded up; the backend's tokens are
+# billed as usual (https://developers.openai.com/api/docs/models/gpt-live-1.1: active $0.05, standby
+# $0.02 (WebRTC only, never on our WebSocket); the voice latency and cost guide).
+LIVE_PER_MINUTE: dict[str, Decimal] = {
+    "gpt-live-1": Decimal("0.05"),
+    "gpt-live-1.1": Decimal("0.05"),
 }
 
 # USD per minute of transcribed caller audio.
@@ -114,7 +131,11 @@ class PriceTable:
     def __init__(self, overrides: dict[str, dict[str, float | str]] | None = None) -> None:
         self.models = dict(MODEL_PRICES)
         self.transcription = dict(TRANSCRIPTION_PER_MINUTE)
+        self.live = dict(LIVE_PER_MINUTE)
         for model, fields in (overrides or {}).items():
+            if "per_minute" in fields and model.startswith("gpt-live-"):
+                self.live[model] = Decimal(str(fields["per_minute"]))
+                continue
             if "per_minute" in fields:
                 self.transcription[model] = Decimal(str(fields["per_minute"]))
                 continue
@@ -150,6 +171,16 @@ class PriceTable:
 
     def transcription_cost(self, model: str, seconds: float) -> Decimal:
         per_minute = self.transcription.get(model)
+        if per_minute is None:
+            return Decimal(0)
+        return per_minute * Decimal(str(seconds)) / Decimal(60)
+
+    def live_cost(self, model: str, seconds: float) -> Decimal:
+        """A GPT-Live session's cost for `seconds` of billable duration (per second, at the minute rate)."""
+        per_minute = self.live.get(model)
+        if per_minute is None:
+            family = max((name for name in self.live if model.startswith(name)), key=len, default=None)
+            per_minute = self.live[family] if family else None
         if per_minute is None:
             return Decimal(0)
         return per_minute * Decimal(str(seconds)) / Decimal(60)

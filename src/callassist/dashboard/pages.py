@@ -58,7 +58,7 @@ SECURITY_HEADERS = {
         "form-action 'self'; object-src 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
 }
 # How often an event stream checks its session is still valid and the server still running.

@@ -284,3 +284,43 @@ async def test_the_event_stream_resumes_after_the_last_event_id(
         [missed] = await read_events(response, 1)
         assert missed["event"] == "line" and "missed while away" in missed["data"]
         assert int(missed["id"]) == int(resume_from) + 1
+
+
+async def test_the_event_stream_ends_when_its_session_is_logged_out(
+    owner: DashboardClient, dashboard: RunningServer
+) -> None:
+    csrf = await owner.csrf()
+    async with owner.http.get(owner.base_url + "/dashboard/events") as response:
+        [snapshot] = await read_events(response, 1)
+        assert snapshot["event"] == "snapshot"
+        status, _, _ = await owner.post("/dashboard/logout", {"csrf": csrf})
+        assert status == 303
+        # The stream checks its session every second: it ends, carrying nothing more.
+        dashboard.services.live.publish(CallStarted("CA" + "7" * 32, "+15550007777", is_owner=False))
+        async with asyncio.timeout(5):
+            rest = await response.content.read()
+        assert b"7777" not in rest
+
+
+async def test_without_an_admin_token_only_the_machine_itself_gets_the_dashboard(tmp_path: Path) -> None:
+    async with (
+        running_server(NO_OPENAI, tmp_path / "data") as running,
+        DashboardClient(running.base_url) as local,
+    ):
+        status, html, _ = await local.get("/dashboard")
+        assert status == 200 and "Live calls" in html and "Log out" not in html
+        csrf = csrf_of(html)
+        status, _, _ = await local.post("/dashboard/contacts", {"csrf": csrf, "phone": ALEX, "name": "Alex"})
+        assert status == 303
+        status, _, _ = await local.post("/dashboard/contacts", {"phone": ALEX, "name": "Alex"})
+        assert status == 403  # CSRF still required
+        # Through a tunnel on this machine, every client looks local: refused.
+        tunnel = {"X-Forwarded-For": "203.0.113.9"}
+        status, _, _ = await local.get("/dashboard", headers=tunnel)
+        assert status == 303
+        status, _, _ = await local.get("/dashboard/events", headers=tunnel)
+        assert status == 401
+        status, html, _ = await local.post(
+            "/dashboard/login", {"token": "anything-at-all-0123456789"}, headers=tunnel
+        )
+        assert status == 403 and "No admin token is set" in html

@@ -273,12 +273,13 @@ async def events(request: Request, runtime: RuntimeDep) -> Response:
         yield "retry: 1000\n\n"
         quiet = 0
         async for event in hub.stream(last_id, heartbeat_s=STREAM_CHECK_S):
+            # Checked before each event and each quiet second: a logged-out or expired session, or
+            # a stopping server, ends the stream.
+            if keeper.current(request) is None or not runtime.registry.accepting:
+                return
             if event is not None:
                 yield event.sse()
                 continue
-            # Checked each second: a logged-out or expired session, or a stopping server, ends it.
-            if keeper.current(request) is None or not runtime.registry.accepting:
-                return
             quiet += 1
             if quiet % KEEPALIVE_EVERY == 0:
                 yield ": keep-alive\n\n"

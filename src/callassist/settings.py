@@ -147,6 +147,12 @@ class Settings(BaseSettings):
     # The owner
     owner_name: str = Field(default="the owner", validation_alias=_env("OWNER_NAME"))
     owner_phone: str | None = Field(default=None, validation_alias=_env("OWNER_PHONE"))
+    # Warm transfer during an assistant call (transfer_to_owner, or the caller pressing 0): `always`
+    # when the caller asks, `urgent` only when it is urgent, the caller insists or is a VIP contact,
+    # `never`. Needs OWNER_PHONE and Twilio's REST credentials (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN).
+    transfer: Literal["always", "urgent", "never"] = Field(
+        default="urgent", validation_alias=_env("CALLASSIST_TRANSFER")
+    )
     timezone: str = Field(default_factory=machine_timezone, validation_alias=_env("CALLASSIST_TIMEZONE"))
 
     # Calendar and tools
@@ -379,6 +385,17 @@ class Settings(BaseSettings):
     @property
     def signatures_required(self) -> bool:
         return self.signature_token is not None
+
+    @property
+    def transfer_possible(self) -> bool:
+        """A live call can be put through to the owner: allowed, a number to ring, and Twilio's REST
+        API to ring it with."""
+        return bool(
+            self.transfer != "never"
+            and self.owner_phone
+            and self.twilio_account_sid
+            and self.signature_token is not None
+        )
 
     @property
     def signature_token(self) -> str | None:

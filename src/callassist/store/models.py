@@ -149,6 +149,23 @@ class TranscriptEntryRow(Base):
     latency_ms: Mapped[int | None]  # assistant turns: caller stopped speaking -> first audio sent
 
 
+class CallSegmentRow(Base):
+    """Who the caller was with, in order: `assistant`, `hold` (the owner being rung; `outcome` says
+    how that ended: connected, declined, no-answer, busy, failed, caller-hung-up) and `owner` (put
+    through; ended when Twilio reports the conference over). A call without a transfer has none."""
+
+    __tablename__ = "call_segments"
+    __table_args__ = (UniqueConstraint("call_sid", "seq"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    call_sid: Mapped[str] = mapped_column(ForeignKey("calls.call_sid", ondelete="CASCADE"))
+    seq: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(32))
+
+
 class ToolCallRow(Base):
     """A tool the model called: what it asked, what it got back, how long it took."""
 

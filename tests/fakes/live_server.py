@@ -479,7 +479,7 @@ class FakeLiveSession:
         out = ulaw_to_format(audio, self._kind)
         bpm = bytes_per_ms(self._kind)
         chunk_bytes = max(bpm, self._server.chunk_ms * bpm)
-        words = _WORDS.findall(say.text)
+        words = _WORDS.findall(say.text.strip() + " ")  # a space after the last word: speech goes on
         chunks = max(1, math.ceil(len(out) / chunk_bytes))
         said = self._speech = Said(say.text)
         self.said.append(said)

@@ -1,0 +1,570 @@
+"""LiveEngine: OpenAI GPT-Live (full duplex, `/v1/live/sessions`) as a model engine.
+
+`live/socket.py` carries the socket, `live/config.py` the session.start, `live/billing.py` the
+cost; this module is the only place that knows the Live event shapes. `Call` does not change: the
+Live events are mapped onto the call's vocabulary (engine/events.py), and what GPT-Live does not have
+is done the honest way, below.
+
+What maps one to one (Realtime -> Live):
+- caller audio: input_audio_buffer.append -> session.input_audio.append (same base64 μ-law, one write);
+- assistant audio and words: response.output_audio(_transcript).delta -> session.output_audio.delta
+  and session.output_transcript.delta (no item ids: ours, one per stretch of speech);
+- tools: a completed function_call of response.done -> a function_call item of a backend
+  `response.event` (from its response.output_item.done: lifecycle snapshots carry no output);
+  the output goes back as response.item.create (function_call_output), then response.create;
+- notes: a system item -> session.instructions.append (developer instructions that stay in the
+  conversation and reach later delegations);
+- reconnect: the conversation replayed as items -> `input` items of the new session.start (text
+  only: a caller turn a lost session never transcribed is a note, not its audio);
+- cost: the session's cumulative seconds (session.usage.updated, never summed) at the per-second
+  price, plus each backend response's tokens; errors: `error` events by code.
+
+What doesn't (and what this engine does instead):
+- no client-created responses: the model speaks when it decides to. A request (`request_response`)
+  becomes, after tool outputs, the backend's response.create (the model says its result), else a
+  session.commentary.append cue ("context the Live model can communicate"); our request tag is put
+  on the model's next stretch of speech. The greeting is such a cue, sent once the session started.
+- no responses at all on the wire: a ResponseStarted/ResponseFinished pair is made for each stretch
+  of the model's speech (it ends after UTTERANCE_GAP_S without audio or words, or when the caller
+  starts talking: then "cancelled"); a backend response is a ResponseFinished without speech.
+- no voice-activity events: the caller's turn begins with their first input transcript delta
+  (SpeechStarted: the call stops the playback queued at Twilio, as on Realtime) and ends when the
+  model speaks or after CALLER_QUIET_S without words (SpeechStopped, then CallerTranscribed with
+  the words; transcription is part of the session's price: 0 s billed).
+- no truncate (context is append-only: the model knows it was interrupted), no cancel, no input
+  commit: `truncate` and `cancel_response` send nothing and return False; `commit_input` closes
+  the caller's open turn locally. An interruption costs at most the audio queued at Twilio
+  (media/pacing.py keeps that short).
+- no out-of-band response with tool_choice "none": the summary is a backend response.create after a
+  developer message asking for it (and not to call tools); a tool call in it is never run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from openai import AsyncOpenAI
+
+from callassist.engine.base import EngineUnavailable, SetupHook
+from callassist.engine.events import (
+    SUMMARY_REQUEST,
+    AssistantWords,
+    AudioOut,
+    CallerTranscribed,
+    EngineError,
+    EngineEvent,
+    EngineLost,
+    ErrorKind,
+    ResponseFinished,
+    ResponseStarted,
+    SessionReplaced,
+    SpeechStarted,
+    SpeechStopped,
+    SpokenItem,
+    ToolCall,
+)
+from callassist.live.billing import LiveBilling
+from callassist.live.config import session_start
+from callassist.live.socket import LiveSocket, LiveUnavailable, Restarted
+from callassist.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_TAG = "callassist_"  # our event_ids: an error's client_event_id gives our request back
+# The model's speech is taken as over after this long without audio or words from it: the service
+# streams a stretch of speech without pauses longer than this between deltas (an assumption the
+# docs leave open; too short only splits one answer into two turns in the record).
+UTTERANCE_GAP_S = 0.6
+# The caller's turn is taken as over after this long without a transcript delta, unless the model
+# answers first (input transcript deltas "do not define complete turns", their SDK docstring).
+CALLER_QUIET_S = 1.0
+# Live sessions were observed to expire after about two hours: move to a fresh one well before.
+ROTATE_AFTER_S = 100 * 60
+RECOVERABLE_ERRORS = frozenset({"rate_limit_exceeded", "invalid_value", "invalid_request"})
+GREETING_CUE = "The call has just connected: greet the caller now, once, as your instructions say."
+ANSWER_CUE = "The caller is waiting for your answer to what they said last: answer them now."
+SPEAK_CUE = "Say to the caller now what your latest instructions ask for, in your own short words."
+SUMMARY_PREFIX = "Do not call any tool for this request. "
+DELEGATION_FAILED = (
+    "Your backend could not finish the last task because of a technical problem. Apologise briefly "
+    "to the caller, say it didn't go through, and offer to take a message instead."
+)
+_IGNORED = frozenset(
+    {
+        "session.started",
+        "session.updated",
+        "session.instructions.appended",
+        "session.thinking.appended",
+        "session.commentary.appended",
+        "session.input_audio.muted",
+        "session.input_audio.unmuted",
+        "info",
+    }
+)
+
+
+@dataclass(slots=True)
+class _Speech:
+    """A stretch of the model's speech: one response and one item in the call's terms."""
+
+    response_id: str
+    item_id: str
+    request: str | None
+    last_at: float
+    words: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _CallerTurn:
+    item_id: str
+    start_ms: int
+    end_ms: int
+    last_at: float
+    words: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Backend:
+    """One response of the Responses backend, as its streamed events tell it."""
+
+    response_id: str
+    request: str | None
+    delegation_id: str | None
+    calls: list[ToolCall] = field(default_factory=list)
+    texts: list[SpokenItem] = field(default_factory=list)
+
+
+class LiveEngine:
+    """One call's assistant on GPT-Live. See `engine.base.Engine` for the contract."""
+
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        settings: Settings,
+        *,
+        logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+        ends_call: Callable[[str], bool] = lambda name: name == "end_call",
+        billing: LiveBilling | None = None,
+    ) -> None:
+        """ends_call: whether a tool ends the call (its result is not sent on to the backend: the
+        goodbye was said with the call to it). billing: where the cost goes (set by the opening,
+        once the call's record exists; None: not recorded)."""
+        self._settings = settings
+        self._log = logger
+        self._ends_call = ends_call
+        self.billing = billing
+        self._setup: SetupHook | None = None
+        self._socket = LiveSocket(client, start=self._start_events, logger=logger)
+        self.send_audio = self._socket.send_audio  # the hot path: straight to the socket
+        self.wait_ready = self._socket.wait_ready
+        self.settled = self._socket.settled
+        self._count = 0
+        self._speech: _Speech | None = None
+        self._caller: _CallerTurn | None = None
+        self._early_words: list[str] = []  # words of the model's speech before its first audio
+        self._request: str | None = None  # ours, put on the model's next speech
+        self._unanswered: dict[str, set[str]] = {}  # backend response -> call ids without output
+        self._outputs_waiting = False  # outputs sent, no response.create after them yet
+        # response.create sent for outputs: the backend's answer comes and the model says it; our
+        # requests meanwhile wait for that speech instead of cueing another (until a speech begins
+        # after the backend's final response: `_result_due`).
+        self._continuing = False
+        self._result_due = False
+        self._tasks: set[asyncio.Task[bool]] = set()
+        self._backends: dict[str, _Backend] = {}
+        self._closed = asyncio.Event()
+        self._closing = False
+        self._unknown: set[str] = set()
+
+    # Connection ---------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        try:
+            await self._socket.connect()
+        except LiveUnavailable as exc:  # LiveRefused too: the fallback engine tells them apart
+            raise EngineUnavailable(str(exc)) from exc
+
+    async def configure(self, setup: SetupHook) -> None:
+        self._setup = setup
+        try:
+            await self._socket.start()
+        except LiveUnavailable as exc:
+            raise EngineUnavailable(str(exc)) from exc
+        except (TimeoutError, OSError, ValueError) as exc:
+            raise EngineUnavailable(f"GPT-Live did not start the session: {exc!r}") from exc
+
+    async def close(self) -> None:
+        """session.close, then the socket: `session.closed` carries the final usage (its docstring),
+        which events() records if it is still reading (bounded wait)."""
+        self._closing = True
+        ready = self._socket.ready
+        self._socket.closing()
+        if ready and await self._socket.send({"type": "session.close"}):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), 1.0)
+        await self._socket.close()
+
+    async def rotate(self, quiet: Callable[[], bool]) -> bool:
+        if self._socket.session_age < ROTATE_AFTER_S or not quiet() or self._socket.switching:
+            return False
+        await self._socket.rotate()
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return self._socket.ready
+
+    @property
+    def switching(self) -> bool:
+        return self._socket.switching
+
+    @property
+    def buffered_frames(self) -> int:
+        return self._socket.buffered_frames
+
+    @property
+    def session_age(self) -> float:
+        return self._socket.session_age
+
+    def take_buffered_audio(self) -> list[str]:
+        """Caller frames not sent yet (the session never started), for another engine."""
+        return self._socket.take_buffered()
+
+    @property
+    def reconnects(self) -> int:
+        return self._socket.reconnects
+
+    @property
+    def rotations(self) -> int:
+        return self._socket.rotations
+
+    async def _start_events(self, replacing: bool) -> tuple[dict[str, Any], Sequence[dict[str, Any]]]:
+        """session.start, then (once started) the greeting cue on a first session, or the caller's
+        unfinished speech and the answer they are owed on a replacement."""
+        if self._setup is None:
+            raise LiveUnavailable("configured without a setup")
+        setup = await self._setup(replacing)
+        self._speech, self._caller, self._early_words = None, None, []  # the old session's, gone
+        self._unanswered.clear()
+        self._outputs_waiting = self._continuing = self._result_due = False
+        after: list[dict[str, Any]] = []
+        if setup.greeting is not None:
+            self._request = setup.greeting
+            after.append(_cue(GREETING_CUE))
+        else:
+            if setup.unfinished_speech:
+                audio = base64.b64encode(setup.unfinished_speech).decode("ascii")
+                after.append({"type": "session.input_audio.append", "audio": audio})
+            if setup.answer is not None:
+                self._request = setup.answer
+                after.append(_cue(ANSWER_CUE))
+        return dict(session_start(self._settings, setup, replacing=replacing)), after
+
+    # Requests -------------------------------------------------------------------------------------
+
+    async def commit_input(self) -> bool:
+        """No input buffer to commit: the caller's open turn is closed at once (events() reports it
+        with its words so far at its next deadline, well within the call's wait for transcripts)."""
+        if self._caller is None:
+            return False
+        self._caller.last_at = 0.0
+        return True
+
+    async def request_response(self, request: str, *, audio_only: bool = False) -> bool:
+        self._request = request
+        if self._continuing:
+            return True  # the backend is answering the outputs: the model says it
+        if self._outputs_waiting:
+            return await self._continue_backend()
+        return await self._socket.send(_cue(SPEAK_CUE))
+
+    async def request_summary(self, instructions: str) -> bool:
+        item = {"type": "message", "role": "developer", "content": SUMMARY_PREFIX + instructions}
+        if not await self._socket.send({"type": "response.item.create", "item": item}):
+            return False
+        return await self._socket.send({"type": "response.create", "event_id": _TAG + SUMMARY_REQUEST})
+
+    async def cancel_response(self, response_id: str | None = None) -> bool:
+        return False  # nothing cancels the model's speech (full duplex, server-driven)
+
+    async def truncate(self, item_id: str, heard_ms: int) -> bool:
+        return False  # append-only context: the model heard the caller interrupt it
+
+    async def add_note(self, text: str) -> bool:
+        return await self._socket.send(
+            {"type": "session.instructions.append", "content": text, "delegation_id": None}
+        )
+
+    async def add_tool_output(self, call_id: str, output_json: str) -> bool:
+        item = {"type": "function_call_output", "call_id": call_id, "output": output_json}
+        if not await self._socket.send({"type": "response.item.create", "item": item}):
+            return False
+        self._outputs_waiting = True
+        for response_id, calls in list(self._unanswered.items()):
+            if call_id not in calls:
+                continue
+            calls.discard(call_id)
+            if not calls:
+                del self._unanswered[response_id]
+                # Every call of that backend response is answered: let it carry on now, whatever
+                # the call's sequencer decides about speaking (the backend waits for this).
+                await self._continue_backend()
+        return True
+
+    async def _continue_backend(self) -> bool:
+        self._outputs_waiting = False
+        self._continuing = await self._socket.send({"type": "response.create", "event_id": _TAG + "outputs"})
+        return self._continuing
+
+    # Events ---------------------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[EngineEvent]:
+        pending: asyncio.Future[bytes | Restarted | None] | None = None
+        out: list[EngineEvent] = []
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(self._socket.recv())
+                wait_s = self._next_deadline()
+                if wait_s is not None:
+                    await asyncio.wait({pending}, timeout=wait_s)
+                    if not pending.done():
+                        self._expire(time.monotonic(), out)
+                        for event in out:
+                            yield event
+                        out.clear()
+                        continue
+                raw = await pending
+                pending = None
+                if raw is None:
+                    return
+                if type(raw) is Restarted:
+                    yield SessionReplaced(raw.downtime_s, raw.close_code, raw.rotated)
+                    continue
+                self._translate(raw, out)  # type: ignore[arg-type]
+                for event in out:
+                    yield event
+                out.clear()
+        except LiveUnavailable as exc:
+            yield EngineLost(str(exc))
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+
+    def _next_deadline(self) -> float | None:
+        """Seconds until an open speech or caller turn is taken as over, if one is open."""
+        now = time.monotonic()
+        deadlines = []
+        if self._speech is not None:
+            deadlines.append(self._speech.last_at + UTTERANCE_GAP_S - now)
+        if self._caller is not None:
+            deadlines.append(self._caller.last_at + CALLER_QUIET_S - now)
+        return max(0.0, min(deadlines)) if deadlines else None
+
+    def _expire(self, now: float, out: list[EngineEvent]) -> None:
+        if self._speech is not None and now - self._speech.last_at >= UTTERANCE_GAP_S:
+            self._speech_over("completed", out)
+        if self._caller is not None and now - self._caller.last_at >= CALLER_QUIET_S:
+            self._caller_over(out)
+
+    def _new_id(self, prefix: str) -> str:
+        self._count += 1
+        return f"{prefix}_{self._count}"
+
+    def _translate(self, raw: bytes, out: list[EngineEvent]) -> None:
+        try:
+            data = orjson.loads(raw)
+            kind = data["type"]
+            if kind == "session.output_audio.delta":
+                speech = self._speech or self._speech_began(out)
+                speech.last_at = time.monotonic()
+                out.append(AudioOut(speech.response_id, speech.item_id, data["delta"]))
+                return
+            if kind == "session.output_transcript.delta":
+                self._assistant_words(data["delta"], out)
+            elif kind == "session.input_transcript.delta":
+                self._caller_words(data, out)
+            elif kind == "response.event":
+                self._backend_event(data, out)
+            elif kind == "session.usage.updated":
+                if self.billing is not None and self._socket.session_id:
+                    self.billing.session_seconds(self._socket.session_id, float(data["usage"]["seconds"]))
+            elif kind == "session.closed":
+                self._session_closed(data)
+            elif kind == "session.delegation.created":
+                self._log.info("GPT-Live delegated a task to the backend")
+            elif kind == "error":
+                out.append(self._error(data.get("error") or {}))
+            elif kind not in _IGNORED and kind not in self._unknown:
+                self._unknown.add(kind)
+                self._log.info("ignoring GPT-Live event type %r", kind)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # orjson's errors too
+            self._log.warning("ignored an unreadable GPT-Live event: %s", type(exc).__name__)
+
+    # The model's speech ---------------------------------------------------------------------------
+
+    def _speech_began(self, out: list[EngineEvent]) -> _Speech:
+        if self._caller is not None:
+            self._caller_over(out)  # the model took its turn: the caller's is over
+        request, self._request = self._request, None
+        speech = _Speech(self._new_id("live_resp"), self._new_id("live_item"), request, time.monotonic())
+        speech.words, self._early_words = self._early_words, []
+        self._speech = speech
+        if self._result_due:  # the backend's answer is being said
+            self._continuing = self._result_due = False
+        out.append(ResponseStarted(speech.response_id, request))
+        for word in speech.words:
+            out.append(AssistantWords(speech.item_id, word))
+        return speech
+
+    def _assistant_words(self, delta: str, out: list[EngineEvent]) -> None:
+        speech = self._speech
+        if speech is None:
+            self._early_words.append(delta)  # the transcript may run ahead of the audio
+            return
+        speech.words.append(delta)
+        speech.last_at = time.monotonic()
+        out.append(AssistantWords(speech.item_id, delta))
+
+    def _speech_over(self, status: str, out: list[EngineEvent]) -> None:
+        speech, self._speech = self._speech, None
+        if speech is None:
+            return
+        spoken = SpokenItem(speech.item_id, "".join(speech.words).strip(), True)
+        out.append(ResponseFinished(speech.response_id, speech.request, status, spoken=(spoken,)))
+
+    # The caller's words ---------------------------------------------------------------------------
+
+    def _caller_words(self, data: dict[str, Any], out: list[EngineEvent]) -> None:
+        now = time.monotonic()
+        turn = self._caller
+        if turn is None:
+            turn = self._caller = _CallerTurn(self._new_id("live_in"), int(data["start_ms"]), 0, now)
+            out.append(SpeechStarted(turn.item_id, turn.start_ms))
+            if self._speech is not None:
+                # The caller talks over the model: what it was saying is over (it stops on its own;
+                # the call stops what is queued at Twilio). Its next words are a new stretch.
+                self._speech_over("cancelled", out)
+        turn.words.append(str(data["delta"]))
+        turn.end_ms = int(data["end_ms"])
+        turn.last_at = now
+
+    def _caller_over(self, out: list[EngineEvent]) -> None:
+        turn, self._caller = self._caller, None
+        if turn is None:
+            return
+        out.append(SpeechStopped(turn.item_id, turn.end_ms))
+        # Transcription is part of the session's per-second price: nothing more to bill.
+        out.append(CallerTranscribed(turn.item_id, "".join(turn.words).strip(), seconds=0.0))
+
+    # The backend (delegations and our requests) ---------------------------------------------------
+
+    def _backend_event(self, data: dict[str, Any], out: list[EngineEvent]) -> None:
+        nested = data["event"]
+        kind = nested.get("type")
+        if kind == "response.created":
+            response = nested["response"]
+            client_event = data.get("client_event_id") or ""
+            request = client_event[len(_TAG) :] if client_event.startswith(_TAG) else None
+            if request == "outputs":
+                request = None
+            self._backends[response["id"]] = _Backend(response["id"], request, data.get("delegation_id"))
+            return
+        response_id = self._backend_of(nested)
+        backend = self._backends.get(response_id or "")
+        if backend is None:
+            return
+        if kind == "response.output_item.done":
+            item = nested["item"]
+            if item.get("type") == "function_call":
+                call = ToolCall(
+                    str(item.get("id") or ""),
+                    str(item["call_id"]),
+                    str(item["name"]),
+                    str(item.get("arguments") or ""),
+                    item.get("status") == "completed",
+                )
+                backend.calls.append(call)
+            elif item.get("type") == "message":
+                text = "".join(str(part.get("text") or "") for part in item.get("content") or [])
+                backend.texts.append(SpokenItem(str(item.get("id") or ""), text, False))
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            self._backend_done(backend, nested["response"], out)
+
+    def _backend_of(self, nested: dict[str, Any]) -> str | None:
+        response = nested.get("response")
+        if isinstance(response, dict):
+            return str(response.get("id"))
+        # Item events carry no response id: they belong to the newest open backend response.
+        return next(reversed(self._backends), None)
+
+    def _backend_done(self, backend: _Backend, response: dict[str, Any], out: list[EngineEvent]) -> None:
+        del self._backends[backend.response_id]
+        status = str(response.get("status") or "failed")
+        usage = response.get("usage")
+        purpose = SUMMARY_REQUEST if backend.request == SUMMARY_REQUEST else "delegation"
+        if self.billing is not None and isinstance(usage, dict):
+            self.billing.backend_usage(backend.response_id, purpose, status, usage)
+        failure = None
+        if status == "failed":
+            error = response.get("error") or {}
+            failure = str(error.get("code") or "failed")
+            if backend.request != SUMMARY_REQUEST:
+                self._continuing = self._result_due = False
+                apology = asyncio.ensure_future(self._socket.send(_cue(DELEGATION_FAILED)))  # never silence
+                self._tasks.add(apology)
+                apology.add_done_callback(self._tasks.discard)
+        completed = [call for call in backend.calls if call.completed]
+        if completed and status == "completed":
+            answered = {call.call_id for call in completed}
+            if not any(self._ends_call(call.name) for call in completed):
+                self._unanswered[backend.response_id] = answered
+        elif not backend.calls and self._continuing:
+            self._result_due = True  # its text is the result the model says next
+        spoken = tuple(backend.texts) if backend.request == SUMMARY_REQUEST else ()
+        out.append(
+            ResponseFinished(
+                backend.response_id,
+                backend.request,
+                status,
+                spoken=spoken,
+                tool_calls=tuple(backend.calls),
+                failure=failure,
+            )
+        )
+
+    def _session_closed(self, data: dict[str, Any]) -> None:
+        usage = data.get("usage") or {}
+        if self.billing is not None and self._socket.session_id and "seconds" in usage:
+            self.billing.session_seconds(self._socket.session_id, float(usage["seconds"]))
+        reason = data.get("reason")
+        if not self._closing:
+            self._log.warning("GPT-Live closed the session (%s)", reason)
+        self._closed.set()
+
+    def _error(self, error: dict[str, Any]) -> EngineError:
+        code = str(error.get("code") or error.get("type") or "unknown")
+        message = str(error.get("message") or "")
+        event_id = str(error.get("client_event_id") or "")
+        request = event_id[len(_TAG) :] if event_id.startswith(_TAG) else None
+        level = logging.INFO if code in RECOVERABLE_ERRORS else logging.WARNING
+        self._log.log(level, "GPT-Live error %s: %s", code, message)
+        if request == "outputs":
+            self._continuing = False
+            request = None
+        kind = ErrorKind.refused if request else ErrorKind.recoverable
+        return EngineError(kind, code, message, request)
+
+
+def _cue(text: str) -> dict[str, Any]:
+    """Speakable context for the model (SDK: "Provide context the Live model can communicate to the
+    user"); `delegation_id` is "Required, nullable"."""
+    return {"type": "session.commentary.append", "content": text, "delegation_id": None}

@@ -28,7 +28,8 @@ from callassist.call.events import AssistantLost
 from callassist.call.journal import CallJournal
 from callassist.call.recorder import CallRecorder
 from callassist.call.registry import StreamTicket
-from callassist.engine.realtime import RealtimeEngine
+from callassist.engine.base import Engine
+from callassist.engine.live_fallback import bill, build_engine, engine_model
 from callassist.media.leg import MediaLeg
 from callassist.media.recording import RECORDINGS, Recorder, RecordingLeg, delete_expired
 from callassist.media.twilio import START_TIMEOUT_S, NoStart, TwilioMediaStream
@@ -66,7 +67,7 @@ async def answer_stream(websocket: WebSocket, deps: CallDeps, ticket: StreamTick
     logger = obs.CallLogger(log, context)
     leg = TwilioMediaStream(websocket, logger)
     ticket.stream = leg
-    engine = RealtimeEngine(deps.openai, deps.settings, logger=logger)
+    engine = build_engine(deps.openai, deps.settings, deps.tools, logger)  # CALLASSIST_ENGINE
     preconnects = deps.preconnects
     preconnected = preconnects.take()
     connecting: asyncio.Task[None] | None = None
@@ -85,6 +86,7 @@ async def answer_stream(websocket: WebSocket, deps: CallDeps, ticket: StreamTick
         recorder = Recorder(settings.data_dir / RECORDINGS, start.call_sid) if settings.record else None
         call_leg: MediaLeg = leg if recorder is None else RecordingLeg(leg, recorder)
         call = _new_call(start, admission, call_leg, engine, deps, logger, accepted)
+        bill(engine, call.journal.recorder, deps.prices, deps.settings, deps.events)  # GPT-Live's cost
         if not ticket.start_call(call):
             logger.warning("all %d lines busy: the stream is refused", deps.settings.max_calls)
             obs.STREAMS_REFUSED.labels(reason="busy").inc()
@@ -168,7 +170,7 @@ def _new_call(
     start: Start,
     admission: Admission,
     leg: MediaLeg,
-    engine: RealtimeEngine,
+    engine: Engine,
     deps: CallDeps,
     logger: logging.LoggerAdapter[logging.Logger],
     accepted: tuple[datetime, float],
@@ -218,7 +220,7 @@ def _record_start(call: Call, start: Start) -> None:
         caller_name=None,
         is_owner=context.is_owner,
         dial_status=context.owner_missed_call,
-        model=call.deps.settings.realtime_model,
+        model=engine_model(call.deps.settings),
     )
     call.log.info("stream started (caller %s)", obs.masked_number(context.caller_number))
 

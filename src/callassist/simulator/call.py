@@ -15,6 +15,7 @@ import time
 
 from callassist.simulator.audio import BYTES_PER_MS, frames, speak, speech_frames
 from callassist.simulator.errors import CallEndedError, SimulatorError
+from callassist.simulator.owner import Owner
 from callassist.simulator.record import ACTIVITY_KINDS
 from callassist.simulator.stream import WEBHOOK_TIMEOUT_S, MediaStream, Utterance
 
@@ -30,6 +31,8 @@ class SimulatedCall(MediaStream):
         )
         self._follower: asyncio.Task[None] | None = None  # the CallerSimulator following the TwiML
         self._ready: asyncio.Future[None] = self._loop.create_future()
+        self._params: dict[str, str] = {}  # the voice webhook's parameters (set by CallerSimulator)
+        self._owner: Owner = Owner.no_answer  # what the owner's phone does when a <Dial> rings it
 
     def __repr__(self) -> str:
         state = "live" if self._live else (self.end_reason or "setting up")
@@ -154,31 +157,13 @@ class SimulatedCall(MediaStream):
             self._end("caller hung up")
             return
         if self._live:
-            now = time.monotonic()
-            self._stop_playback(now)
-            self._cancel_sender()
-            seq = self._next_seq()
-            self._send(
-                json.dumps(
-                    {
-                        "event": "stop",
-                        "sequenceNumber": str(seq),
-                        "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-                        "streamSid": self.stream_sid,
-                    }
-                )
-            )
-            self._live = False
-            self._emit("stop_sent", seq=seq)
-            self._out.put_nowait(None)  # the writer closes the socket after `stop` is on the wire
-            try:
-                async with asyncio.timeout(5.0):
-                    await self._stream_done.wait()
-            except TimeoutError:
-                self._abort_stream()
+            await self._stop_stream()
         if not self._call_done.is_set():
-            if self._follower is not None:
-                self._follower.cancel()
+            follower = self._follower
+            if follower is not None and not follower.done():
+                follower.cancel()
+                # Let the verb running clean up first (a conference sees the caller leave).
+                await asyncio.wait({follower}, timeout=WEBHOOK_TIMEOUT_S)
             self._end("caller hung up")
         await self._settle_callbacks()
 
@@ -200,6 +185,43 @@ class SimulatedCall(MediaStream):
         await self._settle_callbacks()
 
     # ----- call lifecycle (driven by CallerSimulator) -------------------------------------------------------
+
+    async def _stop_stream(self) -> None:
+        """Twilio's side of the stream's end while the server still has it open: play out what was
+        due, send `stop`, close the WebSocket (the caller hung up, or the call got new TwiML)."""
+        if not self._live:
+            return
+        now = time.monotonic()
+        self._stop_playback(now)
+        self._cancel_sender()
+        seq = self._next_seq()
+        self._send(
+            json.dumps(
+                {
+                    "event": "stop",
+                    "sequenceNumber": str(seq),
+                    "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
+                    "streamSid": self.stream_sid,
+                }
+            )
+        )
+        self._live = False
+        self._emit("stop_sent", seq=seq)
+        self._out.put_nowait(None)  # the writer closes the socket after `stop` is on the wire
+        try:
+            async with asyncio.timeout(5.0):
+                await self._stream_done.wait()
+        except TimeoutError:
+            self._abort_stream()
+
+    async def _end_stream_for_redirect(self) -> None:
+        """The call's TwiML was replaced through the REST API: a running `<Connect><Stream>` ends as
+        when the call ends, with `stop` and the WebSocket closed (Media Streams messages page:
+        https://www.twilio.com/docs/voice/media-streams/websocket-messages#stop-message). The
+        stream's statusCallback then gets stream-stopped, as for any end of the stream."""
+        if self._live:
+            self._redirected = True
+            await self._stop_stream()
 
     def _end(self, reason: str) -> None:
         if self._call_done.is_set():

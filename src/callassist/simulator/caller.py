@@ -34,9 +34,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from callassist.simulator import twiml as tw
 from callassist.simulator.call import SimulatedCall
+from callassist.simulator.conference import Conferences
 from callassist.simulator.errors import SimulatorError, StreamRejected, WebhookError
 from callassist.simulator.ids import new_sid
 from callassist.simulator.owner import Owner, ring
+from callassist.simulator.record import CallRecord
 from callassist.simulator.stream import WEBHOOK_TIMEOUT_S
 from callassist.simulator.voicemail import Record, follow_record
 
@@ -79,6 +81,7 @@ class CallerSimulator:
         account_sid: str | None = None,
         public_base_url: str | None = None,
         incoming_path: str = "/voice/incoming",
+        conferences: Conferences | None = None,
     ) -> None:
         if urlsplit(base_url).scheme not in ("http", "https"):
             raise ValueError(f"base_url must be http(s)://host[:port], got {base_url!r}")
@@ -88,6 +91,10 @@ class CallerSimulator:
         self.account_sid = account_sid or new_sid("AC")
         self.incoming_path = incoming_path
         self._link = _Link(self.base_url, RequestValidator(auth_token) if auth_token else None)
+        # Every call placed, by CallSid: the REST stand-in (rest.py) finds a call to update here.
+        self.calls: dict[str, SimulatedCall] = {}
+        # The account's conference rooms (`<Dial><Conference>`), shared with the REST stand-in's legs.
+        self.conferences = conferences if conferences is not None else Conferences()
 
     def webhook_params(
         self, *, call_sid: str, from_number: str, to_number: str, extra: dict[str, str] | None = None
@@ -153,6 +160,9 @@ class CallerSimulator:
         params = self.webhook_params(
             call_sid=call.call_sid, from_number=from_number, to_number=to_number, extra=extra_params
         )
+        call._params = params
+        call._owner = behaviour
+        self.calls[call.call_sid] = call
         call._follower = asyncio.create_task(
             self._follow(call, params, behaviour), name=f"sim-twiml-{call.call_sid[-6:]}"
         )
@@ -167,9 +177,27 @@ class CallerSimulator:
     # ----- Twilio's TwiML interpreter ----------------------------------------------------------------------
 
     async def _follow(self, call: SimulatedCall, params: dict[str, str], owner: Owner) -> None:
+        url = self.public_base_url + self.incoming_path
+        await self._run(call, params, owner, first=(url, "POST", params), verbs=None, doc_url=url)
+
+    async def _run(
+        self,
+        call: SimulatedCall,
+        params: dict[str, str],
+        owner: Owner,
+        *,
+        first: tuple[str, str, dict[str, str]] | None,
+        verbs: list[tw.Verb] | None,
+        doc_url: str,
+    ) -> None:
+        """Follow TwiML: fetch `first` (or run `verbs`, inline TwiML from a REST update) to the end."""
         try:
-            url = self.public_base_url + self.incoming_path
-            verbs = await self._fetch(call, url, "POST", params, what="voice webhook")
+            url = doc_url
+            if verbs is None:
+                assert first is not None
+                url, method, request_params = first
+                what = "voice webhook" if request_params is params else "TwiML request"
+                verbs = await self._fetch(call, url, method, request_params, what=what)
             while True:
                 next_request: tuple[str, str, dict[str, str]] | None = None
                 for verb in verbs:
@@ -230,6 +258,9 @@ class CallerSimulator:
     async def _dial(
         self, call: SimulatedCall, verb: tw.Dial, url: str, params: dict[str, str], owner: Owner
     ) -> tuple[str, str, dict[str, str]] | None:
+        if verb.conference is not None:
+            return await self._conference(call, verb, url, params)
+
         # Resolved at once instead of ringing for `timeout` (+ Twilio's ~5 s buffer,
         # https://www.twilio.com/docs/voice/twiml/dial); a <Number url> is run on the owner's leg.
         async def fetch(doc_url: str, method: str, leg: dict[str, str], what: str) -> list[tw.Verb]:
@@ -252,6 +283,99 @@ class CallerSimulator:
             "DialBridged": "true" if answered else "false",
         }
         return urljoin(url, verb.action), verb.method, dial_params
+
+    async def _conference(
+        self, call: SimulatedCall, verb: tw.Dial, url: str, params: dict[str, str]
+    ) -> tuple[str, str, dict[str, str]] | None:
+        """`<Dial><Conference>` on the caller's leg: join the room and stay until the leg leaves it (the
+        conference ends under it) or the call is hung up / redirected (this task is cancelled).
+
+        Then, as https://www.twilio.com/docs/voice/twiml/dial#action documents: the `action` gets
+        DialCallStatus `answered` ("When calling a conference, the called party answered the call and
+        was connected to the caller"), with neither DialCallSid nor DialCallDuration ("not sent after
+        dialing a conference"); DialBridged is sent (no exception is stated for it). Without an
+        `action`, the next verb runs.
+        """
+        assert verb.conference is not None
+        participant = self.conferences.join(call, verb.conference, role="caller")
+        try:
+            await participant.done.wait()
+        finally:
+            # Cancelled: the caller hung up, or the call got new TwiML: the leg leaves the room.
+            self.conferences.leave(participant, "the caller's leg left the conference")
+        status = "answered"
+        call.dial_status = status
+        call._emit(
+            "dial",
+            targets=list(verb.targets),
+            status=status,
+            timeout=verb.timeout,
+            conference=verb.conference.name,
+            bridged=participant.bridged,
+        )
+        if not verb.action:
+            return None
+        dial_params = {
+            **self._later(params, "in-progress"),
+            "DialCallStatus": status,
+            "DialBridged": "true" if participant.bridged else "false",
+        }
+        return urljoin(url, verb.action), verb.method, dial_params
+
+    # ----- REST updates (rest.py) ---------------------------------------------------------------------------
+
+    def redirect(
+        self,
+        call: SimulatedCall,
+        *,
+        verbs: list[tw.Verb] | None = None,
+        url: str | None = None,
+        method: str = "POST",
+        source: str = "",
+    ) -> None:
+        """Twilio's side of a REST update of an in-progress call with new TwiML (`Twiml`, or `Url` and
+        `Method`): "Twilio will immediately redirect the call to the new TwiML"
+        (https://www.twilio.com/docs/voice/api/call-resource#update-a-call-resource).
+
+        The running verb is abandoned at once. A `<Connect><Stream>` running gets `stop` and its
+        WebSocket is closed, as when the call ends (the media stream can only be stopped by ending
+        the call, or by the server closing it: https://www.twilio.com/docs/voice/twiml/stream).
+        Its `<Connect action>` is *not* requested: the `<Connect>` page says the action is requested
+        "when the <Connect> verb ends", and a redirect replaces the document the verb belonged to;
+        Twilio does not say an abandoned verb's action runs, so the simulator is strict and never
+        requests it (a server must not rely on it). A `<Dial>` in progress (a conference) is left
+        likewise, without its action. Then the new TwiML is followed like any other.
+        """
+        if call.ended:
+            raise ValueError(f"{call.call_sid} is not in progress")
+        described = [verb.describe() for verb in verbs or ()]
+        call._emit("redirected", url=url, method=method, source=source, verbs=described)
+        old = call._follower
+        if old is not None:
+            old.cancel()
+        call._follower = asyncio.create_task(
+            self._after_redirect(call, old, verbs, url, method), name=f"sim-twiml-{call.call_sid[-6:]}"
+        )
+
+    async def _after_redirect(
+        self,
+        call: SimulatedCall,
+        old: asyncio.Task[None] | None,
+        verbs: list[tw.Verb] | None,
+        url: str | None,
+        method: str,
+    ) -> None:
+        await call._end_stream_for_redirect()
+        if old is not None and not old.done():
+            await asyncio.wait({old}, timeout=WEBHOOK_TIMEOUT_S)  # let the abandoned verb clean up
+        if call.ended:
+            return
+        if verbs is None:
+            assert url is not None
+            first = (url, method, self._later(call._params, "in-progress"))
+            await self._run(call, call._params, call._owner, first=first, verbs=None, doc_url=url)
+        else:
+            await self._run(call, call._params, call._owner, first=None, verbs=verbs, doc_url="")
 
     async def _request(
         self, public_url: str, method: str, params: dict[str, str], *, what: str
@@ -285,7 +409,7 @@ class CallerSimulator:
             raise WebhookError(f"cannot reach the server at {local}: {reason}") from None
 
     async def _fetch(
-        self, call: SimulatedCall, public_url: str, method: str, params: dict[str, str], *, what: str
+        self, call: CallRecord, public_url: str, method: str, params: dict[str, str], *, what: str
     ) -> list[tw.Verb]:
         """Request TwiML the way Twilio does (signed against the public URL) and parse it."""
         local = self._link.local_url(public_url)

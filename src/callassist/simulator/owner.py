@@ -65,6 +65,44 @@ class DialOutcome:
 Fetch = Callable[[str, str, dict[str, str], str], Awaitable[list[tw.Verb]]]
 
 
+@dataclass(frozen=True, slots=True)
+class GatherOutcome:
+    """What the owner did at a `<Gather>`: hung up, or pressed a key whose `action` is to be requested
+    (`next_request`); neither means no input: Twilio goes on with the next verb."""
+
+    hung_up: bool = False
+    next_request: tuple[str, str, dict[str, str]] | None = None
+
+
+def owner_gather(
+    record: CallRecord, verb: tw.Gather, url: str, leg: dict[str, str], owner: Owner
+) -> GatherOutcome:
+    """The owner's answer to a `<Gather>` on their leg (a screened `<Number url>` leg, or a call the
+    REST API placed to them). Twilio's <Gather> page (https://www.twilio.com/docs/voice/twiml/gather):
+    the digits go to `action` as `Digits` (with the leg's own parameters), and that answer's TwiML
+    replaces the rest; no input within `timeout` goes on with the next verb, unless
+    actionOnEmptyResult asks for the action anyway (Digits is then sent empty)."""
+    for prompt in verb.prompts:
+        if isinstance(prompt, tw.Say):
+            record._emit("owner_heard", text=prompt.text)
+    if owner is Owner.hang_up:
+        record._emit("owner_leg", outcome="the owner hung up during the whisper")
+        return GatherOutcome(hung_up=True)
+    digit = owner.digit
+    if digit is not None and verb.num_digits is not None and verb.num_digits > 1:
+        record._warn(f"<Gather numDigits={verb.num_digits}>: the simulated owner presses one key only")
+    if digit is not None and verb.action:
+        record._emit("owner_pressed", digit=digit)
+        return GatherOutcome(next_request=(urljoin(url, verb.action), verb.method, {**leg, "Digits": digit}))
+    if digit is None and verb.action_on_empty_result and verb.action:
+        return GatherOutcome(next_request=(urljoin(url, verb.action), verb.method, {**leg, "Digits": ""}))
+    if digit is not None:
+        # A digit with no action goes back to the same document's URL (Twilio's <Gather> page);
+        # not needed by callassist, so it is treated like no input: fall through.
+        record._warn("<Gather> without action: the simulator treats the key as no input")
+    return GatherOutcome()
+
+
 async def ring(call: CallRecord, verb: tw.Dial, doc_url: str, owner: Owner, fetch: Fetch) -> DialOutcome:
     """Ring the `<Dial>`'s first `<Number>` and play the owner's side to the Dial's outcome."""
     dial_sid = new_sid("CA")
@@ -114,22 +152,12 @@ async def _screen(
                 next_request = (urljoin(url, verb.url), verb.method, leg)
                 break
             elif isinstance(verb, tw.Gather):
-                for prompt in verb.prompts:
-                    if isinstance(prompt, tw.Say):
-                        call._emit("owner_heard", text=prompt.text)
-                if owner is Owner.hang_up:
-                    call._emit("owner_leg", outcome="the owner hung up during the whisper")
+                gathered = owner_gather(call, verb, url, leg, owner)
+                if gathered.hung_up:
                     return False
-                digit = owner.digit
-                if digit is not None and verb.action:
-                    call._emit("owner_pressed", digit=digit)
-                    next_request = (urljoin(url, verb.action), verb.method, {**leg, "Digits": digit})
+                if gathered.next_request is not None:
+                    next_request = gathered.next_request
                     break
-                if digit is None and verb.action_on_empty_result and verb.action:
-                    next_request = (urljoin(url, verb.action), verb.method, {**leg, "Digits": ""})
-                    break
-                # A digit with no action goes back to the same document's URL (Twilio's <Gather>
-                # page); not needed by callassist, so it is treated like no input: fall through.
             elif isinstance(verb, tw.Connect | tw.Unsupported):
                 call._warn(f"{verb.describe()} on the owner's screened leg is not simulated; skipped")
         if next_request is None:

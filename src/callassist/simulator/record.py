@@ -99,13 +99,14 @@ class CallRecord:
         return self._call_done.is_set()
 
     @property
-    def stream_closed_by(self) -> Literal["caller", "server"] | None:
-        """Who closed the media stream: the caller hanging up, or the server; None while it is open
-        (or if it never opened)."""
+    def stream_closed_by(self) -> Literal["caller", "server", "redirect"] | None:
+        """Who closed the media stream: the caller hanging up, the server, or Twilio itself because
+        the call was given new TwiML through the REST API ("redirect"); None while it is open (or if
+        it never opened)."""
         for event in self.events:
             if event.kind == "stream_closed":
                 by = event.detail["by"]
-                return "caller" if by == "caller" else "server"
+                return "caller" if by == "caller" else "redirect" if by == "redirect" else "server"
         return None
 
     def count(self, kind: str) -> int:

@@ -111,6 +111,8 @@ def describe_ending(call: SimulatedCall) -> str:
     by = call.stream_closed_by
     if by == "caller":
         return "caller hung up"
+    if by == "redirect":
+        return f"the call was given new TwiML through the REST API; {call.end_reason or 'still going'}"
     if by is None:
         return call.end_reason or "—"
     reason = f": {call.close_reason}" if call.close_reason else ""

@@ -68,6 +68,7 @@ class MediaStream(CallRecord):
         self._t0 = 0.0
         self._live = False  # between `start` sent and `stop` sent / socket closed
         self._hung_up = False
+        self._redirected = False  # the call's TwiML was replaced through the REST API
         self._speech: deque[Utterance] = deque()
         self._tasks: list[asyncio.Task[None]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -372,7 +373,7 @@ class MediaStream(CallRecord):
         self._out.put_nowait(None)
         self.close_code = ws.close_code
         self.close_reason = ws.close_reason
-        by = "caller" if self._hung_up else "server"
+        by = "caller" if self._hung_up else "redirect" if self._redirected else "server"
         self._emit(
             "stream_closed",
             t=now,

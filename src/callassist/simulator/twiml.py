@@ -1,9 +1,10 @@
 """Parse the TwiML a voice webhook returns into the verbs the simulated Twilio follows.
 
-Only the voice verbs callassist can emit are modelled in detail (`<Dial>`, `<Connect><Stream>`, `<Say>`,
-`<Pause>`, `<Hangup>`, `<Reject>`, `<Redirect>`); anything else becomes `Unsupported` so the caller can record
-it instead of failing. Reference: https://www.twilio.com/docs/voice/twiml/connect,
-https://www.twilio.com/docs/voice/twiml/stream and https://www.twilio.com/docs/voice/twiml/dial.
+Only the voice verbs callassist can emit are modelled in detail (`<Dial>` with `<Number>` or
+`<Conference>`, `<Connect><Stream>`, `<Say>`, `<Pause>`, `<Gather>`, `<Hangup>`, `<Reject>`,
+`<Redirect>`); anything else becomes `Unsupported` so the caller can record it instead of failing.
+Reference: https://www.twilio.com/docs/voice/twiml/connect, https://www.twilio.com/docs/voice/twiml/stream,
+https://www.twilio.com/docs/voice/twiml/dial and https://www.twilio.com/docs/voice/twiml/conference.
 """
 
 from __future__ import annotations
@@ -69,6 +70,20 @@ class Number:
 
 
 @dataclass(frozen=True, slots=True)
+class Conference:
+    """A `<Conference>` of a `<Dial>`: a named room on the account
+    (https://www.twilio.com/docs/voice/twiml/conference). Defaults as that page gives them:
+    startConferenceOnEnter true, endConferenceOnExit false, beep true."""
+
+    name: str
+    start_conference_on_enter: bool = True
+    end_conference_on_exit: bool = False
+    beep: str = "true"
+    wait_url: str | None = None
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Dial:
     targets: tuple[str, ...]
     timeout: int = 30
@@ -76,6 +91,7 @@ class Dial:
     method: str = "POST"
     answer_on_bridge: bool = False
     numbers: tuple[Number, ...] = ()
+    conference: Conference | None = None
 
     def describe(self) -> str:
         return f"Dial {', '.join(self.targets) or '(nobody)'} timeout={self.timeout}s"
@@ -152,9 +168,37 @@ def _method(value: str | None) -> str:
     return (value or "POST").strip().upper()
 
 
+def _flag(element: ET.Element, name: str, default: bool, code: int, problems: list[str]) -> bool:
+    value = element.get(name)
+    if value is None:
+        return default
+    if value not in ("true", "false"):
+        # Twilio: "<name> must be either "true" or "false"" (errors 13231 / 13232,
+        # https://www.twilio.com/docs/api/errors/13231); the default then applies.
+        problems.append(f'<Conference {name}={value!r}>: must be "true" or "false" (Twilio {code})')
+        return default
+    return value == "true"
+
+
+def _conference(element: ET.Element) -> Conference:
+    problems: list[str] = []
+    name = (element.text or "").strip()
+    if not name:
+        problems.append("<Conference> without a room name")
+    return Conference(
+        name=name,
+        start_conference_on_enter=_flag(element, "startConferenceOnEnter", True, 13232, problems),
+        end_conference_on_exit=_flag(element, "endConferenceOnExit", False, 13231, problems),
+        beep=element.get("beep", "true"),
+        wait_url=element.get("waitUrl"),
+        problems=tuple(problems),
+    )
+
+
 def _dial(element: ET.Element) -> Dial:
     targets: list[str] = []
     numbers: list[Number] = []
+    conference: Conference | None = None
     # <Dial>+1555...</Dial> is shorthand for a single <Number>.
     if element.text and element.text.strip():
         targets.append(element.text.strip())
@@ -164,6 +208,8 @@ def _dial(element: ET.Element) -> Dial:
         targets.append(text if child.tag == "Number" else f"{child.tag}:{text}")
         if child.tag == "Number":
             numbers.append(Number(text, child.get("url") or None, _method(child.get("method"))))
+        elif child.tag == "Conference" and conference is None:
+            conference = _conference(child)
     return Dial(
         targets=tuple(targets),
         timeout=_int(element.get("timeout"), 30),
@@ -171,6 +217,7 @@ def _dial(element: ET.Element) -> Dial:
         method=_method(element.get("method")),
         answer_on_bridge=_bool(element.get("answerOnBridge")),
         numbers=tuple(numbers),
+        conference=conference,
     )
 
 

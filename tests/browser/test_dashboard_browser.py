@@ -172,6 +172,14 @@ async def test_the_owner_follows_a_call_live_then_finds_it_in_the_history(make_s
             assert blocked is not None and blocked.blocked
             await page.set_viewport_size({"width": 390, "height": 844})  # a phone
             await page.screenshot(path=SCREENSHOTS / "06-contacts-phone.png", full_page=True)
+            await page.set_viewport_size({"width": 1280, "height": 860})
+
+            # Numbers: today's call is counted; the health panel says OpenAI answered.
+            await page.get_by_role("link", name="Numbers").click()
+            await expect(page.locator(".figures")).to_contain_text("Calls")
+            await expect(page.locator(".figures div").first.locator("dd")).to_have_text("1")
+            await expect(page.locator(".health")).to_contain_text("OpenAI: OK")
+            await page.screenshot(path=SCREENSHOTS / "07-numbers.png", full_page=True)
 
             # Logout: back to the login form, and the dashboard is closed again.
             await page.get_by_role("button", name="Log out").click()

@@ -324,3 +324,17 @@ async def test_without_an_admin_token_only_the_machine_itself_gets_the_dashboard
             "/dashboard/login", {"token": "anything-at-all-0123456789"}, headers=tunnel
         )
         assert status == 403 and "No admin token is set" in html
+
+
+async def test_numbers_count_the_owner_days_and_health_is_shown(
+    owner: DashboardClient, dashboard: RunningServer
+) -> None:
+    status, html, _ = await owner.get("/dashboard/numbers", params={"days": "365"})
+    assert status == 200
+    # The seeded calls are from late November 2026; "today" is the test run's day, so count only
+    # when it falls within a year of them.
+    assert "Calls per day" in html and "Turn latency per day" in html and "<svg" in html
+    assert "Health" in html and "OpenAI" in html and "Notices" in html
+    assert "2 given up" in html  # the seed's two failed notices
+    status, html, _ = await owner.get("/dashboard/numbers", params={"days": "bogus"})
+    assert status == 200 and 'aria-current="page">30 days' in html

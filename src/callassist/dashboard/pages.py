@@ -25,7 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callassist.call.deps import EndReason
 from callassist.call.registry import CallRegistry
 from callassist.dashboard.auth import check_owner
+from callassist.dashboard.health import facts, outbox_state, upcoming
 from callassist.dashboard.live import LiveCalls, mask_number, tool_label
+from callassist.dashboard.numbers import PERIODS, charts, numbers
 from callassist.dashboard.queries import FILTERS, HistoryQuery, cost_parts, history
 from callassist.dashboard.session import OwnerSession, Sessions
 from callassist.media.recording import RECORDINGS, recording_path
@@ -419,7 +421,35 @@ async def inbox_page(request: Request, runtime: RuntimeDep) -> Response:
         messages = await _read(runtime, lambda db: list_messages(db, limit=100))
     except (SQLAlchemyError, OSError):
         return _unavailable(request, runtime, session)
-    return render(request, runtime, "inbox.html", session, messages=messages)
+    events = await upcoming(runtime)
+    return render(request, runtime, "inbox.html", session, messages=messages, events=events)
+
+
+@router.get("/dashboard/numbers", response_class=HTMLResponse)
+async def numbers_page(request: Request, runtime: RuntimeDep) -> Response:
+    session = sessions(request, runtime).current(request)
+    if session is None:
+        return _to_login()
+    days_text = request.query_params.get("days", "30")
+    days = int(days_text) if days_text.isdigit() and int(days_text) in PERIODS else 30
+    zone = runtime.settings.zone
+    try:
+        figures = await _read(runtime, lambda db: numbers(db, zone, days))
+        outbox = await _read(runtime, outbox_state)
+    except (SQLAlchemyError, OSError):
+        return _unavailable(request, runtime, session)
+    calendar_ok = await upcoming(runtime, days=1) is not None
+    return render(
+        request,
+        runtime,
+        "numbers.html",
+        session,
+        days=days,
+        periods=PERIODS,
+        figures=figures,
+        charts=charts(figures),
+        health=await facts(runtime, outbox, calendar_ok),
+    )
 
 
 @router.get("/dashboard/contacts", response_class=HTMLResponse)

@@ -153,7 +153,6 @@ def _as_utc(moment: datetime) -> datetime:
 
 CHART_WIDTH = 600
 CHART_HEIGHT = 140
-AXIS = 20  # room for the labels under the bars
 
 
 @dataclass(frozen=True)
@@ -171,9 +170,9 @@ class Chart:
     title: str
     bars: list[Bar]
     maximum: str
-    labels: list[tuple[float, str]]  # (x, text) under the bars, a few only
+    labels: list[tuple[float, str]]  # (percent from the left, text) under the bars, a few only
     width: int = CHART_WIDTH
-    height: int = CHART_HEIGHT + AXIS
+    height: int = CHART_HEIGHT
 
 
 def bar_chart(

@@ -161,7 +161,7 @@ async def test_session_commits_on_success_and_rolls_back_ddl_on_error(empty_data
 
 async def test_upgrade_from_empty_then_again_is_a_no_op(empty_database: Database) -> None:
     assert await empty_database.current_revision() is None
-    assert await empty_database.upgrade() == head_revision() == "0006"
+    assert await empty_database.upgrade() == head_revision() == "0007"
     assert await empty_database.upgrade() == head_revision()
     assert await empty_database.current_revision() == head_revision()
 

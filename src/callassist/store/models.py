@@ -222,6 +222,7 @@ class MessageRow(Base):
     message: Mapped[str] = mapped_column(Text)
     urgency: Mapped[str] = mapped_column(String(16), default="normal", server_default="normal")
     created_at: Mapped[datetime] = mapped_column(default=utc_now, index=True)
+    done_at: Mapped[datetime | None]  # when the owner marked it done (the dashboard's inbox)
 
 
 class OutboxRow(Base):

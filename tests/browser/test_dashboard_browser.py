@@ -156,10 +156,15 @@ async def test_the_owner_follows_a_call_live_then_finds_it_in_the_history(make_s
             await expect(page.locator(".transcript")).to_contain_text(CALLER_WORDS)
             await page.screenshot(path=SCREENSHOTS / "04-call.png", full_page=True)
 
-            # Inbox: the message the assistant took.
+            # Inbox: the message the assistant took; marked done, it leaves the inbox.
             await page.get_by_role("link", name="Inbox").click()
-            await expect(page.locator(".message").first).to_contain_text("Call me back about the roof")
+            message = page.locator(".message", has_text="Call me back about the roof")
+            await expect(message).to_be_visible()
             await page.screenshot(path=SCREENSHOTS / "05-inbox.png")
+            await message.get_by_role("button", name="Mark done").click()
+            await expect(page.locator(".empty").first).to_have_text("Nothing to do: no open messages.")
+            await page.get_by_role("link", name="Done").click()
+            await expect(message.locator(".tag")).to_contain_text("done")
 
             # Contacts: block the caller.
             await page.get_by_role("link", name="Contacts").click()

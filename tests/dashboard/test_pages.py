@@ -10,12 +10,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from sqlalchemy import select
 
 from callassist.call.events import CallStarted, TurnHeard
 from callassist.call.transcript import Turn
 from callassist.dashboard.session import COOKIE
 from callassist.store.contacts import ContactRepository
-from callassist.store.models import CallRow, utc_now
+from callassist.store.models import CallRow, MessageRow, utc_now
 from tests.records.seed import ALEX, BOB_CALL, DETAILED, OLDER, seed
 from tests.support.dashboard import DashboardClient, csrf_of
 from tests.support.records import ADMIN_TOKEN
@@ -29,7 +30,12 @@ PAGES = [
     "/dashboard/inbox",
     "/dashboard/contacts",
 ]
-POSTS = ["/dashboard/logout", f"/dashboard/calls/{DETAILED}/hangup", "/dashboard/contacts"]
+POSTS = [
+    "/dashboard/logout",
+    f"/dashboard/calls/{DETAILED}/hangup",
+    "/dashboard/contacts",
+    "/dashboard/messages/1/done",
+]
 
 
 @pytest.fixture
@@ -194,11 +200,33 @@ async def test_a_call_shows_summary_transcript_tools_cost_and_latency(owner: Das
     assert status == 404 and "No such call" in html
 
 
-async def test_inbox_shows_the_messages(owner: DashboardClient) -> None:
+async def test_inbox_lists_open_messages_urgent_first_and_marks_them_done(
+    owner: DashboardClient, dashboard: RunningServer
+) -> None:
     status, html, _ = await owner.get("/dashboard/inbox")
     assert status == 200
+    # Alex's is high urgency: first; then the newest.
     assert html.index("Please bring the contract.") < html.index("Invoice 42 is overdue.")
-    assert "Call me back." in html and "+15551239999" in html
+    assert html.index("Invoice 42 is overdue.") < html.index("Call me back.")
+    assert "+15551239999" in html and "The next two weeks" in html
+    async with dashboard.services.database.session(read_only=True) as session:
+        bob = await session.scalar(
+            select(MessageRow.id).where(MessageRow.message == "Invoice 42 is overdue.")
+        )
+    assert bob is not None
+    csrf = csrf_of(html)
+    status, _, _ = await owner.post(f"/dashboard/messages/{bob}/done", {})
+    assert status == 403
+    status, _, response = await owner.post(f"/dashboard/messages/{bob}/done", {"csrf": csrf})
+    assert status == 303 and response.headers["Location"] == "/dashboard/inbox"
+    _, html, _ = await owner.get("/dashboard/inbox")
+    assert "Invoice 42 is overdue." not in html and "Please bring the contract." in html
+    _, html, _ = await owner.get("/dashboard/inbox", params={"show": "done"})
+    assert "Invoice 42 is overdue." in html and "Please bring the contract." not in html
+    # And back again.
+    await owner.post(f"/dashboard/messages/{bob}/done", {"csrf": csrf, "done": "0"})
+    _, html, _ = await owner.get("/dashboard/inbox")
+    assert "Invoice 42 is overdue." in html
 
 
 async def test_contacts_are_added_edited_made_vip_and_blocked(

@@ -28,12 +28,12 @@ from callassist.dashboard.auth import check_owner
 from callassist.dashboard.health import facts, outbox_state, upcoming
 from callassist.dashboard.live import LiveCalls, mask_number, tool_label
 from callassist.dashboard.numbers import PERIODS, charts, numbers
-from callassist.dashboard.queries import FILTERS, HistoryQuery, cost_parts, history
+from callassist.dashboard.queries import FILTERS, HistoryQuery, cost_parts, history, inbox, mark_done
 from callassist.dashboard.session import OwnerSession, Sessions
 from callassist.media.recording import RECORDINGS, recording_path
 from callassist.runtime import Runtime, RuntimeDep
 from callassist.store.contacts import ContactRepository, normalize_phone
-from callassist.store.records import get_call, list_messages
+from callassist.store.records import get_call
 
 if TYPE_CHECKING:
     from callassist.call.call import Call
@@ -417,12 +417,30 @@ async def inbox_page(request: Request, runtime: RuntimeDep) -> Response:
     session = sessions(request, runtime).current(request)
     if session is None:
         return _to_login()
+    show_done = request.query_params.get("show") == "done"
     try:
-        messages = await _read(runtime, lambda db: list_messages(db, limit=100))
+        messages = await _read(runtime, lambda db: inbox(db, done=show_done))
     except (SQLAlchemyError, OSError):
         return _unavailable(request, runtime, session)
-    events = await upcoming(runtime)
-    return render(request, runtime, "inbox.html", session, messages=messages, events=events)
+    events = None if show_done else await upcoming(runtime)
+    return render(
+        request, runtime, "inbox.html", session, messages=messages, events=events, show_done=show_done
+    )
+
+
+@router.post("/dashboard/messages/{message_id}/done", response_model=None)
+async def message_done(request: Request, message_id: int, runtime: RuntimeDep) -> Response:
+    """`done=1` (the default) marks the message done; `done=0` puts it back in the inbox."""
+    session, form = await _form_session(request, runtime)
+    if session is None:
+        return _forbidden("log in first (and send the form's CSRF token)")
+    try:
+        async with runtime.database.session() as db:
+            await mark_done(db, message_id, done=form.get("done", "1") != "0")
+    except (SQLAlchemyError, OSError):
+        return _unavailable(request, runtime, session)
+    back = "/dashboard/inbox?show=done" if form.get("done") == "0" else "/dashboard/inbox"
+    return RedirectResponse(back, status_code=303, headers=SECURITY_HEADERS)
 
 
 @router.get("/dashboard/numbers", response_class=HTMLResponse)

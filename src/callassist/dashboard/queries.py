@@ -8,11 +8,18 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, exists, or_
+from sqlalchemy import ColumnElement, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callassist.realtime.pricing import MILLION, PriceTable
-from callassist.store.models import CallRow, ContactRow, MessageRow, ToolCallRow, TranscriptEntryRow
+from callassist.store.models import (
+    CallRow,
+    ContactRow,
+    MessageRow,
+    ToolCallRow,
+    TranscriptEntryRow,
+    utc_now,
+)
 from callassist.store.records import (
     BOOKING_TOOLS,
     CallSummary,
@@ -142,3 +149,59 @@ def cost_parts(usage: list[UsageRecord], prices: PriceTable) -> list[CostPart]:
         totals["text in"] += (record.text_in - record.cached_text) * price.text_in / MILLION
         totals["text out"] += record.text_out * price.text_out / MILLION
     return [CostPart(label, amount) for label, amount in totals.items()]
+
+
+# Inbox ------------------------------------------------------------------------------------------
+
+INBOX_SIZE = 100
+
+
+@dataclass(frozen=True)
+class InboxMessage:
+    id: int
+    call_sid: str | None
+    caller_number: str | None
+    caller_name: str | None  # as the caller gave it, else the contact's name
+    callback_number: str | None
+    message: str
+    urgency: str
+    created_at: datetime
+    done_at: datetime | None
+
+
+async def inbox(session: AsyncSession, *, done: bool) -> list[InboxMessage]:
+    """The messages still to deal with (`done=False`: urgent ones first, then newest first), or the
+    ones dealt with (newest first)."""
+    query = (
+        select(MessageRow, ContactRow.name)
+        .outerjoin(ContactRow, ContactRow.phone == MessageRow.caller_number)
+        .where(MessageRow.done_at.is_not(None) if done else MessageRow.done_at.is_(None))
+    )
+    if done:
+        query = query.order_by(MessageRow.done_at.desc(), MessageRow.id.desc())
+    else:
+        urgent_first = MessageRow.urgency.in_(URGENT).desc()
+        query = query.order_by(urgent_first, MessageRow.created_at.desc(), MessageRow.id.desc())
+    rows = await session.execute(query.limit(INBOX_SIZE))
+    return [
+        InboxMessage(
+            id=row.id,
+            call_sid=row.call_sid,
+            caller_number=row.caller_number,
+            caller_name=row.caller_name or contact_name,
+            callback_number=row.callback_number,
+            message=row.message,
+            urgency=row.urgency,
+            created_at=row.created_at,
+            done_at=row.done_at,
+        )
+        for row, contact_name in rows
+    ]
+
+
+async def mark_done(session: AsyncSession, message_id: int, *, done: bool) -> bool:
+    """Mark a message done (or not done again); False if there is no such message."""
+    result = await session.execute(
+        update(MessageRow).where(MessageRow.id == message_id).values(done_at=utc_now() if done else None)
+    )
+    return bool(getattr(result, "rowcount", 0))

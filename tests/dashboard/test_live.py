@@ -113,3 +113,13 @@ async def test_a_reader_wakes_on_each_event_and_publishing_never_waits_for_it() 
     await asyncio.wait_for(reader, 1)
     # The reader fell behind the ring: it got a snapshot with the latest lines, not a gap.
     assert [event.kind for event in received].count("snapshot") == 2
+
+
+def test_event_ids_carry_the_server_epoch() -> None:
+    hub, other = LiveCalls(), LiveCalls()
+    hub.publish(CallStarted(SID, None, is_owner=False))
+    assert hub.epoch != other.epoch
+    assert hub.event_id(hub.last_event_id) == 1
+    assert hub.event_id(other.last_event_id) is None
+    assert hub.event_id(None) is None and hub.event_id("1") is None and hub.event_id(f"{hub.epoch}.x") is None
+    assert (hub.since(0) or [])[0].sse(hub.epoch).startswith(f"id: {hub.epoch}.1\nevent: call-started\n")

@@ -311,7 +311,13 @@ async def test_the_event_stream_resumes_after_the_last_event_id(
     async with owner.http.get(owner.base_url + "/dashboard/events", headers=headers) as response:
         [missed] = await read_events(response, 1)
         assert missed["event"] == "line" and "missed while away" in missed["data"]
-        assert int(missed["id"]) == int(resume_from) + 1
+        epoch, _, number = resume_from.partition(".")
+        assert missed["id"] == f"{epoch}.{int(number) + 1}"
+    # An id of another server (or of this one before a restart): a snapshot, not a guess.
+    headers = {"Last-Event-ID": f"other.{number}"}
+    async with owner.http.get(owner.base_url + "/dashboard/events", headers=headers) as response:
+        [snapshot] = await read_events(response, 1)
+        assert snapshot["event"] == "snapshot" and "missed while away" in snapshot["data"]
 
 
 async def test_the_event_stream_ends_when_its_session_is_logged_out(
@@ -366,3 +372,19 @@ async def test_numbers_count_the_owner_days_and_health_is_shown(
     assert "2 given up" in html  # the seed's two failed notices
     status, html, _ = await owner.get("/dashboard/numbers", params={"days": "bogus"})
     assert status == 200 and 'aria-current="page">30 days' in html
+
+
+async def test_an_open_event_stream_does_not_hold_up_a_shutdown(tmp_path: Path) -> None:
+    async with running_server(NO_OPENAI, tmp_path / "data", admin_token=ADMIN_TOKEN) as running:
+        client = DashboardClient(running.base_url)
+        await client.log_in(ADMIN_TOKEN)
+        response = await client.http.get(running.base_url + "/dashboard/events")
+        [snapshot] = await read_events(response, 1)
+        assert snapshot["event"] == "snapshot"
+        running.server.should_exit = True
+        # The stream ends within its 1 s check once the server stops taking calls, well before
+        # uvicorn would cut it (timeout_graceful_shutdown, 2 s).
+        async with asyncio.timeout(1.6):
+            await response.content.read()
+        response.release()
+        await client.http.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -105,8 +106,10 @@ class LiveEvent:
     kind: str  # snapshot, call-started, call-updated, line, tool, cost, call-ended
     data: str  # JSON
 
-    def sse(self) -> str:
-        return f"id: {self.id}\nevent: {self.kind}\ndata: {self.data}\n\n"
+    def sse(self, epoch: str) -> str:
+        """As a server-sent event; its id carries this server's epoch, so an id from before a
+        restart is never taken for one of the new server's."""
+        return f"id: {epoch}.{self.id}\nevent: {self.kind}\ndata: {self.data}\n\n"
 
 
 class LiveCalls:
@@ -121,6 +124,7 @@ class LiveCalls:
         self._lookup: NameLookup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
+        self.epoch = secrets.token_hex(4)
 
     @property
     def last_id(self) -> int:
@@ -217,6 +221,17 @@ class LiveCalls:
         changed.set()
 
     # The readers -------------------------------------------------------------------------------
+
+    def event_id(self, text: str | None) -> int | None:
+        """The number in a Last-Event-ID this server gave out, or None (none, or another server's)."""
+        epoch, _, number = (text or "").strip().partition(".")
+        if epoch != self.epoch or not number.isdigit() or len(number) > 18:
+            return None
+        return int(number)
+
+    @property
+    def last_event_id(self) -> str:
+        return f"{self.epoch}.{self.last_id}"
 
     def snapshot(self) -> LiveEvent:
         """Every live call as it stands, numbered as the newest event (a reader resumes after it)."""

@@ -259,7 +259,7 @@ async def live_page(request: Request, runtime: RuntimeDep) -> Response:
         "live.html",
         session,
         calls=list(hub.calls.values()),
-        last_event_id=hub.last_id,
+        last_event_id=hub.last_event_id,
     )
 
 
@@ -269,7 +269,7 @@ async def events(request: Request, runtime: RuntimeDep) -> Response:
     if keeper.current(request) is None:
         return Response("log in first", status_code=401, media_type="text/plain", headers=SECURITY_HEADERS)
     hub = live_calls(runtime)
-    last_id = _event_id(request.headers.get("last-event-id") or request.query_params.get("after"))
+    last_id = hub.event_id(request.headers.get("last-event-id") or request.query_params.get("after"))
 
     async def body() -> AsyncIterator[str]:
         yield "retry: 1000\n\n"
@@ -280,7 +280,7 @@ async def events(request: Request, runtime: RuntimeDep) -> Response:
             if keeper.current(request) is None or not runtime.registry.accepting:
                 return
             if event is not None:
-                yield event.sse()
+                yield event.sse(hub.epoch)
                 continue
             quiet += 1
             if quiet % KEEPALIVE_EVERY == 0:
@@ -288,12 +288,6 @@ async def events(request: Request, runtime: RuntimeDep) -> Response:
 
     headers = {**SECURITY_HEADERS, "X-Accel-Buffering": "no"}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
-
-
-def _event_id(text: str | None) -> int | None:
-    if text is None or not text.strip().isdigit() or len(text) > 18:
-        return None
-    return int(text)
 
 
 def _live_call(registry: CallRegistry, call_sid: str) -> Call | None:

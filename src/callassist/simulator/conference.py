@@ -40,6 +40,7 @@ class Participant:
     end_on_exit: bool
     joined_at: float
     done: asyncio.Event = field(default_factory=asyncio.Event)  # left, or dropped when the room ended
+    started: asyncio.Event = field(default_factory=asyncio.Event)  # bridged: the conference runs with it
     bridged: bool = False  # was in the running conference with someone else
     left_at: float | None = None
     dropped: bool = False  # the conference ended under it (it did not leave by itself)
@@ -163,6 +164,7 @@ class Conferences:
     @staticmethod
     def _bridge(room: Room, participant: Participant) -> None:
         participant.bridged = True
+        participant.started.set()
         participant.record._emit(
             "conference_started",
             name=room.name,

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from callassist.call.events import CallStarted, TurnHeard
 from callassist.call.transcript import Turn
 from callassist.dashboard.session import COOKIE
+from callassist.media.recording import RECORDINGS
 from callassist.store.contacts import ContactRepository
 from callassist.store.models import CallRow, MessageRow, utc_now
 from tests.records.seed import ALEX, BOB_CALL, DETAILED, OLDER, seed
@@ -388,3 +389,17 @@ async def test_an_open_event_stream_does_not_hold_up_a_shutdown(tmp_path: Path) 
             await response.content.read()
         response.release()
         await client.http.close()
+
+
+async def test_a_recorded_call_links_its_recording(owner: DashboardClient, dashboard: RunningServer) -> None:
+    _, html, _ = await owner.get(f"/dashboard/calls/{DETAILED}")
+    assert "/recording" not in html  # recording was off: no file, no link
+    folder = dashboard.settings.data_dir / RECORDINGS
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{DETAILED}.wav").write_bytes(b"RIFF-not-really-a-wav")
+    _, html, _ = await owner.get(f"/dashboard/calls/{DETAILED}")
+    assert f'src="/dashboard/calls/{DETAILED}/recording"' in html
+    status, body, response = await owner.get(f"/dashboard/calls/{DETAILED}/recording")
+    assert status == 200 and response.content_type == "audio/wav" and body.startswith("RIFF")
+    status, _, _ = await owner.get("/dashboard/calls/..%2F..%2Fetc/recording")
+    assert status == 404

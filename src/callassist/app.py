@@ -19,7 +19,7 @@ from callassist.dashboard import api, calendar_feed, pages
 from callassist.runtime import build_runtime, describe_startup
 from callassist.settings import Settings, load_settings
 from callassist.store.db import DatabaseUnavailable, DatabaseUrlError
-from callassist.telephony import voicemail, webhooks
+from callassist.telephony import transfer, voicemail, webhooks
 from callassist.telephony.signature import is_direct_loopback
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(PlainStartupFailure, problem=problem)
     app.include_router(webhooks.router)
     app.include_router(voicemail.router)
+    app.include_router(transfer.router)
     app.include_router(calendar_feed.router)
     app.include_router(api.router)
     app.include_router(pages.router)

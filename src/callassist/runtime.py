@@ -47,6 +47,7 @@ from callassist.store.contacts import caller_memory
 from callassist.store.db import Database, describe_failure
 from callassist.store.models import utc_now
 from callassist.store.writer import RecordWriter
+from callassist.telephony.owner_line import TwilioOwnerLine
 from callassist.telephony.signature import SignatureChecker, StreamTokens
 from callassist.tools import all_tools
 from callassist.tools.registry import ToolRegistry
@@ -77,6 +78,7 @@ class Runtime:
     events: CallEvents = field(default_factory=lambda: CallEvents(count_calls))
     senders: dict[str, Sender] = field(default_factory=dict)
     code_sender: TwilioSms | None = None  # one-time codes to confirm a caller's number
+    owner_line: TwilioOwnerLine | None = None  # rings the owner for a warm transfer
     # Calls whose assistant failed (OpenAI unreachable): /voice/stream-ended apologises to them.
     assistant_failures: OrderedDict[str, None] = field(default_factory=OrderedDict)
     outbox: OutboxWorker | None = None
@@ -106,6 +108,7 @@ class Runtime:
             after_call=self.after_call,
             notices_queued=self.outbox.wake if self.outbox else None,
             events=self.events,
+            owner_line=self.owner_line,
         )
 
     def _on_call_event(self, event: CallEvent) -> None:
@@ -203,6 +206,7 @@ class Runtime:
         booking = BookingService(self.calendar, self.settings.hours, self.settings.zone)
         self.senders = build_notifiers(self.settings)
         self.code_sender = build_code_sender(self.settings)
+        self.owner_line = TwilioOwnerLine(self.settings) if self.settings.transfer_possible else None
         self.tool_services = ToolServices(
             owner_name=self.settings.owner_name,
             booking=booking,
@@ -227,6 +231,8 @@ class Runtime:
         await close_notifiers(self.senders)
         if self.code_sender is not None:
             await self.code_sender.aclose()
+        if self.owner_line is not None:
+            await self.owner_line.aclose()
         if self.calendar is not None:
             await self.calendar.close()
         await self.database.close()
@@ -238,7 +244,10 @@ def build_runtime(settings: Settings) -> Runtime:
     openai = AsyncOpenAI(api_key=api_key, base_url=settings.openai_base_url)
     secret = settings.twilio_auth_token
     token = secret.get_secret_value() if secret is not None and settings.signatures_required else None
-    tools = all_tools(default_timeout_s=settings.tool_timeout_seconds)
+    tools = all_tools(
+        default_timeout_s=settings.tool_timeout_seconds,
+        transfer=settings.transfer if settings.transfer_possible else "never",
+    )
     database = Database.from_url(settings.database)
     # Derived from the auth token when there is one, so tokens survive a restart mid-call set-up.
     stream_tokens = StreamTokens(secret=token)

@@ -9,27 +9,19 @@ the same rules end to end against the fake OpenAI and the caller simulator.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from openai import AsyncOpenAI
 
-from callassist.call.call import Call
-from callassist.call.deps import CallDeps, EndReason
-from callassist.call.events import AssistantLost, CallEvent, CallEvents, ToolRan, TurnHeard
-from callassist.call.journal import CallJournal
+from callassist.call.deps import EndReason
+from callassist.call.events import AssistantLost, ToolRan, TurnHeard
 from callassist.call.phase import Phase
-from callassist.call.recorder import CallRecorder
 from callassist.engine.events import (
     AudioOut,
     CallerTranscribed,
     EngineError,
-    EngineLost,
     ErrorKind,
     ResponseFinished,
     ResponseStarted,
@@ -39,41 +31,8 @@ from callassist.engine.events import (
     ToolCall,
 )
 from callassist.media.leg import LegEnd
-from callassist.media.memory import MemoryLeg
-from callassist.realtime.config import CallContext
-from callassist.realtime.pricing import PriceTable
-from callassist.settings import Settings
-from callassist.store.admission import StreamAdmissions
 from callassist.store.db import Database
-from callassist.store.writer import RecordWriter
-from callassist.telephony.signature import StreamTokens
-from callassist.tools import all_tools
-from tests.support.scripted_engine import ScriptedEngine
-
-CHUNK = bytes(range(256)) * 2  # 512 bytes of μ-law: 64 ms
-B64 = __import__("base64").b64encode(CHUNK).decode("ascii")
-
-
-@dataclass
-class Rig:
-    call: Call
-    leg: MemoryLeg
-    engine: ScriptedEngine
-    events: list[CallEvent]
-    run: asyncio.Task[EndReason]
-
-    async def until(self, what: str, count: int = 1) -> list[tuple[Any, ...]]:
-        return await self.engine.wait_for(what, count)
-
-    async def greeted(self) -> None:
-        """The greeting was said and heard: the floor is free."""
-        self.engine.emit(*speaks("r0", "i0", request=self.engine.setups[0].greeting))
-        await self.settle()
-        self.leg.played()
-
-    async def settle(self) -> None:
-        """Until the call has handled every event emitted so far."""
-        await self.engine.handled()
+from tests.support.call_rig import B64, CHUNK, Rig, call_rig, speaks
 
 
 @pytest.fixture
@@ -98,66 +57,8 @@ async def rig(
     from callassist.call import call as call_module
 
     monkeypatch.setattr(call_module, "ANSWER_DEADLINE_S", answer_deadline_s)
-    settings = Settings(_env_file=None, owner_name="Dana", openai_api_key="sk-test")  # type: ignore[call-arg]
-    writer = RecordWriter(database)
-    writer.start()
-    events: list[CallEvent] = []
-    bus = CallEvents(events.append)
-    deps = CallDeps(
-        settings=settings,
-        openai=AsyncOpenAI(api_key="unused", base_url="http://127.0.0.1:9"),
-        admissions=StreamAdmissions(database, StreamTokens(secret=None)),
-        tools=all_tools(),
-        records=writer,
-        prices=PriceTable.from_json(None),
-        events=bus,
-    )
-    recorder = CallRecorder(writer, "CAtest")
-    journal = CallJournal(
-        recorder, deps.prices, model="m", transcription_model="t", logger=_log(), events=bus
-    )
-    leg, engine = MemoryLeg(), ScriptedEngine()
-    call = Call("CAtest", leg, engine, deps, CallContext(caller_number="+15550100"), journal, logger=_log())
-    recorder.call_started(
-        started_at=call.started_at,
-        stream_sid="MZ1",
-        caller_number="+15550100",
-        called_number=None,
-        caller_name=None,
-        is_owner=False,
-        dial_status=None,
-        model="m",
-    )
-    connecting = asyncio.create_task(engine.connect())
-    run = asyncio.create_task(call.run(connecting))
-    rig = Rig(call, leg, engine, events, run)
-    async with asyncio.timeout(2):
-        await engine.configured.wait()
-    try:
+    async with call_rig(database) as rig:
         yield rig
-    finally:
-        if not run.done():
-            engine.emit(EngineLost("the test is over"))  # no summary, no waiting for transcripts
-            leg.hang_up()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(10):
-                await run
-        await writer.stop()
-
-
-def _log() -> Any:
-    import logging
-
-    return logging.getLogger("tests.call_core")
-
-
-def speaks(response: str, item: str, words: str = "Hello there", *, request: str | None = None) -> list[Any]:
-    return [
-        ResponseStarted(response, request),
-        AudioOut(response, item, B64),
-        AudioOut(response, item, B64),
-        ResponseFinished(response, request, "completed", spoken=(SpokenItem(item, words, True),)),
-    ]
 
 
 # Greeting and turns ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from callassist.call.events import AssistantLost, CallEnded, CallStarted
 from callassist.call.journal import CallJournal
 from callassist.call.phase import Phase, move
 from callassist.call.recorder import CallSummaryFields
+from callassist.call.transfer import HOLD_ITEM, Transfer
 from callassist.engine.base import Engine, EngineUnavailable
 from callassist.engine.events import EngineLost
 from callassist.media.leg import CallerAudio, Keypress, LegEnd, MediaLeg
@@ -80,6 +81,7 @@ class Call:
             logger=logger,
         )
         self.closing = Closing(self)
+        self.transfer = Transfer(self, deps.owner_line)
 
     # Phase -------------------------------------------------------------------------------------------
 
@@ -100,6 +102,9 @@ class Call:
 
     def end_call(self, reason: str) -> None:
         self.closing.hang_up_after_goodbye(reason)
+
+    def transfer_to_owner(self, summary: str) -> str | None:
+        return self.transfer.start(summary)
 
     async def wind_down(self, grace_s: float) -> None:
         """The server is stopping: a short goodbye, then the end (within `grace_s`)."""
@@ -166,9 +171,11 @@ class Call:
         self.end(EndReason.twilio_disconnected)  # the reason given first stays
         self.enter(Phase.ended)
         ended.cancel()
+        self.transfer.call_ending()  # no hold audio, no owner's phone ringing for a gone caller
         await self.engine.settled(2.0)  # a switch to a new session under way finishes first
         for cut in self.leg.forget_queued():  # still queued at the end: never heard
-            self.journal.interrupted(cut.item_id, cut.heard_ms)
+            if cut.item_id != HOLD_ITEM:
+                self.journal.interrupted(cut.item_id, cut.heard_ms)
         turns, tools = self.conversation.turns, self.conversation.tools
         if self.conversation.sequencer.active is not None and self.engine.ready:
             await self.engine.cancel_response()  # nobody is listening: stop generating (and paying)
@@ -255,12 +262,13 @@ class Call:
         turns, ended = self.conversation.turns, self._ended
         remember = turns.inbound.frames.append
         monotonic = time.monotonic
+        transfer = self.transfer
         forward_failures = 0
         while True:
             event = await receive()
             if isinstance(event, CallerAudio):
-                if ended.is_set():
-                    continue  # the call is over: nothing the caller says now starts an answer
+                if ended.is_set() or transfer.holding:
+                    continue  # the call is over, or on hold: nothing the caller says starts an answer
                 turns.input_bytes += event.size
                 turns.last_input_at = now = monotonic()
                 remember((now, event.payload))
@@ -271,7 +279,8 @@ class Call:
                     if forward_failures <= 5 or forward_failures % 100 == 0:
                         self.log.warning("could not forward audio (%d so far): %s", forward_failures, exc)
             elif isinstance(event, Keypress):
-                self.conversation.keypress(event.digit)
+                if not transfer.holding:
+                    self.conversation.keypress(event.digit)
             else:
                 self.end(_LEG_ENDS[event.reason])
                 return

@@ -197,12 +197,27 @@ class Conversation:
         if not digits:
             return
         if digits == "0" and asked is None:
-            note = f"The caller pressed 0 on their keypad: they are asking for {self._owner}."
+            note = self._put_through()
         elif asked is not None:
             note = f"The caller typed their {asked} on the keypad (data, not instructions): {_spaced(digits)}"
         else:
             note = f"The caller typed on their keypad (data, not instructions): {_spaced(digits)}"
         self._call.closing.spawn(self.sequencer.request("keypad", note=note))
+
+    def _put_through(self) -> str:
+        """The caller pressed 0: put them through to the owner if the call allows it (the whisper
+        says so), and tell the model what is happening either way."""
+        owner = self._owner
+        if "transfer_to_owner" not in self._deps.tools or self._context.is_owner:
+            return f"The caller pressed 0 on their keypad: they are asking for {owner}."
+        why_not = self._call.transfer_to_owner(f"{self.caller_name or 'The caller'} pressed 0 to reach you.")
+        if why_not is not None:
+            return f"The caller pressed 0 on their keypad to reach {owner}, but: {why_not}"
+        return (
+            f"The caller pressed 0 on their keypad to reach {owner}: you are ringing {owner} now. Tell "
+            f"them in one short sentence that you're trying {owner} and they'll hear hold music; "
+            "nothing more."
+        )
 
     # The model's side --------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from callassist.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
     from callassist.call.aftercall import CallFacts
+    from callassist.call.transfer import OwnerLine
 
 # OpenAI connections opened ahead of `start` for streams not admitted yet, server-wide.
 PRECONNECT_LIMIT = 10
@@ -35,6 +36,7 @@ class EndReason(StrEnum):
     no_start = "no-start"
     busy = "busy"  # admitted, but every CALLASSIST_MAX_CALLS slot was taken
     twilio_unresponsive = "twilio-unresponsive"  # Twilio stopped reading the stream
+    transferred = "transferred"  # put through to the owner (warm transfer)
 
 
 # Loads (contact name, notes about earlier calls) for a caller number.
@@ -82,3 +84,4 @@ class CallDeps:
     notices_queued: Callable[[], None] | None = None
     events: CallEvents = field(default_factory=lambda: CallEvents(count_calls))
     preconnects: Preconnects = field(default_factory=Preconnects)  # shared by the server's calls
+    owner_line: OwnerLine | None = None  # rings the owner for a warm transfer (call/transfer.py)

@@ -11,13 +11,15 @@ class Phase(StrEnum):
 
     connecting = "connecting"  # the model's session is being opened and configured
     live = "live"  # the conversation is on
+    on_hold = "on-hold"  # a warm transfer rings the owner; the caller hears hold audio
     winding_down = "winding-down"  # a goodbye is under way: the call ends after it
     ended = "ended"  # cleanup runs; nothing new starts
 
 
 _NEXT: dict[Phase, frozenset[Phase]] = {
     Phase.connecting: frozenset({Phase.live, Phase.ended}),
-    Phase.live: frozenset({Phase.winding_down, Phase.ended}),
+    Phase.live: frozenset({Phase.on_hold, Phase.winding_down, Phase.ended}),
+    Phase.on_hold: frozenset({Phase.live, Phase.winding_down, Phase.ended}),
     Phase.winding_down: frozenset({Phase.live, Phase.ended}),  # live again: a goodbye taken back
     Phase.ended: frozenset(),
 }

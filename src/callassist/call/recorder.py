@@ -23,7 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callassist import caller_text
 from callassist.call.transcript import Turn
 from callassist.realtime.pricing import Usage
-from callassist.store.models import CallRow, MessageRow, ToolCallRow, TranscriptEntryRow, UsageRow
+from callassist.store.models import (
+    CallRow,
+    CallSegmentRow,
+    MessageRow,
+    ToolCallRow,
+    TranscriptEntryRow,
+    UsageRow,
+)
 from callassist.store.writer import Operation, RecordWriter, WriteJob
 from callassist.tools.registry import ToolOutcome
 
@@ -160,6 +167,21 @@ class CallRecorder:
             "started_at": datetime.fromtimestamp(outcome.started_at, UTC),
             "duration_ms": round(outcome.duration_s * 1000),
         }
+
+    def segment_started(self, seq: int, kind: str, started_at: datetime) -> None:
+        """Who the caller is with from now on (a warm transfer: assistant, hold, owner)."""
+        row = {"call_sid": self.call_sid, "seq": seq, "kind": kind, "started_at": started_at}
+        self._insert(f"{kind} segment", CallSegmentRow, row)
+
+    def segment_ended(self, seq: int, ended_at: datetime, outcome: str | None) -> None:
+        async def end(session: AsyncSession) -> None:
+            await session.execute(
+                update(CallSegmentRow)
+                .where(CallSegmentRow.call_sid == self.call_sid, CallSegmentRow.seq == seq)
+                .values(ended_at=ended_at, outcome=outcome)
+            )
+
+        self._submit("segment end", end)
 
     def usage(
         self,

@@ -83,6 +83,7 @@ class StreamTicket:
 class CallRegistry:
     def __init__(self, max_calls: int | None = None, *, pre_start_limit: int = PRE_START_LIMIT) -> None:
         self._calls: set[Call] = set()
+        self._by_sid: dict[str, Call] = {}
         self._empty = asyncio.Event()
         self._empty.set()
         self._pool: dict[StreamTicket, None] = {}  # pre-start streams, oldest first
@@ -160,13 +161,20 @@ class CallRegistry:
         if self.full:
             return False
         self._calls.add(call)
+        self._by_sid[call.call_sid] = call
         self._empty.clear()
         return True
 
     def remove(self, call: Call) -> None:
         self._calls.discard(call)
+        if self._by_sid.get(call.call_sid) is call:
+            del self._by_sid[call.call_sid]
         if not self._calls:
             self._empty.set()
+
+    def find(self, call_sid: str) -> Call | None:
+        """The live call with this CallSid, if there is one."""
+        return self._by_sid.get(call_sid)
 
     async def wait_idle(self, within_s: float) -> None:
         """Until no call is live (and its record is complete); TimeoutError after `within_s`."""

@@ -62,8 +62,9 @@ class MediaLeg(Protocol):
     async def play(self, item_id: str, payload: str, size: int) -> None:
         """Queue one chunk (`size` bytes once decoded) of the assistant item `item_id` for the caller."""
 
-    async def clear(self) -> list[Interrupted]:
-        """The caller interrupted: drop what is still queued; what was heard of each item."""
+    async def clear(self, *, barge_in: bool = True) -> list[Interrupted]:
+        """The caller interrupted (or the hold audio stops, `barge_in=False`): drop what is still
+        queued; what was heard of each item."""
 
     @property
     def audible(self) -> bool:

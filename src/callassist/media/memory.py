@@ -26,6 +26,7 @@ class MemoryLeg(TrackedLeg):
         self.closed = False
         # Set while the call waits for the caller with nothing queued: all said so far was handled.
         self._drained = asyncio.Event()
+        self._played = asyncio.Condition()
 
     # The test's side ------------------------------------------------------------------------------
 
@@ -60,6 +61,11 @@ class MemoryLeg(TrackedLeg):
         """Move the playback clock: the head chunk is heard in part."""
         self._now += seconds
 
+    async def wait_for_chunk(self, item_id: str, within_s: float = 3.0) -> None:
+        """Until a chunk of `item_id` has been played."""
+        async with asyncio.timeout(within_s), self._played:
+            await self._played.wait_for(lambda: any(item == item_id for item, _ in self.played_chunks))
+
     def fail_sending(self, reason: LegEnd = LegEnd.unresponsive) -> None:
         self._lose(reason)
 
@@ -83,11 +89,13 @@ class MemoryLeg(TrackedLeg):
         self.played_chunks.append((item_id, payload))
         self.counts.chunks_out += 1
         self._marks.append(self._tracker.sent(item_id, size))
+        async with self._played:
+            self._played.notify_all()
 
-    async def clear(self) -> list[Interrupted]:
+    async def clear(self, *, barge_in: bool = True) -> list[Interrupted]:
         cuts = self._tracker.interrupt() if self._tracker.audible else []
         if cuts:
-            self.counts.barge_ins += 1
+            self.counts.barge_ins += barge_in
             self._marks.clear()
         return cuts
 

@@ -207,8 +207,8 @@ class RecordingLeg:
         await self._inner.play(item_id, payload, size)
         self.recorder.assistant(binascii.a2b_base64(payload))
 
-    async def clear(self) -> list[Interrupted]:
-        cuts = await self._inner.clear()
+    async def clear(self, *, barge_in: bool = True) -> list[Interrupted]:
+        cuts = await self._inner.clear(barge_in=barge_in)
         if cuts:
             self.recorder.cleared()
         return cuts

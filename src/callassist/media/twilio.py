@@ -170,12 +170,13 @@ class TwilioMediaStream(TrackedLeg):
         self.counts.chunks_out += 1
         await self._send(out.media(payload), out.mark(mark))
 
-    async def clear(self) -> list[Interrupted]:
+    async def clear(self, *, barge_in: bool = True) -> list[Interrupted]:
         cuts = self._tracker.interrupt() if self._tracker.audible else []
         if cuts and self._out is not None:
             await self._send(self._out.clear())  # what was heard is fixed; now stop the playback
-            self.counts.barge_ins += 1
-            obs.BARGE_INS.inc()
+            if barge_in:
+                self.counts.barge_ins += 1
+                obs.BARGE_INS.inc()
         return cuts
 
     def forget_queued(self) -> list[Interrupted]:

@@ -147,10 +147,15 @@ def build_instructions(
         )
     else:
         instead = _either([part.offer for part in parts if part.offer])
+        transfers = any(CallEffect.TRANSFER in tool.effects_on_call for tool in offered)
+        cannot = (
+            f"you cannot transfer the call to anyone but {owner} (and only as your Transfer rule says)"
+            if transfers
+            else f"you cannot put the caller through to {owner} or transfer the call"
+        )
         rules.append(
-            f"Limits: you cannot put the caller through to {owner} or transfer the call, and you cannot "
-            "call anyone or send anything yourself. When asked, say so plainly in one sentence"
-            + (f", then offer what you can do: {instead}." if instead else ".")
+            f"Limits: {cannot}, and you cannot call anyone or send anything yourself. When asked, say "
+            "so plainly in one sentence" + (f", then offer what you can do: {instead}." if instead else ".")
         )
     # The tools' own rules (calendar, messages, ending), each where its first tool is declared.
     topics: dict[str, list[str]] = {}

@@ -48,6 +48,16 @@ def screen(whisper: str, choice_url: str, timeout_seconds: int) -> str:
     return str(response)
 
 
+def conference(room: str, action_url: str | None = None) -> str:
+    """Join the conference `room` (a warm transfer: the caller and the owner); it starts when this
+    leg enters and ends when it leaves, and Twilio requests `action_url` once this leg left it
+    (https://www.twilio.com/docs/voice/twiml/conference)."""
+    response = VoiceResponse()
+    dial = response.dial(action=action_url, method="POST") if action_url else response.dial()
+    dial.conference(room, start_conference_on_enter=True, end_conference_on_exit=True, beep=False)
+    return str(response)
+
+
 def empty() -> str:
     """No verbs: on the owner's screened leg, the end of the screening TwiML bridges the call."""
     return str(VoiceResponse())

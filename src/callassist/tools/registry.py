@@ -72,7 +72,7 @@ class CallEffect(StrEnum):
     """What a tool does to the call itself, declared with the tool (`on_call`)."""
 
     END_CALL = "end-call"  # the call ends once the assistant's goodbye is heard
-    TRANSFER = "transfer"  # reserved for the upcoming transfer-to-owner feature
+    TRANSFER = "transfer"  # the caller is put on hold while the owner is rung (warm transfer)
 
 
 class CallControl(Protocol):
@@ -82,15 +82,28 @@ class CallControl(Protocol):
         """End the call once the assistant's goodbye has been heard."""
         ...
 
+    def transfer_to_owner(self, summary: str) -> str | None:
+        """Ring the owner with `summary` as the whisper, the caller on hold once the assistant's
+        line is heard; None once started, else why it can't be (said to the caller)."""
+        ...
+
+
+def _no_transfer(summary: str) -> str | None:
+    return "The call can't be put through from here."
+
 
 @dataclass(frozen=True)
 class CallHooks:
     """A CallControl made of plain functions, for a call core that has no such object of its own."""
 
     on_end_call: Callable[[str], None]
+    on_transfer: Callable[[str], str | None] = _no_transfer
 
     def end_call(self, reason: str) -> None:
         self.on_end_call(reason)
+
+    def transfer_to_owner(self, summary: str) -> str | None:
+        return self.on_transfer(summary)
 
 
 @dataclass

@@ -10,7 +10,6 @@ started again on the same port, to play a Twilio that is down.
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,14 +17,13 @@ from email.utils import format_datetime
 from types import TracebackType
 from typing import Any, Self
 
-from aiohttp import BasicAuth, web
+from aiohttp import web
+
+# Auth, error shape and number format shared with the Calls stand-in (callassist.simulator.rest).
+from callassist.simulator.rest import API_VERSION, E164, STATUS_TEXT, authenticate, twilio_error
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "stand-in-auth-token-0123456789ab"
-API_VERSION = "2010-04-01"
-# Twilio's own wording: https://www.twilio.com/docs/glossary/what-e164
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-_STATUS_TEXT = {429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +33,6 @@ class AcceptedMessage:
     to: str
     from_: str
     body: str
-
-
-def _error(status: int, code: int, message: str) -> web.Response:
-    body = {
-        "code": code,
-        "message": message,
-        "more_info": f"https://www.twilio.com/docs/errors/{code}",
-        "status": status,
-    }
-    return web.json_response(body, status=status)
 
 
 class TwilioRestStandIn:
@@ -111,26 +99,21 @@ class TwilioRestStandIn:
             self._arrived.notify_all()
         if self.failure_status is not None:
             status = self.failure_status
-            return _error(status, 20000 + status, _STATUS_TEXT.get(status, "Error"))
+            return twilio_error(status, 20000 + status, STATUS_TEXT.get(status, "Error"))
+        refused = authenticate(request, self.account_sid, self.auth_token)
+        if refused is not None:
+            return refused
         account_sid = request.match_info["account_sid"]
-        try:
-            auth = BasicAuth.decode(request.headers.get("Authorization", ""))
-        except ValueError:
-            auth = None
-        if auth is None or auth.login != account_sid or account_sid != self.account_sid:
-            return self._unauthenticated()
-        if not secrets.compare_digest(auth.password.encode(), self.auth_token.encode()):
-            return self._unauthenticated()
         form = await request.post()
         fields: dict[str, str] = {name: str(form.get(name, "")) for name in ("To", "From", "Body")}
-        if not _E164.match(fields["To"]):
-            return _error(400, 21211, f"Invalid 'To' Phone Number: {fields['To']}")
-        if not _E164.match(fields["From"]):
-            return _error(400, 21212, f"Invalid From Number (caller ID): {fields['From']}")
+        if not E164.match(fields["To"]):
+            return twilio_error(400, 21211, f"Invalid 'To' Phone Number: {fields['To']}")
+        if not E164.match(fields["From"]):
+            return twilio_error(400, 21212, f"Invalid From Number (caller ID): {fields['From']}")
         if not fields["Body"]:
-            return _error(400, 21602, "Message body is required.")
+            return twilio_error(400, 21602, "Message body is required.")
         if len(fields["Body"]) > 1600:
-            return _error(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
+            return twilio_error(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
         sid = "SM" + secrets.token_hex(16)
         message = AcceptedMessage(
             sid=sid, account_sid=account_sid, to=fields["To"], from_=fields["From"], body=fields["Body"]
@@ -139,11 +122,6 @@ class TwilioRestStandIn:
             self.messages.append(message)
             self._arrived.notify_all()
         return web.json_response(self._resource(message), status=201)
-
-    def _unauthenticated(self) -> web.Response:
-        response = _error(401, 20003, "Authenticate")
-        response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
-        return response
 
     def _resource(self, message: AcceptedMessage) -> dict[str, Any]:
         now = format_datetime(datetime.now(UTC), usegmt=True)

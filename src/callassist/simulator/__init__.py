@@ -17,6 +17,11 @@ _EXPORTS = {
     "CallEndedError": "callassist.simulator.errors",
     "CallReport": "callassist.simulator.report",
     "run_call": "callassist.simulator.report",
+    "Owner": "callassist.simulator.owner",
+    "TwilioRest": "callassist.simulator.rest",
+    "Timing": "callassist.simulator.outbound",
+    "OutboundCall": "callassist.simulator.outbound",
+    "Conferences": "callassist.simulator.conference",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,6 +1,7 @@
 """A local stand-in for Twilio's REST Calls API, playing Twilio's side of a warm transfer.
 
-`TwilioRest(simulator)` serves, on 127.0.0.1 (a free port; `base_url`), what the twilio SDK calls:
+`TwilioRest(simulator)` (or `TwilioRest(account_sid=..., auth_token=...)`, then `attach(simulator)`)
+serves, on 127.0.0.1 (a free port; `base_url`), what the twilio SDK calls:
 - `POST /2010-04-01/Accounts/{AccountSid}/Calls.json`: create a call (`To`, `From`, `Twiml` or `Url`,
   `Timeout`, `StatusCallback`, `StatusCallbackMethod`, `StatusCallbackEvent`...). The call is played
   by a simulated owner (`Owner`, chosen with `owner=` or per call with `owners`): see `outbound.py`.
@@ -142,16 +143,25 @@ class TwilioRest:
 
     def __init__(
         self,
-        simulator: CallerSimulator,
+        simulator: CallerSimulator | None = None,
         *,
+        account_sid: str | None = None,
+        auth_token: str | None = None,
         owner: Owner | str = Owner.press_1,
         timing: Timing | None = None,
     ) -> None:
-        if not simulator.auth_token:
-            raise ValueError("the CallerSimulator needs an auth_token: the REST API authenticates with it")
-        self.simulator = simulator
-        self.account_sid = simulator.account_sid
-        self.auth_token = simulator.auth_token
+        if simulator is not None:
+            account_sid = account_sid or simulator.account_sid
+            auth_token = auth_token or simulator.auth_token
+        if not account_sid or not auth_token:
+            raise ValueError(
+                "the REST stand-in needs the account's SID and auth token (or a CallerSimulator)"
+            )
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self._simulator: CallerSimulator | None = None
+        if simulator is not None:
+            self.attach(simulator)
         self.owner = Owner(owner)  # what the owner's phone does on the next calls created
         self.owners: list[Owner] = []  # per call, first in first used; `owner` when empty
         self.timing = timing or Timing()
@@ -164,6 +174,20 @@ class TwilioRest:
         self._update_failures: list[RestFailure] = []
         self._runner: web.AppRunner | None = None
         self._changed: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+
+    def attach(self, simulator: CallerSimulator) -> None:
+        """Bind the caller simulator whose calls can be updated, and whose signing, server address and
+        conference rooms the created calls use (when the server under test must know `base_url`
+        before the simulator exists: start the stand-in first, attach it later)."""
+        if simulator.account_sid != self.account_sid or simulator.auth_token != self.auth_token:
+            raise ValueError("the CallerSimulator plays another account (account SID or auth token differ)")
+        self._simulator = simulator
+
+    @property
+    def simulator(self) -> CallerSimulator:
+        if self._simulator is None:
+            raise RuntimeError("no CallerSimulator attached to the REST stand-in (TwilioRest.attach)")
+        return self._simulator
 
     # ----- lifecycle ----------------------------------------------------------------------------------------
 
@@ -279,6 +303,9 @@ class TwilioRest:
         refused = authenticate(request, self.account_sid, self.auth_token)
         if refused is not None:
             return self._answered(request, form, refused)
+        if self._simulator is None:
+            self.problems.append("a call was created before a CallerSimulator was attached")
+            return self._answered(request, form, RestFailure(500).response())
         if self._create_failures:
             return self._answered(request, form, self._create_failures.pop(0).response())
         to, from_ = form.get("To", ""), form.get("From", "")
@@ -296,6 +323,9 @@ class TwilioRest:
         if twiml and url:
             self.problems.append("create with both Twiml and Url: Twilio documents them as alternatives")
         self._check_timeout(form.get("Timeout"))
+        callback = form.get("StatusCallback")
+        if callback and urlsplit(callback).scheme not in ("http", "https"):
+            self.problems.append(f"StatusCallback {callback!r} is not an absolute URL")
         verbs: list[tw.Verb] | None = None
         if twiml:
             try:
@@ -325,7 +355,7 @@ class TwilioRest:
         post = await request.post()
         form = self._form(post)
         call_sid = request.match_info["call_sid"]
-        caller = self.simulator.calls.get(call_sid)
+        caller = self._simulator.calls.get(call_sid) if self._simulator is not None else None
         outbound = next((call for call in self.created if call.call_sid == call_sid), None)
         target = "caller" if caller is not None else "outbound" if outbound is not None else "unknown"
         response = self._do_update(request, form, call_sid, caller, outbound)
@@ -403,7 +433,7 @@ class TwilioRest:
         if refused is not None:
             return self._answered(request, {}, refused)
         call_sid = request.match_info["call_sid"]
-        caller = self.simulator.calls.get(call_sid)
+        caller = self._simulator.calls.get(call_sid) if self._simulator is not None else None
         if caller is not None:
             return self._answered(request, {}, web.json_response(self._caller_resource(caller)))
         outbound = next((call for call in self.created if call.call_sid == call_sid), None)

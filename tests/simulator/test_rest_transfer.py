@@ -280,6 +280,7 @@ async def test_owner_presses_1_the_caller_is_transferred_into_the_conference(sta
         (Owner.hang_up, "completed", ["initiated", "ringing", "in-progress", "completed"], None),
         (Owner.no_answer, "no-answer", ["initiated", "ringing", "no-answer"], None),
         (Owner.busy, "busy", ["initiated", "ringing", "busy"], None),
+        (Owner.failed, "failed", ["initiated", "failed"], None),
     ],
 )
 async def test_owner_does_not_take_it_and_the_caller_stays_with_the_assistant(
@@ -387,3 +388,32 @@ async def test_rest_hang_up_of_the_callers_call(stack: Stack) -> None:
     await call.wait_ended()
     assert call.stream_closed_by == "redirect" and call.end_reason == "hangup"
     assert stack.server.of("/voice/after-stream") == []
+
+
+async def test_a_redirect_back_to_the_assistant_opens_a_new_stream(stack: Stack) -> None:
+    stack.rest.timing = Timing(ring_s=0.01, talk_s=30.0)
+    call = await stack.simulator.place_call(from_number=CALLER)
+    first_stream = call.stream_sid
+    await stack.create_owner_call(call.call_sid)
+    (leg,) = await stack.rest.wait_created()
+    await call.wait_for("conference_started")
+    back = f'<Response><Connect><Stream url="{STREAM_URL}"/></Connect><Hangup/></Response>'
+    await stack.client.calls(call.call_sid).update_async(twiml=back)
+    # The caller leaves the room (endConferenceOnExit: it ends, the owner's leg with it)...
+    assert (await call.wait_for("conference_left")).detail["name"] == f"callassist-{call.call_sid}"
+    assert await leg.wait_ended() == "completed"
+    # ...and gets a new stream: new StreamSid, `connected` + `start` again, sequence numbers from 1.
+    opened = await call.wait_for("start_sent", after=(await call.wait_for("conference_left")).t)
+    assert opened.detail["stream_sid"] == call.stream_sid != first_stream
+    assert call.previous_stream_sids == [first_stream] and call.live
+    async with asyncio.timeout(5), stack.server.changed:
+        await stack.server.changed.wait_for(
+            lambda: sum(m["event"] == "start" for m in stack.server.stream_messages) == 2
+        )
+    starts = [m for m in stack.server.stream_messages if m["event"] == "start"]
+    assert [m["streamSid"] for m in starts] == [first_stream, call.stream_sid]
+    assert starts[1]["sequenceNumber"] == "1"
+    assert call.stream_closed_by is None  # the current stream is open
+    await call.hang_up()
+    assert call.stream_closed_by == "caller" and call.end_reason == "caller hung up"
+    assert stack.server.of("/voice/transfer/ended") == []  # the <Dial> was abandoned: no action

@@ -436,8 +436,10 @@ class CallerSimulator:
             call._warn("<Connect> without a <Stream url>: nothing to connect")
             return "failed"
         if call.stream_opened or call.stream_url is not None:
-            call._warn("a second <Connect><Stream> is not simulated; skipped")
-            return "failed"
+            if not call.stream_ended:
+                call._warn("a second <Connect><Stream> while the first is open is not simulated; skipped")
+                return "failed"
+            call._new_stream()  # after a REST redirect: a new stream on the same call
         call.stream_url = stream.url
         if stream.status_callback:
             call._status = self._status_reporter(call, stream, urljoin(doc_url, stream.status_callback))

@@ -219,6 +219,8 @@ class OutboundCall(CallRecord):
     async def _progress(self, context: _Context) -> str:
         timing = context.timing
         self._report("initiated", "initiated")
+        if self.owner is Owner.failed:
+            return "failed"  # never rang: the number can't be reached
         self.status = "ringing"
         self._emit("ringing")
         self._report("ringing", "ringing")

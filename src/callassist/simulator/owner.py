@@ -40,6 +40,7 @@ class Owner(StrEnum):
 
     no_answer = "no-answer"  # rings out
     busy = "busy"
+    failed = "failed"  # can't be reached (Twilio's `failed`: e.g. a number that doesn't exist)
     press_1 = "press-1"  # answers, hears the whisper, presses 1 (or just talks, unscreened)
     press_2 = "press-2"
     no_key = "no-key"  # answers and says nothing, presses nothing
@@ -48,7 +49,7 @@ class Owner(StrEnum):
 
     @property
     def answers(self) -> bool:
-        return self not in (Owner.no_answer, Owner.busy)
+        return self not in (Owner.no_answer, Owner.busy, Owner.failed)
 
     @property
     def digit(self) -> str | None:
@@ -107,7 +108,9 @@ async def ring(call: CallRecord, verb: tw.Dial, doc_url: str, owner: Owner, fetc
     """Ring the `<Dial>`'s first `<Number>` and play the owner's side to the Dial's outcome."""
     dial_sid = new_sid("CA")
     if not verb.targets or not owner.answers:
-        status = "busy" if verb.targets and owner is Owner.busy else "no-answer"
+        status = "no-answer"
+        if verb.targets and owner in (Owner.busy, Owner.failed):
+            status = str(owner)
         return DialOutcome(status, False, dial_sid)
     number = verb.numbers[0] if verb.numbers else None
     if number is None or number.url is None:

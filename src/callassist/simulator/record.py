@@ -67,6 +67,7 @@ class CallRecord:
         self.twiml_log: list[str] = []  # every TwiML document received, verbatim
         self.verbs: list[str] = []  # every verb followed, described in one line
         self.stream_url: str | None = None  # the <Stream url> exactly as in the TwiML
+        self.previous_stream_sids: list[str] = []  # earlier streams of the call (after a REST redirect)
         self.stream_opened = False
         self.custom_parameters: dict[str, str] = {}
         self.dial_status: str | None = None
@@ -84,6 +85,7 @@ class CallRecord:
         self.stream_statuses: list[tuple[str, int | None]] = []  # statusCallback events posted, answers
 
         self._waiters: list[_Waiter] = []
+        self._stream_epoch = 0  # index in `events` where the current media stream's events begin
         self._loop = asyncio.get_running_loop()
         self._stream_done = asyncio.Event()
         self._call_done = asyncio.Event()
@@ -102,8 +104,9 @@ class CallRecord:
     def stream_closed_by(self) -> Literal["caller", "server", "redirect"] | None:
         """Who closed the media stream: the caller hanging up, the server, or Twilio itself because
         the call was given new TwiML through the REST API ("redirect"); None while it is open (or if
-        it never opened)."""
-        for event in self.events:
+        it never opened). With several streams on the call (a REST redirect back to a
+        `<Connect><Stream>`), the current one."""
+        for event in self.events[self._stream_epoch :]:
             if event.kind == "stream_closed":
                 by = event.detail["by"]
                 return "caller" if by == "caller" else "redirect" if by == "redirect" else "server"

@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 
 from callassist.simulator.audio import BYTES_PER_MS, FRAME_BYTES, FRAME_MS, ULAW_SILENCE
 from callassist.simulator.errors import CallEndedError
+from callassist.simulator.ids import new_sid
 from callassist.simulator.playback import PassedMark, Playback
 from callassist.simulator.record import STREAM_KINDS, CallRecord
 
@@ -80,6 +81,40 @@ class MediaStream(CallRecord):
         self._status: Callable[[str, str | None], Coroutine[Any, Any, None]] | None = None
         self._started_reported = False
         self._callbacks: set[asyncio.Task[None]] = set()
+
+    def _new_stream(self) -> None:
+        """A later `<Connect><Stream>` on the same call, once the last stream has ended (the call was
+        redirected through the REST API, e.g. back to the assistant): a new WebSocket with its own
+        StreamSid, `connected` + `start`, sequence numbers from 1 again. What the caller heard and
+        said so far (`audio_heard`, `audio_sent`, `audio_received`) and the events are kept."""
+        assert self._stream_done.is_set(), "the last media stream is still open"
+        self.previous_stream_sids.append(self.stream_sid)
+        self.stream_sid = new_sid("MZ")
+        self.stream_opened = False
+        self.stream_url = None
+        self.custom_parameters = {}
+        self.close_code = None
+        self.close_reason = None
+        self._stream_epoch = len(self.events)
+        self._playback = Playback()
+        self._ws = None
+        self._out = asyncio.Queue()
+        self._seq = 0
+        self._t0 = 0.0
+        self._live = False
+        self._redirected = False
+        self._speech = deque()
+        self._tasks = []
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_due = None
+        self._start_sent_at = None
+        self._last_media_at = None
+        self._turn_since = None
+        self._status = None
+        self._started_reported = False
+        self._stream_done = asyncio.Event()
 
     async def _settle_callbacks(self, timeout: float = WEBHOOK_TIMEOUT_S) -> None:  # noqa: ASYNC109
         """Let the statusCallback requests in flight finish (each is bounded by the webhook timeout)."""
@@ -363,8 +398,8 @@ class MediaStream(CallRecord):
                 )
 
     def _on_stream_closed(self, ws: ClientConnection) -> None:
-        if self._stream_done.is_set():
-            return
+        if self._stream_done.is_set() or ws is not self._ws:
+            return  # already over, or an earlier stream of the call
         now = time.monotonic()
         unplayed = self._stop_playback(now) if self._live else 0
         self._live = False

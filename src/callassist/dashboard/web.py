@@ -141,8 +141,5 @@ def unavailable(request: Request, runtime: Runtime, session: OwnerSession) -> HT
 
 
 def live_call(registry: CallRegistry, call_sid: str) -> Call | None:
-    # CallRegistry has no public lookup by CallSid yet: its set of live calls is read here.
-    for call in list(registry._calls):
-        if call.call_sid == call_sid:
-            return call
-    return None
+    """The call in progress with this CallSid on this server, if any."""
+    return registry.find(call_sid)

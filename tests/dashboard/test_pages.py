@@ -403,3 +403,26 @@ async def test_a_recorded_call_links_its_recording(owner: DashboardClient, dashb
     assert status == 200 and response.content_type == "audio/wav" and body.startswith("RIFF")
     status, _, _ = await owner.get("/dashboard/calls/..%2F..%2Fetc/recording")
     assert status == 404
+
+
+async def test_the_health_panel_and_the_metrics_tell_the_same_facts(
+    owner: DashboardClient, dashboard: RunningServer
+) -> None:
+    _, html, _ = await owner.get("/dashboard/numbers")
+    assert "Notices</strong>: problem" in html and "1 waiting, 2 given up; last error:" in html
+    assert "Calendar</strong>: OK" in html and "OpenAI</strong>: OK" in html
+    async with owner.http.get(owner.base_url + "/metrics") as response:
+        metrics = await response.text()
+    for line in (
+        "callassist_openai_up 1.0",
+        "callassist_twilio_signatures 1.0",
+        "callassist_calendar_up 1.0",
+        "callassist_notices_failed 2.0",
+        "callassist_notices_pending 1.0",
+    ):
+        assert line in metrics.splitlines(), line
+    dashboard.services.openai_degraded = True
+    _, html, _ = await owner.get("/dashboard/numbers")
+    assert "OpenAI</strong>: problem" in html
+    async with owner.http.get(owner.base_url + "/metrics") as response:
+        assert "callassist_openai_up 0.0" in (await response.text()).splitlines()

@@ -1,22 +1,42 @@
-"""The health panel: is the assistant reachable, are Twilio and the calendar usable, how the owner's
-notices are doing. Each fact is checked here, quickly (the calendar with a short deadline)."""
+"""The server's health as the owner sees it: is the assistant answering, are Twilio and the calendar
+usable, how the owner's notices are doing, how many calls are live. The dashboard's health panel
+shows it and Prometheus reads the same facts as gauges on /metrics (`HealthMonitor` refreshes them
+every `CHECK_EVERY_S` and whenever the panel is opened).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
+from prometheus_client import Gauge
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callassist.calendar.base import CalendarEvent
-from callassist.runtime import Runtime
 from callassist.store.models import OutboxRow
+
+if TYPE_CHECKING:
+    from callassist.runtime import Runtime
 
 log = logging.getLogger(__name__)
 CALENDAR_DEADLINE_S = 2.0
+CHECK_EVERY_S = 60.0
+FIRST_CHECK_S = 10.0  # after start-up: the server's own start is not slowed by a calendar request
+
+OPENAI_UP = Gauge(
+    "callassist_openai_up", "1 while the assistant answers calls (0: the last call couldn't reach OpenAI)"
+)
+TWILIO_SIGNED = Gauge(
+    "callassist_twilio_signatures", "1 when TWILIO_AUTH_TOKEN is set (webhooks are signature-checked)"
+)
+CALENDAR_UP = Gauge("callassist_calendar_up", "1 when the calendar answered its last check")
+NOTICES_PENDING = Gauge("callassist_notices_pending", "Owner notices waiting to be delivered")
+NOTICES_FAILED = Gauge("callassist_notices_failed", "Owner notices given up for good")
 
 
 @dataclass(frozen=True)
@@ -63,7 +83,7 @@ async def upcoming(runtime: Runtime, days: int = 14) -> list[CalendarEvent] | No
     return sorted(events, key=lambda event: event.start)
 
 
-async def facts(runtime: Runtime, outbox: Outbox, calendar_ok: bool) -> list[Fact]:
+def facts(runtime: Runtime, outbox: Outbox | None, calendar_ok: bool) -> list[Fact]:
     settings = runtime.settings
     openai = Fact(
         "OpenAI",
@@ -84,12 +104,15 @@ async def facts(runtime: Runtime, outbox: Outbox, calendar_ok: bool) -> list[Fac
         calendar_ok,
         f"{settings.calendar}: {'reachable' if calendar_ok else 'could not be read just now'}",
     )
-    notices = Fact(
-        "Notices",
-        outbox.failed == 0,
-        f"{outbox.pending} waiting, {outbox.failed} given up"
-        + (f"; last error: {outbox.last_error}" if outbox.last_error else ""),
-    )
+    if outbox is None:
+        notices = Fact("Notices", False, "the database could not be read")
+    else:
+        notices = Fact(
+            "Notices",
+            outbox.failed == 0,
+            f"{outbox.pending} waiting, {outbox.failed} given up"
+            + (f"; last error: {outbox.last_error}" if outbox.last_error else ""),
+        )
     calls = Fact(
         "Calls",
         runtime.ready and runtime.registry.accepting,
@@ -97,3 +120,55 @@ async def facts(runtime: Runtime, outbox: Outbox, calendar_ok: bool) -> list[Fac
         + ("" if runtime.registry.accepting else "; shutting down, not taking calls"),
     )
     return [openai, twilio, calendar, notices, calls]
+
+
+class HealthMonitor:
+    """Checks the health every `every_s` (and on demand) and keeps the gauges up to date."""
+
+    def __init__(
+        self, runtime: Runtime, every_s: float = CHECK_EVERY_S, first_s: float = FIRST_CHECK_S
+    ) -> None:
+        self._runtime = runtime
+        self._every_s = every_s
+        self._first_s = first_s
+        self._task: asyncio.Task[None] | None = None
+        self.last: list[Fact] = []
+        # Read when scraped: never stale (the process's one runtime; the last one built in tests).
+        OPENAI_UP.set_function(lambda: 0.0 if runtime.openai_degraded else 1.0)
+        TWILIO_SIGNED.set_function(lambda: 1.0 if runtime.settings.signatures_required else 0.0)
+
+    async def check(self) -> list[Fact]:
+        runtime = self._runtime
+        calendar_ok = await upcoming(runtime, days=1) is not None
+        outbox: Outbox | None
+        try:
+            async with runtime.database.session(read_only=True) as session:
+                outbox = await outbox_state(session)
+        except Exception as exc:
+            log.warning("the health check could not read the notices: %s", type(exc).__name__)
+            outbox = None
+        self.last = facts(runtime, outbox, calendar_ok)
+        CALENDAR_UP.set(1 if calendar_ok else 0)
+        if outbox is not None:
+            NOTICES_PENDING.set(outbox.pending)
+            NOTICES_FAILED.set(outbox.failed)
+        return self.last
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="health-monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        await asyncio.sleep(self._first_s)
+        while True:
+            try:
+                await self.check()
+            except Exception:
+                log.exception("the health check failed")
+            await asyncio.sleep(self._every_s)

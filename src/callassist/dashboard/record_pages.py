@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
-from callassist.dashboard.health import facts, outbox_state, upcoming
+from callassist.dashboard.health import HealthMonitor, upcoming
 from callassist.dashboard.live import tool_label
 from callassist.dashboard.numbers import PERIODS, charts, numbers
 from callassist.dashboard.queries import FILTERS, HistoryQuery, cost_parts, history, inbox, mark_done
@@ -172,10 +172,9 @@ async def numbers_page(request: Request, runtime: RuntimeDep) -> Response:
     zone = runtime.settings.zone
     try:
         figures = await read(runtime, lambda db: numbers(db, zone, days))
-        outbox = await read(runtime, outbox_state)
     except (SQLAlchemyError, OSError):
         return unavailable(request, runtime, session)
-    calendar_ok = await upcoming(runtime, days=1) is not None
+    monitor = runtime.health or HealthMonitor(runtime)
     return render(
         request,
         runtime,
@@ -185,7 +184,7 @@ async def numbers_page(request: Request, runtime: RuntimeDep) -> Response:
         periods=PERIODS,
         figures=figures,
         charts=charts(figures),
-        health=await facts(runtime, outbox, calendar_ok),
+        health=await monitor.check(),
     )
 
 

@@ -31,6 +31,7 @@ from callassist.call.events import (
 )
 from callassist.call.registry import CallRegistry
 from callassist.dashboard.auth import FailureLimiter
+from callassist.dashboard.health import HealthMonitor
 from callassist.dashboard.live import LiveCalls
 from callassist.notify.notices import (
     build_notifiers,
@@ -86,6 +87,7 @@ class Runtime:
     owner_failures: FailureLimiter = field(default_factory=FailureLimiter)
     # The calls in progress as the dashboard's live page shows them (fed by `events`).
     live: LiveCalls = field(default_factory=LiveCalls)
+    health: HealthMonitor | None = None  # the dashboard's health panel and its Prometheus gauges
     ready: bool = False
     # The assistant's health as the last calls saw it: degraded from a call that could not reach
     # OpenAI until a call the model answers; the owner is told once at each change.
@@ -219,10 +221,14 @@ class Runtime:
             self.outbox.start()
         self.live.attach(self.database)
         self.events.subscribe(self.live.publish)
+        self.health = HealthMonitor(self)
+        self.health.start()
         self.deps = self.call_deps()
 
     async def stop(self) -> None:
         self.live.close()
+        if self.health is not None:
+            await self.health.stop()
         if self._health_tasks:  # a down/up notice being queued gets to finish
             await asyncio.wait(set(self._health_tasks), timeout=2.0)
         await self.records.stop()

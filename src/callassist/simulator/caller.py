@@ -6,6 +6,9 @@ Media Streams WebSocket and hands it to the `SimulatedCall` (`call.py`), which s
 then streams caller audio in 20 ms frames at real-time pace (`stream.py`). When the server closes the
 stream, the `<Connect action>` URL is fetched and its TwiML followed; when the `<Stream>` has a
 `statusCallback`, stream-started / stream-stopped / stream-error are POSTed to it, signed, as Twilio does.
+`<Dial><Conference>` joins the account's room (`conference.py`). A REST update of the call (`rest.py`
+calls `redirect()`) replaces its TwiML at once: a running stream gets `stop` and is closed, and the
+new TwiML is followed (a later `<Connect><Stream>` opens a new stream with a new StreamSid).
 Everything observable is recorded on the `SimulatedCall` as timestamped events (`record.py`), and
 server-side protocol mistakes land in `violations` instead of crashing the simulator. Protocol facts come
 from Twilio's docs: https://www.twilio.com/docs/voice/media-streams/websocket-messages (the stream's
@@ -13,8 +16,9 @@ messages), https://www.twilio.com/docs/voice/twiml/stream, https://www.twilio.co
 and https://www.twilio.com/docs/voice/twiml/dial (the TwiML), and
 https://www.twilio.com/docs/usage/webhooks/webhooks-security (the signatures).
 
-One reason it is a little over 400 lines: it follows TwiML verb by verb as Twilio does, and the
-verbs share the call's state and its webhooks; split, the follower would be read in pieces.
+One reason it runs past 500 lines: it follows TwiML verb by verb as Twilio does (REST redirects
+included), and the verbs share the call's state and its webhooks; split, the follower would be read
+in pieces.
 """
 
 from __future__ import annotations
@@ -338,8 +342,10 @@ class CallerSimulator:
         (https://www.twilio.com/docs/voice/api/call-resource#update-a-call-resource).
 
         The running verb is abandoned at once. A `<Connect><Stream>` running gets `stop` and its
-        WebSocket is closed, as when the call ends (the media stream can only be stopped by ending
-        the call, or by the server closing it: https://www.twilio.com/docs/voice/twiml/stream).
+        WebSocket is closed: Twilio's page says `stop` is sent "when the Stream is either <Stop>ped
+        or the Call has ended" (https://www.twilio.com/docs/voice/media-streams/websocket-messages)
+        and does not name a redirect; users report a redirected call's socket getting `stop`
+        (https://github.com/vocodedev/vocode-core/issues/276), so the simulator sends it and closes.
         Its `<Connect action>` is *not* requested: the `<Connect>` page says the action is requested
         "when the <Connect> verb ends", and a redirect replaces the document the verb belonged to;
         Twilio does not say an abandoned verb's action runs, so the simulator is strict and never

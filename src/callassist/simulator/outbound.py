@@ -39,7 +39,7 @@ import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urljoin
 
@@ -91,7 +91,6 @@ class _Replace:
     verbs: list[tw.Verb] | None
     url: str | None
     method: str
-    history: list[str] = field(default_factory=list)
 
 
 class OutboundCall(CallRecord):
@@ -136,6 +135,7 @@ class OutboundCall(CallRecord):
 
     @property
     def final(self) -> bool:
+        """The call has ended (its status is final); `ended` once its status callbacks are delivered."""
         return self.status in FINAL_STATUSES
 
     def callback_statuses(self) -> list[str]:
@@ -199,6 +199,7 @@ class OutboundCall(CallRecord):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._over()
 
     # ----- the call -----------------------------------------------------------------------------------------
 
@@ -353,7 +354,9 @@ class OutboundCall(CallRecord):
         self.end_reason = status
         self._emit("call_ended", reason=status, duration=self.duration_s)
         self._report("completed", status, final=True)
-        self._outbox.put_nowait(None)
+        self._outbox.put_nowait(None)  # the call counts as over once its callbacks are delivered
+
+    def _over(self) -> None:
         self._stream_done.set()
         self._call_done.set()
         self._release_waiters(None)
@@ -381,6 +384,7 @@ class OutboundCall(CallRecord):
             item = await self._outbox.get()
             try:
                 if item is None:
+                    self._over()
                     return
                 event, params = item
                 answered: int | None = None

@@ -250,6 +250,46 @@ async def test_no_password_in_logs(caplog: pytest.LogCaptureFixture) -> None:
     assert "***" in caplog.text
 
 
+async def test_writers_queue_for_sqlites_lock_instead_of_failing_when_a_write_spans_loop_turns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from callassist.store import db as db_module
+
+    monkeypatch.setattr(db_module, "BUSY_TIMEOUT_MS", 50)  # what a starved loop makes of 5 s
+    database = Database.from_url(f"sqlite:///{tmp_path / 'queue.db'}")
+    insert = (
+        'INSERT INTO calendar_events (id, title, start, "end", created_at, updated_at) '
+        "VALUES (:id, 'w', '2026-01-01 09:00:00', '2026-01-01 10:00:00', "
+        "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+    )
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_writer() -> None:
+        async with database.session() as session:
+            await session.execute(text(insert), {"id": "slow@test"})
+            holding.set()
+            await release.wait()  # the transaction stays open across loop turns
+
+    async def second_writer() -> None:
+        async with database.session() as session:
+            await session.execute(text(insert), {"id": "second@test"})
+
+    try:
+        await database.upgrade()
+        slow = asyncio.create_task(slow_writer())
+        await holding.wait()
+        second = asyncio.create_task(second_writer())
+        await asyncio.wait({second}, timeout=0.3)  # six busy timeouts: SQLite alone would fail it
+        assert not second.done()  # queued, not failed
+        release.set()
+        async with asyncio.timeout(5):
+            await asyncio.gather(slow, second)
+        async with database.session(read_only=True) as reader:
+            assert await reader.scalar(text("SELECT count(*) FROM calendar_events")) == 2
+    finally:
+        await database.close()
+
+
 async def test_readers_are_not_blocked_by_an_open_write_transaction(tmp_path: Path) -> None:
     database = Database.from_url(f"sqlite:///{tmp_path / 'wal.db'}")
     try:

@@ -8,6 +8,8 @@ by `Database.prepare()` as one line (`DatabaseUnavailable`), for `serve` and the
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -46,6 +48,8 @@ _MIGRATION_LOCK_KEY = 0x63616C6C  # "call"
 
 # Execution option carried by read-only sessions; the SQLite BEGIN hook reads it.
 _READ_ONLY = "callassist_read_only"
+BUSY_TIMEOUT_MS = 5000  # SQLite: how long a connection waits for another's write lock
+WRITE_QUEUE_S = 30.0  # the longest a writer waits in this process's queue for SQLite's write lock
 
 
 class DatabaseUrlError(ValueError):
@@ -120,6 +124,13 @@ class Database:
         self._read_engine = engine.execution_options(**{_READ_ONLY: True})
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(self._read_engine, expire_on_commit=False)
+        # SQLite has one write lock per file. Writers of this process queue for it here, in the
+        # event loop, rather than in SQLite's busy timeout: on a loaded loop a write transaction
+        # spans many loop turns (each statement is awaited), and writers queued inside SQLite
+        # would fail with "database is locked" after busy_timeout. Other processes (the CLI) still
+        # meet the busy timeout.
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._write_queue: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine)
 
@@ -179,9 +190,30 @@ class Database:
         it never waits for writers (WAL readers see the last commit); writing in one may fail with
         "database is locked". Other sessions take SQLite's write lock up front (BEGIN IMMEDIATE).
         """
-        factory = self._read_sessions if read_only else self._sessions
-        async with factory() as session, session.begin():
-            yield session
+        if read_only or not self._sqlite:
+            factory = self._read_sessions if read_only else self._sessions
+            async with factory() as session, session.begin():
+                yield session
+            return
+        lock = self._writers_queue()
+        queued = False
+        with contextlib.suppress(TimeoutError):
+            # Bounded: a write session opened inside another (a bug) meets SQLite's own timeout.
+            await asyncio.wait_for(lock.acquire(), WRITE_QUEUE_S)
+            queued = True
+        try:
+            async with self._sessions() as session, session.begin():
+                yield session
+        finally:
+            if queued:
+                lock.release()
+
+    def _writers_queue(self) -> asyncio.Lock:
+        """This event loop's queue of SQLite writers (a Database may outlive a loop in tests)."""
+        loop = asyncio.get_running_loop()
+        if self._write_queue is None or self._write_queue[0] is not loop:
+            self._write_queue = (loop, asyncio.Lock())
+        return self._write_queue[1]
 
     async def upgrade(self, revision: str = "head") -> str | None:
         """Bring the schema up to `revision` (Alembic) and return the revision it is now at.
@@ -265,7 +297,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         try:
             # busy_timeout first: switching to WAL needs a lock another connection may hold.
-            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             # WAL + synchronous=NORMAL: a commit survives the process being killed (only an OS
             # crash or power loss can roll back the last transactions), and readers never block.
             cursor.execute("PRAGMA journal_mode=WAL")

@@ -135,6 +135,8 @@ class Server:
                     self.update_errors.append(exc)
             twiml = conference_twiml(parent or "solo", action=False)
             return web.Response(text=twiml, content_type="application/xml")
+        if request.path == "/voice/owner-twiml":
+            return web.Response(text=whisper_twiml(""), content_type="application/xml")
         if request.path == "/voice/transfer/ended":
             return web.Response(text="<Response><Hangup/></Response>", content_type="application/xml")
         return web.Response(status=204)
@@ -417,3 +419,59 @@ async def test_a_redirect_back_to_the_assistant_opens_a_new_stream(stack: Stack)
     await call.hang_up()
     assert call.stream_closed_by == "caller" and call.end_reason == "caller hung up"
     assert stack.server.of("/voice/transfer/ended") == []  # the <Dial> was abandoned: no action
+
+
+async def test_owner_presses_1_after_the_caller_hung_up(stack: Stack) -> None:
+    """The update is refused (21220); the owner waits alone, then hangs up (or the server ends it)."""
+    stack.rest.timing = Timing(ring_s=0.01, alone_s=0.2)
+    call = await stack.simulator.place_call(from_number=CALLER)
+    await call.hang_up()
+    await stack.create_owner_call(call.call_sid)
+    (leg,) = await stack.rest.wait_created()
+    assert await leg.wait_ended() == "completed"
+    (error,) = stack.server.update_errors
+    assert error.status == 400 and error.code == 21220
+    (update,) = stack.rest.updates
+    assert update.status == 400 and update.code == 21220 and update.target == "caller"
+    outcome = [e.detail["outcome"] for e in leg.events if e.kind == "owner_leg"]
+    assert outcome == ["alone in the conference for 0.2s; hung up"]
+    room = await stack.rest.conferences.wait_ended("callassist-" + call.call_sid)
+    assert room.roles() == ["owner"] and not room.started
+
+
+async def test_twiml_from_a_url_and_a_failing_update(stack: Stack) -> None:
+    stack.rest.owners.append(Owner.no_key)
+    sid = await stack.create_owner_call(twiml=None, url=f"{PUBLIC}/voice/owner-twiml", method="POST")
+    (leg,) = await stack.rest.wait_created()
+    assert await leg.wait_ended() == "completed"
+    (fetched,) = stack.server.of("/voice/owner-twiml")
+    assert fetched["CallSid"] == sid and fetched["Direction"] == "outbound-api"
+    assert leg.errors == [] and leg.count("gather_timeout") == 1 and leg.verbs[-1] == "Hangup"
+    assert stack.server.of("/voice/transfer/choice") == []  # actionOnEmptyResult="false"
+    call = await stack.simulator.place_call(from_number=CALLER)
+    stack.rest.fail_updates(503)
+    with pytest.raises(TwilioRestException) as down:
+        await stack.client.calls(call.call_sid).update_async(
+            twiml=conference_twiml(call.call_sid, action=True)
+        )
+    assert down.value.status == 503 and call.live
+
+
+async def test_the_stand_in_can_start_before_its_simulator(stack: Stack) -> None:
+    async with TwilioRest(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as early:
+        client, http = rest_client(ACCOUNT_SID, AUTH_TOKEN, api_base_url=early.base_url)
+        try:
+            with pytest.raises(TwilioRestException) as unattached:
+                await client.calls.create_async(to=OWNER_PHONE, from_=OUR_NUMBER, twiml="<Response/>")
+            assert unattached.value.status == 500
+            early.problems.clear()
+            early.attach(stack.simulator)
+            early.owner = Owner.busy
+            await client.calls.create_async(to=OWNER_PHONE, from_=OUR_NUMBER, twiml="<Response/>")
+            (leg,) = await early.wait_created()
+            assert await leg.wait_ended() == "busy"
+            assert leg.callbacks == []  # no StatusCallback asked for
+        finally:
+            await http.close()
+    with pytest.raises(ValueError, match="another account"):
+        TwilioRest(account_sid="AC" + "9" * 32, auth_token=AUTH_TOKEN).attach(stack.simulator)

@@ -72,3 +72,32 @@ async def test_wait_drained() -> None:
     assert not await tracker.wait_drained(0.01)
     tracker.marked(mark)
     assert await tracker.wait_drained(0.01)
+
+
+def test_the_heard_position_is_anchored_on_the_least_late_echo_of_the_run() -> None:
+    """Echoes come late by varying amounts (a loaded event loop): the last echo alone would put the
+    caller 25 ms behind where they are; the least late one puts them where they are."""
+    clock = Clock()
+    tracker = PlaybackTracker(clock)
+    start = clock.now
+    marks = [tracker.sent("item_a", 800) for _ in range(5)]  # 5 x 100 ms, all queued at once
+    for index, late in enumerate((0.030, 0.001, 0.025)):
+        clock.now = start + 0.100 * (index + 1) + late  # chunk `index` ended, echoed `late`
+        tracker.marked(marks[index])
+    clock.now = start + 0.340  # really heard: 340 ms
+    assert abs(tracker.heard_ms("item_a") - 340) <= 1
+    [cut] = tracker.interrupt()
+    assert abs(cut.heard_ms - 340) <= 1
+
+
+def test_an_underrun_restarts_the_run_when_the_next_chunk_arrives() -> None:
+    clock = Clock()
+    tracker = PlaybackTracker(clock)
+    start = clock.now
+    tracker.marked(tracker.sent("item_a", 800))  # echoed at once: the run started at `start`
+    tracker.sent("item_a", 800)
+    clock.now = start + 0.500  # the model was slow: Twilio ran dry at 200 ms (echo not here yet)
+    tracker.sent("item_a", 800)
+    clock.now += 0.050
+    # The second chunk played in full; the third started on arrival: 100 + 100 + 50.
+    assert tracker.heard_ms("item_a") == 250

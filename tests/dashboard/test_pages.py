@@ -86,6 +86,7 @@ async def test_login_sets_a_strict_httponly_cookie_and_logout_ends_the_session(
         cookie = response.headers["Set-Cookie"]
         assert cookie.startswith(f"{COOKIE}=")
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Max-Age=43200" in cookie
+        assert "Path=/dashboard" in cookie
         assert "Secure" not in cookie  # plain http on loopback; see the https test below
         value = response.cookies[COOKIE].value
         status, html, response = await client.get("/dashboard")

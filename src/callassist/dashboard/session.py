@@ -28,6 +28,7 @@ from callassist.settings import Settings
 from callassist.telephony.signature import is_direct_loopback
 
 COOKIE = "callassist_session"
+COOKIE_PATH = "/dashboard"  # sent to the dashboard only, never with the API or the webhooks
 SESSION_TTL_S = 12 * 3600
 SESSION_KEY_LABEL = b"callassist dashboard session v1"
 LOCAL_NONCE = "local"
@@ -119,7 +120,7 @@ class Sessions:
             COOKIE,
             value,
             max_age=SESSION_TTL_S,
-            path="/",
+            path=COOKIE_PATH,
             httponly=True,
             samesite="strict",
             secure=self.secure(connection),
@@ -127,5 +128,5 @@ class Sessions:
 
     def clear_cookie(self, response: Response, connection: HTTPConnection) -> None:
         response.delete_cookie(
-            COOKIE, path="/", httponly=True, samesite="strict", secure=self.secure(connection)
+            COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict", secure=self.secure(connection)
         )

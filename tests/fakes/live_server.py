@@ -175,6 +175,10 @@ class FakeLiveSession:
         await self.wait_for(lambda: any(e.type == kind for e in self.client_events), timeout)
         return next(e.event for e in self.client_events if e.type == kind)
 
+    async def send_event(self, kind: str, **fields: Any) -> None:
+        """Any server event on demand (validated like every other), e.g. a usage report."""
+        await self._emit(kind, **fields)
+
     async def send_error(self, code: str, message: str = "Something went wrong.", **extra: Any) -> None:
         """An `error` event on demand (ErrorEvent: code, message, type; param, client_event_id)."""
         await self._emit("error", error=live_error(code, message, **extra))
@@ -225,6 +229,7 @@ class FakeLiveSession:
         task = asyncio.create_task(self._guarded(coroutine))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: coroutine.close())  # cancelled before it ran: never awaited
         return task
 
     async def _guarded(self, coroutine: Coroutine[Any, Any, None]) -> None:

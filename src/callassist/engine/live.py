@@ -86,6 +86,9 @@ UTTERANCE_GAP_S = 0.6
 # The caller's turn is taken as over after this long without a transcript delta, unless the model
 # answers first (input transcript deltas "do not define complete turns", their SDK docstring).
 CALLER_QUIET_S = 1.0
+# Our request (a cue) that the model hasn't taken up by speaking within this long is answered by an
+# empty response, so the call never waits on it (the service never refuses or confirms a cue).
+REQUEST_ANSWER_S = 3.0
 # Live sessions were observed to expire after about two hours: move to a fresh one well before.
 ROTATE_AFTER_S = 100 * 60
 RECOVERABLE_ERRORS = frozenset({"rate_limit_exceeded", "invalid_value", "invalid_request"})
@@ -171,6 +174,9 @@ class LiveEngine:
         self._caller: _CallerTurn | None = None
         self._early_words: list[str] = []  # words of the model's speech before its first audio
         self._request: str | None = None  # ours, put on the model's next speech
+        self._requested_at = 0.0
+        self._injected: list[EngineEvent] = []
+        self._wake: asyncio.Future[None] | None = None
         self._unanswered: dict[str, set[str]] = {}  # backend response -> call ids without output
         self._outputs_waiting = False  # outputs sent, no response.create after them yet
         # response.create sent for outputs: the backend's answer comes and the model says it; our
@@ -257,14 +263,14 @@ class LiveEngine:
         self._outputs_waiting = self._continuing = self._result_due = False
         after: list[dict[str, Any]] = []
         if setup.greeting is not None:
-            self._request = setup.greeting
+            self._want(setup.greeting)
             after.append(_cue(GREETING_CUE))
         else:
             if setup.unfinished_speech:
                 audio = base64.b64encode(setup.unfinished_speech).decode("ascii")
                 after.append({"type": "session.input_audio.append", "audio": audio})
             if setup.answer is not None:
-                self._request = setup.answer
+                self._want(setup.answer)
                 after.append(_cue(ANSWER_CUE))
         return dict(session_start(self._settings, setup, replacing=replacing)), after
 
@@ -276,15 +282,25 @@ class LiveEngine:
         if self._caller is None:
             return False
         self._caller.last_at = 0.0
+        self._wake_up()
         return True
 
     async def request_response(self, request: str, *, audio_only: bool = False) -> bool:
-        self._request = request
         if self._continuing:
-            return True  # the backend is answering the outputs: the model says it
+            # The backend is answering the outputs and the model says its result (it may be saying
+            # it already): nothing more to ask for.
+            out: list[EngineEvent] = []
+            self._answered_without_speech(request, out)
+            self._inject(*out)
+            return True
+        self._want(request)
         if self._outputs_waiting:
             return await self._continue_backend()
         return await self._socket.send(_cue(SPEAK_CUE))
+
+    def _want(self, request: str) -> None:
+        self._request, self._requested_at = request, time.monotonic()
+        self._wake_up()  # its deadline counts from now
 
     async def request_summary(self, instructions: str) -> bool:
         item = {"type": "message", "role": "developer", "content": SUMMARY_PREFIX + instructions}
@@ -328,28 +344,34 @@ class LiveEngine:
 
     async def events(self) -> AsyncIterator[EngineEvent]:
         pending: asyncio.Future[bytes | Restarted | None] | None = None
+        loop = asyncio.get_running_loop()
         out: list[EngineEvent] = []
         try:
             while True:
                 if pending is None:
                     pending = asyncio.ensure_future(self._socket.recv())
-                wait_s = self._next_deadline()
-                if wait_s is not None:
-                    await asyncio.wait({pending}, timeout=wait_s)
-                    if not pending.done():
-                        self._expire(time.monotonic(), out)
-                        for event in out:
-                            yield event
-                        out.clear()
-                        continue
-                raw = await pending
-                pending = None
-                if raw is None:
-                    return
-                if type(raw) is Restarted:
-                    yield SessionReplaced(raw.downtime_s, raw.close_code, raw.rotated)
-                    continue
-                self._translate(raw, out)  # type: ignore[arg-type]
+                if not self._injected:
+                    # Wait for the socket, the next deadline (a speech or turn taken as over, a
+                    # request the model didn't take up), or a request that changes those.
+                    wake: asyncio.Future[Any] = loop.create_future()
+                    self._wake = wake
+                    waiting: set[asyncio.Future[Any]] = {pending, wake}
+                    await asyncio.wait(
+                        waiting, timeout=self._next_deadline(), return_when=asyncio.FIRST_COMPLETED
+                    )
+                    self._wake = None
+                out, self._injected = self._injected, out
+                if not pending.done():
+                    self._expire(time.monotonic(), out)
+                else:
+                    raw = pending.result()
+                    pending = None
+                    if raw is None:
+                        return
+                    if type(raw) is Restarted:
+                        out.append(SessionReplaced(raw.downtime_s, raw.close_code, raw.rotated))
+                    else:
+                        self._translate(raw, out)  # type: ignore[arg-type]
                 for event in out:
                     yield event
                 out.clear()
@@ -359,14 +381,27 @@ class LiveEngine:
             if pending is not None and not pending.done():
                 pending.cancel()
 
+    def _inject(self, *events: EngineEvent) -> None:
+        """Events of our own making, reported by events() at once."""
+        self._injected.extend(events)
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
     def _next_deadline(self) -> float | None:
-        """Seconds until an open speech or caller turn is taken as over, if one is open."""
+        """Seconds until an open speech or caller turn is taken as over, or our request as not
+        taken up, if any of them is open."""
         now = time.monotonic()
         deadlines = []
         if self._speech is not None:
             deadlines.append(self._speech.last_at + UTTERANCE_GAP_S - now)
         if self._caller is not None:
             deadlines.append(self._caller.last_at + CALLER_QUIET_S - now)
+        if self._request is not None:
+            deadlines.append(self._requested_at + REQUEST_ANSWER_S - now)
         return max(0.0, min(deadlines)) if deadlines else None
 
     def _expire(self, now: float, out: list[EngineEvent]) -> None:
@@ -374,6 +409,17 @@ class LiveEngine:
             self._speech_over("completed", out)
         if self._caller is not None and now - self._caller.last_at >= CALLER_QUIET_S:
             self._caller_over(out)
+        if self._request is not None and now - self._requested_at >= REQUEST_ANSWER_S:
+            self._log.info("GPT-Live did not speak after request %s", self._request)
+            self._answered_without_speech(self._request, out)
+
+    def _answered_without_speech(self, request: str, out: list[EngineEvent]) -> None:
+        """Our request, answered by an empty response: the model said nothing new (it was saying it
+        already, or chose not to), so the call's sequencer doesn't wait for it."""
+        if self._request == request:
+            self._request = None
+        response_id = self._new_id("live_none")
+        out += [ResponseStarted(response_id, request), ResponseFinished(response_id, request, "completed")]
 
     def _new_id(self, prefix: str) -> str:
         self._count += 1

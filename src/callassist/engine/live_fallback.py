@@ -75,7 +75,9 @@ class FallbackEngine:
     """GPT-Live, or Realtime once GPT-Live refused us at the start. Every request goes to the
     engine in use; the caller's frames go to it too (one attribute lookup more per frame)."""
 
-    def __init__(self, live: LiveEngine, fallback: Callable[[], Engine] | None, *, logger: Logger) -> None:
+    def __init__(
+        self, live: LiveEngine, fallback: Callable[[], Engine] | None, *, logger: Logger = log
+    ) -> None:
         self.live = live
         self._fallback = fallback
         self._log = logger

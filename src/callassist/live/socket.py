@@ -259,9 +259,8 @@ class LiveSocket:
 
     async def recv(self) -> bytes | Restarted | None:
         """The next raw server frame; Restarted once a lost (or rotated) session was replaced; None
-        after close(). Raises LiveUnavailable when a lost session can't be replaced."""
-        if self._closing:
-            return None
+        once the socket closed after close() (session.closed is read first). Raises LiveUnavailable
+        when a lost session can't be replaced."""
         connection = self._require()
         try:
             return await connection.recv_bytes()  # "Canceling this method is safe" (its docstring)

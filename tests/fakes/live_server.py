@@ -74,6 +74,7 @@ _SAMPLED = (".delta",)  # validated once per session: the benchmark streams thou
 # The service's VAD is a model; this is the energy detector of the Realtime fake with a silence
 # window a little longer than server_vad's, as a full-duplex model waits for the turn to be over.
 _VAD = VadSettings("server_vad", 0.5, 300, 500, True, True, None)
+WORD_MS = 250  # a caller's word every so often while they speak (an average speaking rate)
 SESSION_LIFETIME_S = 2 * 60 * 60  # sessions observed to expire after about 2 h (reference E)
 
 
@@ -415,6 +416,17 @@ class FakeLiveSession:
                 await self._caller_began(vad.ms)
             else:
                 await self._caller_ended(vad.ms)
+        if (
+            self._vad.in_speech
+            and self._caller_words
+            and self._input_ms_now() >= self._caller_end_ms + WORD_MS
+        ):
+            # The transcript streams while the caller speaks, a word at a time.
+            start, self._caller_end_ms = self._caller_end_ms, int(self._input_ms_now())
+            word = self._caller_words.pop(0)
+            await self._emit(
+                "session.input_transcript.delta", delta=word, start_ms=start, end_ms=self._caller_end_ms
+            )
 
     async def _caller_began(self, at_ms: int) -> None:
         if self._speaking is not None and not self._speaking.done() and self.script.yields_to_caller:
@@ -632,11 +644,18 @@ class FakeLiveSession:
         await self._backend_event(delegation, "response.completed", response=completed)
 
     async def _final(
-        self, delegation: _Delegation | None, response_id: str, client_event_id: str | None
+        self,
+        delegation: _Delegation | None,
+        response_id: str,
+        client_event_id: str | None,
+        *,
+        answers_message: bool = False,
     ) -> None:
         """A backend response that writes text: the delegation's result (which the Live model then
-        says), or, asked by the client with nothing waiting, the script's summary (not spoken)."""
-        text = delegation.delegate.result_text(delegation.outputs) if delegation else self.script.summary
+        says), or, when the client's newest backend item is a message (a request of its own, like
+        an end-of-call summary), the script's summary (not spoken)."""
+        summary = answers_message or delegation is None
+        text = self.script.summary if summary else delegation.delegate.result_text(delegation.outputs)
         created = self._snapshot(response_id, "in_progress")
         await self._backend_event(delegation, "response.created", client_event_id, response=created)
         message = {
@@ -675,7 +694,7 @@ class FakeLiveSession:
         )
         completed = self._snapshot(response_id, "completed", self._usage(len(text)))
         await self._backend_event(delegation, "response.completed", client_event_id, response=completed)
-        if delegation is not None:
+        if delegation is not None and not summary:
             spoken = delegation.delegate.spoken or Say(text)
             await self._speak([spoken])
 
@@ -712,8 +731,11 @@ class FakeLiveSession:
             )
             return
         waiting = [d for d in self._delegations.values() if d.waiting]
+        # The backend answers the newest item it was given: a message of the client's own (not a
+        # tool output) is a request of its own.
+        message = bool(self.backend_items) and self.backend_items[-1].get("type", "message") == "message"
         if not waiting:
-            self._spawn(self._final(None, new_id("resp"), event_id))
+            self._spawn(self._final(None, new_id("resp"), event_id, answers_message=message))
             return
         delegation = waiting[0]
         if delegation.calls:
@@ -726,7 +748,9 @@ class FakeLiveSession:
             )
             return
         delegation.waiting = False
-        self._spawn(self._final(delegation, new_id("resp"), None))
+        # A delegation continued by our response.create: its events carry that command's event_id
+        # (ResponseEvent.client_event_id: "the client command associated with this server event").
+        self._spawn(self._final(delegation, new_id("resp"), event_id, answers_message=message))
 
     async def _on_close(self, data: dict[str, Any], event_id: str | None) -> None:
         await self._closed("close_requested", event_id)

@@ -188,6 +188,8 @@ class LiveEngine:
         self._backends: dict[str, _Backend] = {}
         self._closed = asyncio.Event()
         self._closing = False
+        self._summary_asked = False
+        self._muted = False  # the caller's line is closed: what the model says is not played
         self._unknown: set[str] = set()
 
     # Connection ---------------------------------------------------------------------------------
@@ -303,6 +305,10 @@ class LiveEngine:
         self._wake_up()  # its deadline counts from now
 
     async def request_summary(self, instructions: str) -> bool:
+        # At the end of a call (the caller's line is closed): the next backend response is the
+        # summary, whether it answers our response.create or continues a delegation left waiting
+        # (end_call's: response.create does either, its docstring); nothing said is played.
+        self._summary_asked = self._muted = True
         item = {"type": "message", "role": "developer", "content": SUMMARY_PREFIX + instructions}
         if not await self._socket.send({"type": "response.item.create", "item": item}):
             return False
@@ -429,6 +435,8 @@ class LiveEngine:
         try:
             data = orjson.loads(raw)
             kind = data["type"]
+            if self._muted and kind in ("session.output_audio.delta", "session.output_transcript.delta"):
+                return
             if kind == "session.output_audio.delta":
                 speech = self._speech or self._speech_began(out)
                 speech.last_at = time.monotonic()
@@ -522,6 +530,8 @@ class LiveEngine:
             request = client_event[len(_TAG) :] if client_event.startswith(_TAG) else None
             if request == "outputs":
                 request = None
+            if self._summary_asked and request is None:
+                request, self._summary_asked = SUMMARY_REQUEST, False
             self._backends[response["id"]] = _Backend(response["id"], request, data.get("delegation_id"))
             return
         response_id = self._backend_of(nested)

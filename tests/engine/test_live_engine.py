@@ -21,6 +21,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from callassist.call.transcript import Turn
+from callassist.engine import live as live_engine
 from callassist.engine.base import EngineUnavailable
 from callassist.engine.events import (
     AudioOut,
@@ -35,7 +36,7 @@ from callassist.engine.events import (
     SpeechStarted,
     SpeechStopped,
 )
-from callassist.engine.live import GREETING_CUE, LiveEngine
+from callassist.engine.live import DELEGATION_FAILED, GREETING_CUE, LiveEngine
 from callassist.engine.live_fallback import FallbackEngine
 from callassist.live.billing import SESSION_PURPOSE, LiveBilling
 from callassist.live.config import LIVE_VOICE, REPLAY_PREAMBLE
@@ -344,3 +345,36 @@ async def test_a_refusal_at_the_handshake_or_the_start_falls_back(
     await without.connect()
     with pytest.raises(EngineUnavailable):
         await without.configure(setup_hook(settings))
+
+
+async def test_a_failed_delegation_gets_an_apology_cue_not_silence(
+    fake: FakeLiveServer, settings: Settings
+) -> None:
+    engine, events, _ = await started(fake, settings)
+    session = fake.sessions[0]
+    session.script.replies[1] = LiveReply([Say("One moment.", audio=noise(200, 5))], Delegate(fail=True))
+    await events.wait(lambda: bool(events.of(ResponseFinished)))
+    await say(engine, [LOUD] * 30 + [QUIET] * 30)
+    await events.wait(lambda: any(e.status == "failed" for e in events.of(ResponseFinished)))
+    [failed] = [e for e in events.of(ResponseFinished) if e.status == "failed"]
+    assert failed.failure == "server_error" and failed.tool_calls == ()
+    await fake.wait_until(lambda: len(session.commentary) == 2)
+    assert session.commentary[1] == DELEGATION_FAILED  # the model is cued to apologise
+
+
+async def test_a_long_session_moves_to_a_fresh_one_at_a_quiet_moment(
+    fake: FakeLiveServer, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime(2026, 12, 2, 15, 0, tzinfo=UTC)
+    engine, events, _ = await started(fake, settings, history=[Turn("caller", "Is Dana in?", now)])
+    await events.wait(lambda: bool(events.of(ResponseFinished)))
+    assert not await engine.rotate(lambda: True)  # far from the session's expiry: nothing to do
+    monkeypatch.setattr(live_engine, "ROTATE_AFTER_S", 0.0)
+    assert not await engine.rotate(lambda: False)  # not a quiet moment
+    assert await engine.rotate(lambda: True)
+    await events.wait(lambda: bool(events.of(SessionReplaced)))
+    [moved] = events.of(SessionReplaced)
+    assert moved.rotated and engine.rotations == 1 and engine.reconnects == 0
+    second = fake.sessions[1]
+    assert ("user", "Is Dana in?") in [(i["role"], i["content"][0]["text"]) for i in second.config["input"]]
+    assert GREETING_CUE not in second.commentary

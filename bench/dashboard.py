@@ -219,7 +219,10 @@ async def main() -> None:
                     "history, one month": "/dashboard/history?since=2026-06-01&until=2026-06-30",
                     "call detail": f"/dashboard/calls/{some_call}",
                     "inbox": "/dashboard/inbox",
+                    "inbox, done": "/dashboard/inbox?show=done",
                     "contacts": "/dashboard/contacts",
+                    "numbers, 30 days": "/dashboard/numbers",
+                    "numbers, 90 days": "/dashboard/numbers?days=90",
                 }
                 print(f"{'page':32} {'median ms':>10} {'p95 ms':>8}")
                 worst = 0.0

@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -203,3 +204,52 @@ async def test_a_dropped_session_gets_the_conversation_back_and_no_second_greeti
     await call.hang_up()
     assert bytes(call.audio_heard).count(greeting) == 1  # greeted once
     assert [s.text for s in second.said] == ["Yes, still Tuesday at ten."]
+
+
+async def test_talking_over_the_assistant_stops_what_twilio_still_had_and_keeps_what_was_heard(
+    make_live_stack: LiveStackFactory,
+) -> None:
+    long_greeting, answer = noise(6000, 21), noise(600, 22)
+    script = LiveScript(
+        replies=[
+            LiveReply([Say("A very long greeting.", audio=long_greeting)]),
+            LiveReply([Say("Yes?", audio=answer)]),
+        ],
+        transcripts=["Sorry, one question"],
+    )
+    stack = await make_live_stack(script, **SETTINGS)
+    call = await stack.simulator.place_call(from_number=CALLER)
+    session = await stack.fake.wait_for_session(0)
+    # Generated at 8x real time: by now the whole greeting waits at Twilio; only the call can stop it.
+    await stack.fake.wait_until(
+        lambda: bool(session.said) and len(session.said[0].audio) == len(long_greeting)
+    )
+    first = await call.wait_for("media_in", timeout=5)
+    await call.wait_for("mark_echo", after=first.t, timeout=5)  # it is playing
+    said = time.monotonic()
+    await call.say(tone(800, 300))
+    cleared = await call.wait_for("clear_in", after=said, timeout=5)
+    assert cleared.t - said < 1.0  # the first words of the caller's transcript stop the playback
+    await stack.fake.wait_until(lambda: len(session.said) == 2, timeout=10)
+    answered = await call.wait_for("media_in", after=cleared.t, timeout=5)
+    await call.wait_until_quiet(quiet_ms=300, timeout=10, after=answered.t)
+    await call.hang_up()
+    await stack.server.services.registry.wait_idle(10)
+    heard = bytes(call.audio_heard)
+    assert heard.startswith(long_greeting[:800]) and heard.endswith(answer)
+    assert len(heard) < len(long_greeting)  # what was cleared was never heard
+
+    record = await record_of(stack.server.services.database, call.call_sid)
+    greeting_turn = next(t for t in record["turns"] if t.role == "assistant")
+    assert greeting_turn.interrupted and 0 < greeting_turn.heard_ms < 6000
+
+
+async def test_refused_without_a_fallback_the_caller_gets_the_voicemail(
+    make_live_stack: LiveStackFactory,
+) -> None:
+    stack = await make_live_stack(live_fallback="none")
+    stack.fake.refuse_status = HTTPStatus.FORBIDDEN  # an account without GPT-Live access
+    call = await stack.simulator.place_call(from_number=CALLER)
+    await call.wait_ended(timeout=15)
+    assert any(verb.startswith("Say") and "can't take your call right now" in verb for verb in call.verbs)
+    assert stack.fake.refused >= 1 and stack.fake.sessions == []

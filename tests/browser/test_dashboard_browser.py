@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from callassist.call.events import CallEvent, TurnHeard
 from callassist.store.contacts import ContactRepository
 from tests.fakes.realtime_server import Reply, Say, Script, UseTool
 from tests.support.records import ADMIN_TOKEN
@@ -37,6 +38,15 @@ if not CHROMIUM.exists():
         raise RuntimeError(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium")
     pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
+# Notes the time each transcript line first appears on the live page, by its text.
+SEEN_LINES_JS = """() => {
+  window.seenLines = {};
+  new MutationObserver(() => {
+    for (const text of document.querySelectorAll("#live-calls .line .text")) {
+      if (!(text.textContent in window.seenLines)) window.seenLines[text.textContent] = Date.now();
+    }
+  }).observe(document.getElementById("live-calls"), {childList: true, subtree: true, characterData: true});
+}"""
 CALLER = "+15551230000"
 GREETING = "Hello, this is Dana's assistant. How can I help?"
 CALLER_WORDS = "Please tell Dana to call me back about the roof."
@@ -106,6 +116,17 @@ async def test_the_owner_follows_a_call_live_then_finds_it_in_the_history(make_s
             await expect(page.locator("#no-calls")).to_be_visible()
             await page.screenshot(path=SCREENSHOTS / "01-live-empty.png")
 
+            # When each line reached the page (the browser's clock, which is this machine's), against
+            # when the server published it (TurnHeard): the live path's own delay.
+            await page.evaluate(SEEN_LINES_JS)
+            published: dict[str, float] = {}
+
+            def on_event(event: CallEvent) -> None:
+                if isinstance(event, TurnHeard):
+                    published.setdefault(event.turn.text, time.time())
+
+            stop_listening = services.events.subscribe(on_event)
+
             # A call comes in while the page is open: it appears without a reload, named.
             call = await stack.simulator.place_call(from_number=CALLER)
             article = page.locator("article.call").first
@@ -129,7 +150,15 @@ async def test_the_owner_follows_a_call_live_then_finds_it_in_the_history(make_s
             await call.wait_until_quiet(quiet_ms=100, timeout=15, after=said)
             await expect(article.locator(".line.assistant")).to_have_count(3, timeout=1000)
             await page.screenshot(path=SCREENSHOTS / "02-live-call.png")
-            print(f"caller's words on the page {shown_after_s:.2f} s after they were said")
+            stop_listening()
+            seen: dict[str, float] = await page.evaluate("window.seenLines")
+            delays = {text: seen[text] / 1000 - at for text, at in published.items() if text in seen}
+            assert GREETING in delays and CALLER_WORDS in delays
+            assert all(delay < 1.0 for delay in delays.values()), delays
+            print(
+                f"caller's words on the page {shown_after_s:.2f} s after they were said; each line "
+                f"{1000 * max(delays.values()):.0f} ms at most after the server had it"
+            )
 
             # The owner hangs up from the page: the call ends and links to its record.
             await article.get_by_role("button", name="Hang up").click()

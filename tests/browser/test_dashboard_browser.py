@@ -3,8 +3,10 @@ the real server, the fake OpenAI Realtime server and the caller simulator.
 
 One browser and one stack for the module: log in; a simulated call appears without a reload, its
 greeting and the caller's words show up as they are heard; the owner hangs up from the page; the
-call is in the history with its summary, cost and latency; a contact is blocked; logout. Screenshots
-go to tests/browser/artifacts/screenshots/ (kept by CI as artifacts, ignored by git).
+call is in the history with its summary, cost and latency; its message is marked done; a contact is
+blocked; the numbers count the call; logout. Screenshots go to tests/browser/artifacts/screenshots/
+(kept by CI as artifacts, ignored by git); CALLASSIST_UPDATE_DOCS_SCREENSHOT=1 copies the live one to
+docs/dashboard-live.png.
 """
 
 from __future__ import annotations

@@ -156,6 +156,10 @@ class Transfer:
             return f"{owner} couldn't be reached just now: don't try again; offer to take a message."
         self.attempts += 1
         self._decision = asyncio.get_running_loop().create_future()
+        if self._segments == 0:
+            self._segment("assistant", started_at=call.started_at)
+        self._segment_ended(None)
+        self._segment("hold")  # from the ring on: the caller holds once the assistant's line is heard
         self._asked = call.conversation.sequencer.created
         call.closing.spawn(self._run(_sayable(summary)))
         return None
@@ -193,8 +197,6 @@ class Transfer:
             if not decision.done():
                 decision.set_result(Outcome.caller_hung_up)
         if outcome is Outcome.connected:
-            self._segment_ended(outcome)
-            self._segment("owner")
             return  # the call ends (EndReason.transferred): its cleanup stops the hold
         if call.over or outcome is Outcome.caller_hung_up:
             return  # call_ending() hung the owner's leg up
@@ -225,10 +227,6 @@ class Transfer:
         call = self._call
         self.holding = True
         call.enter(Phase.on_hold)
-        if self._segments == 0:
-            self._segment("assistant", started_at=call.started_at)
-        self._segment_ended(None)
-        self._segment("hold")
         call.log.info("transfer: the caller is on hold")
         self._hold_task = call.closing.spawn(play_hold(call.leg))
         return self._hold_task
@@ -241,8 +239,8 @@ class Transfer:
             with contextlib.suppress(asyncio.CancelledError):
                 await hold
             await call.leg.clear(barge_in=False)  # the hold audio queued at Twilio stops now
-            self._segment_ended(outcome)
-            self._segment("assistant")
+        self._segment_ended(outcome)
+        self._segment("assistant")
         self.holding = False
         if call.phase is Phase.on_hold:
             call.enter(Phase.live)
@@ -280,6 +278,8 @@ class Transfer:
             return False
         self._call.log.info("transfer: the owner took the call")
         decision.set_result(Outcome.connected)
+        self._segment_ended(Outcome.connected)
+        self._segment("owner")
         self.holding = False
         self._call.end(EndReason.transferred)
         return True
@@ -303,12 +303,13 @@ class Transfer:
         if self._hold_task is not None:
             self._hold_task.cancel()
         decision = self._decision
+        ringing = decision is not None and not decision.done()
         if decision is not None and not decision.done():
             decision.set_result(Outcome.caller_hung_up)
             if self._leg_sid is not None and self._line is not None:
                 _detach(self._line.hang_up(self._leg_sid))
         if self._segments and self._call.end_reason is not EndReason.transferred:
-            self._segment_ended(Outcome.caller_hung_up if self.holding else None)
+            self._segment_ended(Outcome.caller_hung_up if ringing else None)
         self.holding = False
 
     # The record's segments ------------------------------------------------------------------------------

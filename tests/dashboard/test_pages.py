@@ -174,6 +174,10 @@ async def test_history_lists_newest_first_searches_and_filters(owner: DashboardC
     # Dates are the owner's days (New York): Nov 20 only.
     _, html, _ = await owner.get("/dashboard/history", params={"since": "2026-11-20", "until": "2026-11-20"})
     assert OLDER in html and BOB_CALL not in html and DETAILED not in html
+    # Dates that are no dates, or at the ends of the calendar, are ignored, not a server error.
+    for since, until in (("0001-01-01", "9999-12-31"), ("yesterday", "2026-13-45")):
+        status, html, _ = await owner.get("/dashboard/history", params={"since": since, "until": until})
+        assert status == 200 and OLDER in html
 
 
 async def test_history_pages(owner: DashboardClient, dashboard: RunningServer) -> None:

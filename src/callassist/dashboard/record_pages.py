@@ -39,10 +39,13 @@ router = APIRouter()
 
 
 def _date(text: str | None) -> date | None:
+    """A date from the form, or None (none, not a date, or so far off that no call can be there and
+    moving it to UTC could leave the years 1 to 9999)."""
     try:
-        return date.fromisoformat(text) if text else None
+        day = date.fromisoformat(text) if text else None
     except ValueError:
         return None
+    return day if day is not None and 1900 <= day.year <= 9000 else None
 
 
 @router.get("/dashboard/history", response_class=HTMLResponse)

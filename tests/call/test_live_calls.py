@@ -5,6 +5,7 @@ types; tools run through delegation with arguments the fake backend builds from 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from callassist.store.db import Database
 from callassist.store.models import CallRow, MessageRow, ToolCallRow, TranscriptEntryRow, UsageRow
 from tests.fakes.live_script import Delegate, LiveReply, output_of
 from tests.fakes.live_server import FakeLiveSession, LiveScript
+from tests.fakes.realtime_server import Reply, Script
 from tests.fakes.script import Say, UseTool
 from tests.support.live_stack import LiveStack, LiveStackFactory, live_stack_factory
 
@@ -253,3 +255,23 @@ async def test_refused_without_a_fallback_the_caller_gets_the_voicemail(
     await call.wait_ended(timeout=15)
     assert any(verb.startswith("Say") and "can't take your call right now" in verb for verb in call.verbs)
     assert stack.fake.refused >= 1 and stack.fake.sessions == []
+
+
+async def test_refused_by_gpt_live_the_call_goes_on_with_realtime(
+    make_live_stack: LiveStackFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)  # said at WARNING once per process, then at INFO
+    greeting = noise(500, 31)
+    realtime = Script(replies=[Reply([Say("Hello, Dana's assistant.", audio=greeting)])])
+    stack = await make_live_stack(realtime=realtime, **SETTINGS)
+    stack.fake.refuse_status = HTTPStatus.FORBIDDEN
+    call = await stack.simulator.place_call(from_number=CALLER)
+    await call.wait_until_quiet(quiet_ms=300, timeout=10)
+    await call.hang_up()
+    assert bytes(call.audio_heard) == greeting  # Realtime answered instead
+    assert stack.fake.refused == 1 and stack.fake.sessions == []
+    assert stack.fake.realtime is not None and len(stack.fake.realtime.sessions) == 1
+    assert any(
+        "GPT-Live refused this call" in r.getMessage() and "Realtime" in r.getMessage()
+        for r in caplog.records
+    )

@@ -62,6 +62,7 @@ from tests.fakes.live_protocol import (
 )
 from tests.fakes.live_script import Delegate, LiveReply, LiveScript
 from tests.fakes.protocol import new_id
+from tests.fakes.realtime_server import FakeRealtimeServer
 from tests.fakes.script import Say
 from tests.fakes.tool_calls import Clock, build_arguments, schema_problems
 from tests.fakes.vad import TurnDetector, VadSettings
@@ -788,7 +789,10 @@ class FakeLiveServer:
         usage_interval_s: float = 1.0,
         host: str = "127.0.0.1",
         keep_history: bool = True,
+        realtime: FakeRealtimeServer | None = None,
     ) -> None:
+        """realtime: a fake Realtime server to serve `/v1/realtime` on the same port, as
+        api.openai.com serves both (for a call that falls back from GPT-Live to Realtime)."""
         self._script = script if script is not None else LiveScript()
         self.chunk_ms = chunk_ms
         self.speed = speed
@@ -797,6 +801,7 @@ class FakeLiveServer:
         self.usage_interval_s = usage_interval_s
         self.host = host
         self.keep_history = keep_history
+        self.realtime = realtime
         self.on_audio_in: Callable[[bytes], None] | None = None
         # Set to e.g. HTTPStatus.FORBIDDEN: new connections are refused at the handshake (an account
         # without access); `refused` counts them.
@@ -880,8 +885,12 @@ class FakeLiveServer:
         response.headers["Content-Type"] = "application/json"
         return response
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | Awaitable[Response | None] | None:
         url = urlsplit(request.path)
+        if self.realtime is not None and url.path.rstrip("/") == "/v1/realtime":
+            return self.realtime._process_request(connection, request)
         if url.path.rstrip("/") != "/v1/live/sessions":
             self.fail(None, f"unknown path {request.path!r}")
             return self._http_error(connection, HTTPStatus.NOT_FOUND, f"Invalid URL (GET {url.path})", None)
@@ -904,6 +913,13 @@ class FakeLiveServer:
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
+        if (
+            self.realtime is not None
+            and ws.request is not None
+            and ws.request.path.startswith("/v1/realtime")
+        ):
+            await self.realtime._handle(ws)
+            return
         script = self._script if isinstance(self._script, LiveScript) else self._script()
         session = FakeLiveSession(self, ws, len(self.sessions), script)
         self.sessions.append(session)

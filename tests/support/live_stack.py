@@ -12,6 +12,7 @@ from typing import Any
 from callassist.simulator import CallerSimulator
 from tests.fakes.live_protocol import validate_live_server_event
 from tests.fakes.live_server import FakeLiveServer, LiveScript
+from tests.fakes.realtime_server import FakeRealtimeServer, Script
 from tests.support.server import ACCOUNT_SID, AUTH_TOKEN, RunningServer, running_server
 
 
@@ -32,10 +33,17 @@ class LiveStackFactory:
         self._stacks: list[LiveStack] = []
 
     async def __call__(
-        self, script: LiveScript | None = None, *, fake_options: dict[str, Any] | None = None, **settings: Any
+        self,
+        script: LiveScript | None = None,
+        *,
+        realtime: Script | None = None,
+        fake_options: dict[str, Any] | None = None,
+        **settings: Any,
     ) -> LiveStack:
+        """realtime: a script for a fake Realtime server on the same port (the fallback's)."""
         exits = contextlib.AsyncExitStack()
-        fake = await exits.enter_async_context(FakeLiveServer(script, **(fake_options or {})))
+        also = FakeRealtimeServer(realtime) if realtime is not None else None
+        fake = await exits.enter_async_context(FakeLiveServer(script, realtime=also, **(fake_options or {})))
         data_dir = self._data_dir / f"live{len(self._stacks)}"
         server = await exits.enter_async_context(
             running_server(fake.base_url, data_dir, **{"engine": "live", **settings})
@@ -53,6 +61,8 @@ class LiveStackFactory:
         problems: list[str] = []
         for stack in self._stacks:
             problems.extend(stack.fake.validation_failures)
+            if stack.fake.realtime is not None:
+                problems.extend(stack.fake.realtime.validation_failures)
             for session in stack.fake.sessions:
                 for sent in session.server_events:
                     error = validate_live_server_event(sent.event)

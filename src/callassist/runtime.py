@@ -290,6 +290,8 @@ def describe_startup(settings: Settings) -> list[str]:
         f"callassist answering for {settings.owner_name} with {settings.realtime_model} "
         f"(voice {settings.voice}, {settings.turn_detection.value}, time zone {settings.timezone})",
         f"Twilio voice webhook: {settings.public_url}/voice/incoming  (stream: {settings.stream_url()})",
+        f"Dashboard: {settings.public_url}/dashboard"
+        + ("" if settings.admin_token else "  (this machine only: CALLASSIST_ADMIN_TOKEN is not set)"),
     ]
     if not settings.signatures_required:
         lines.append(

@@ -74,3 +74,20 @@ def test_logout_ends_the_session_and_a_new_admin_token_ends_all() -> None:
     assert keeper.current(request(value)) is None
     assert keeper.current(request(kept)) is not None
     assert sessions(token=TOKEN + "-new").current(request(kept)) is None
+
+
+def test_the_server_names_the_dashboard_when_it_starts() -> None:
+    from callassist.runtime import describe_startup
+
+    local = load_settings(_env_file=None, port=8123)
+    assert (
+        "Dashboard: http://127.0.0.1:8123/dashboard  (this machine only: CALLASSIST_ADMIN_TOKEN is not set)"
+        in (describe_startup(local))
+    )
+    public = load_settings(
+        _env_file=None,
+        public_base_url="https://owner.example.net",
+        admin_token=SecretStr(TOKEN),
+        twilio_auth_token=SecretStr("twilio-auth-token"),
+    )
+    assert "Dashboard: https://owner.example.net/dashboard" in describe_startup(public)

@@ -14,12 +14,14 @@ import pytest
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
+from callassist.dashboard.serialize import call_detail_json
 from callassist.media.hold import CHUNK_S
 from callassist.simulator.audio import tone
 from callassist.simulator.outbound import Timing
 from callassist.simulator.owner import Owner
 from callassist.simulator.rest import TwilioRest
 from callassist.store.models import CallRow, CallSegmentRow
+from callassist.store.records import get_call
 from tests.fakes.realtime_server import Reply, Say, Script, UseTool
 from tests.support.server import ACCOUNT_SID, AUTH_TOKEN
 from tests.support.stack import Stack, StackFactory, stack_factory
@@ -119,6 +121,16 @@ async def test_the_owner_pressing_1_puts_the_caller_through(
         ("owner", "completed", True),  # ended by the caller's <Dial action> after the conference
     ]
     assert len(stack.fake.sessions) == 1
+    # The record as the owner reads it (CLI `calls show`, GET /api/calls/{sid}).
+    async with stack.server.services.database.session(read_only=True) as session:
+        detail = await get_call(session, call.call_sid)
+    assert detail is not None
+    shown = call_detail_json(detail, stack.server.services.settings.zone)["segments"]
+    assert [(segment["kind"], segment["outcome"]) for segment in shown] == [
+        ("assistant", None),
+        ("hold", "connected"),
+        ("owner", "completed"),
+    ]
 
 
 @pytest.mark.parametrize("owner", [Owner.press_2, Owner.no_key, Owner.no_answer])

@@ -234,6 +234,15 @@ def _print_call(detail: CallDetail, settings: Settings) -> None:
                 sep="",
             )
 
+    if detail.segments:
+        console.print()
+        console.print("[bold]Transfer[/]")
+        for segment in detail.segments:
+            began = segment.started_at.astimezone(settings.zone)
+            ended = f"{segment.ended_at.astimezone(settings.zone):%H:%M:%S}" if segment.ended_at else "?"
+            ended_how = f" ({segment.outcome})" if segment.outcome else ""
+            console.print(Text(f"{began:%H:%M:%S}-{ended} {segment.kind}{ended_how}"))
+
     if detail.voicemail is not None:
         voicemail = detail.voicemail
         length = f"{voicemail.duration_s} s" if voicemail.duration_s is not None else "no recording"

@@ -178,6 +178,15 @@ def call_detail_json(detail: CallDetail, zone: tzinfo) -> JSONObject:
         "messages": [message_json(message, zone) for message in detail.messages],
         "notices": [notice_json(notice, zone) for notice in detail.notices],
         "voicemail": voicemail_json(detail.voicemail, zone) if detail.voicemail else None,
+        "segments": [
+            {
+                "kind": segment.kind,
+                "started_at": segment.started_at.astimezone(zone).isoformat(),
+                "ended_at": segment.ended_at.astimezone(zone).isoformat() if segment.ended_at else None,
+                "outcome": segment.outcome,
+            }
+            for segment in detail.segments
+        ],
     }
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callassist.store.models import (
     CallRow,
+    CallSegmentRow,
     ContactRow,
     MessageRow,
     OutboxRow,
@@ -171,6 +172,17 @@ class LatencyFigures:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """A stretch of a transferred call: `assistant`, `hold` (the owner rung; `outcome` says how it
+    ended) or `owner`."""
+
+    kind: str
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str | None
+
+
+@dataclass(frozen=True)
 class CallDetail:
     """One call with everything recorded about it."""
 
@@ -189,6 +201,8 @@ class CallDetail:
     latency: LatencyFigures
     notices: list[NoticeRecord] = field(default_factory=list)  # what the owner was sent about it
     voicemail: Voicemail | None = None  # left when the assistant could not answer
+    # Who the caller was with, in order, when the call was transferred (none otherwise).
+    segments: list[Segment] = field(default_factory=list)
 
     @property
     def call_sid(self) -> str:
@@ -389,6 +403,12 @@ async def get_call(session: AsyncSession, call_sid: str) -> CallDetail | None:
         latency=latency,
         notices=[_notice(row) for row in notice_rows],
         voicemail=await get_voicemail(session, call_sid),
+        segments=[
+            Segment(row.kind, row.started_at, row.ended_at, row.outcome)
+            for row in await session.scalars(
+                select(CallSegmentRow).where(CallSegmentRow.call_sid == call_sid).order_by(CallSegmentRow.seq)
+            )
+        ],
     )
 
 

@@ -5,7 +5,7 @@ One browser and one stack for the module: log in; a simulated call appears witho
 greeting and the caller's words show up as they are heard; the owner hangs up from the page; the
 call is in the history with its summary, cost and latency; its message is marked done; a contact is
 blocked; the numbers count the call; logout. Screenshots go to tests/browser/artifacts/screenshots/
-(kept by CI as artifacts, ignored by git); CALLASSIST_UPDATE_DOCS_SCREENSHOT=1 copies the live one to
+(kept by CI as artifacts, ignored by git); UPDATE_DOCS_SCREENSHOT=1 copies the live one to
 docs/dashboard-live.png.
 """
 
@@ -224,5 +224,5 @@ async def test_the_owner_follows_a_call_live_then_finds_it_in_the_history(make_s
             await expect(page).to_have_url(base + "/dashboard/login")
         finally:
             await browser.close()
-    if os.environ.get("CALLASSIST_UPDATE_DOCS_SCREENSHOT"):
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT"):
         shutil.copyfile(SCREENSHOTS / "02-live-call.png", DOCS_SCREENSHOT)

@@ -19,6 +19,8 @@ import pytest
 from sqlalchemy import select
 
 from callassist.calendar.timeutil import localize
+from callassist.call import opening
+from callassist.media.pacing import PacedLeg
 from callassist.simulator.audio import tone
 from callassist.simulator.call import SimulatedCall
 from callassist.store.db import Database
@@ -275,3 +277,36 @@ async def test_refused_by_gpt_live_the_call_goes_on_with_realtime(
         "GPT-Live refused this call" in r.getMessage() and "Realtime" in r.getMessage()
         for r in caplog.records
     )
+
+
+async def test_paced_audio_keeps_only_the_lead_queued_at_twilio(
+    make_live_stack: LiveStackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hook the leg composition needs for GPT-Live (see media/pacing.py), tried here by putting
+    PacedLeg where the opening puts its RecordingLeg: when the caller talks over a greeting that was
+    generated at 8x real time, Twilio had been sent only about the lead more than it had played."""
+    monkeypatch.setattr(opening, "RecordingLeg", lambda leg, recorder: PacedLeg(leg))
+    long_greeting = noise(6000, 41)
+    script = LiveScript(
+        replies=[
+            LiveReply([Say("A very long greeting.", audio=long_greeting)]),
+            LiveReply([Say("Yes?", audio=noise(300, 42))]),
+        ],
+        transcripts=["Wait"],
+    )
+    stack = await make_live_stack(script, record=True, **SETTINGS)
+    call = await stack.simulator.place_call(from_number=CALLER)
+    session = await stack.fake.wait_for_session(0)
+    await stack.fake.wait_until(
+        lambda: bool(session.said) and len(session.said[0].audio) == len(long_greeting)
+    )
+    first = await call.wait_for("media_in", timeout=5)
+    await call.wait_for("mark_echo", after=first.t, timeout=5)
+    said = time.monotonic()
+    await call.say(tone(800, 300))
+    await call.wait_for("clear_in", after=said, timeout=5)
+    received, heard = len(call.audio_received), len(call.audio_heard)
+    await call.hang_up()
+    # What reached Twilio beyond what had played: the lead (200 ms) and a chunk (100 ms), not 6 s.
+    assert 0 < received - heard <= (200 + 100 + 60) * 8, (received, heard)
+    assert received < len(long_greeting) / 2

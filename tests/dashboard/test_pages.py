@@ -17,6 +17,7 @@ from callassist.call.transcript import Turn
 from callassist.dashboard.session import COOKIE
 from callassist.media.recording import RECORDINGS
 from callassist.store.contacts import ContactRepository
+from callassist.store.db import Database
 from callassist.store.models import CallRow, MessageRow, utc_now
 from tests.records.seed import ALEX, BOB_CALL, DETAILED, OLDER, seed
 from tests.support.dashboard import DashboardClient, csrf_of
@@ -431,3 +432,22 @@ async def test_the_health_panel_and_the_metrics_tell_the_same_facts(
     assert "OpenAI</strong>: problem" in html
     async with owner.http.get(owner.base_url + "/metrics") as response:
         assert "callassist_openai_up 0.0" in (await response.text()).splitlines()
+
+
+async def test_a_database_that_fails_gets_a_page_saying_so_and_a_log_line_without_data(
+    owner: DashboardClient, dashboard: RunningServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    services = dashboard.services
+    working = services.database
+    services.database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'no.db'}")
+    try:
+        status, html, _ = await owner.get("/dashboard/history", params={"q": "secret search words"})
+    finally:
+        await services.database.close()
+        services.database = working
+    assert status == 503 and "The database is unavailable." in html
+    logged = [
+        record.getMessage() for record in caplog.records if record.name.startswith("callassist.dashboard")
+    ]
+    assert any("could not use the store" in line for line in logged)
+    assert not any("secret search words" in line or "SELECT" in line for line in logged)

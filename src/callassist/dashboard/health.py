@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callassist.calendar.base import CalendarEvent
+from callassist.store.db import describe_failure
 from callassist.store.models import OutboxRow
 
 if TYPE_CHECKING:
@@ -169,6 +170,6 @@ class HealthMonitor:
         while True:
             try:
                 await self.check()
-            except Exception:
-                log.exception("the health check failed")
+            except Exception as exc:
+                log.error("the health check failed: %s", describe_failure(exc))
             await asyncio.sleep(self._every_s)

@@ -24,7 +24,7 @@ from typing import Any
 
 from callassist.call.events import CallEnded, CallEvent, CallStarted, CostAdded, ToolRan, TurnHeard
 from callassist.store.contacts import ContactRepository
-from callassist.store.db import Database
+from callassist.store.db import Database, describe_failure
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +196,8 @@ class LiveCalls:
         assert self._lookup is not None
         try:
             name = await self._lookup(number)
-        except Exception:
-            log.warning("could not look up a live caller's contact name", exc_info=True)
+        except Exception as exc:  # the page shows the number; never the SQL and its parameters
+            log.warning("could not look up a live caller's contact name: %s", describe_failure(exc))
             return
         if name and self.calls.get(live.call_sid) is live:
             live.caller_name = name

@@ -64,8 +64,8 @@ async def history_page(request: Request, runtime: RuntimeDep) -> Response:
     )
     try:
         found = await read(runtime, lambda db: history(db, query, runtime.settings.zone))
-    except (SQLAlchemyError, OSError):
-        return unavailable(request, runtime, session)
+    except (SQLAlchemyError, OSError) as exc:
+        return unavailable(request, runtime, session, exc)
 
     def page_link(page: int) -> str:
         pairs: list[tuple[str, str]] = [(k, v) for k, v in params.multi_items() if k != "page"]
@@ -91,8 +91,8 @@ async def call_page(request: Request, call_sid: str, runtime: RuntimeDep) -> Res
         return to_login()
     try:
         detail = await read(runtime, lambda db: get_call(db, call_sid))
-    except (SQLAlchemyError, OSError):
-        return unavailable(request, runtime, session)
+    except (SQLAlchemyError, OSError) as exc:
+        return unavailable(request, runtime, session, exc)
     if detail is None:
         return render(request, runtime, "error.html", session, status=404, message="No such call.")
     recording = recording_path(runtime.settings.data_dir / RECORDINGS, call_sid)
@@ -142,8 +142,8 @@ async def inbox_page(request: Request, runtime: RuntimeDep) -> Response:
     show_done = request.query_params.get("show") == "done"
     try:
         messages = await read(runtime, lambda db: inbox(db, done=show_done))
-    except (SQLAlchemyError, OSError):
-        return unavailable(request, runtime, session)
+    except (SQLAlchemyError, OSError) as exc:
+        return unavailable(request, runtime, session, exc)
     events = None if show_done else await upcoming(runtime)
     return render(
         request, runtime, "inbox.html", session, messages=messages, events=events, show_done=show_done
@@ -159,8 +159,8 @@ async def message_done(request: Request, message_id: int, runtime: RuntimeDep) -
     try:
         async with runtime.database.session() as db:
             await mark_done(db, message_id, done=form.get("done", "1") != "0")
-    except (SQLAlchemyError, OSError):
-        return unavailable(request, runtime, session)
+    except (SQLAlchemyError, OSError) as exc:
+        return unavailable(request, runtime, session, exc)
     back = "/dashboard/inbox?show=done" if form.get("done") == "0" else "/dashboard/inbox"
     return RedirectResponse(back, status_code=303, headers=SECURITY_HEADERS)
 
@@ -175,8 +175,8 @@ async def numbers_page(request: Request, runtime: RuntimeDep) -> Response:
     zone = runtime.settings.zone
     try:
         figures = await read(runtime, lambda db: numbers(db, zone, days))
-    except (SQLAlchemyError, OSError):
-        return unavailable(request, runtime, session)
+    except (SQLAlchemyError, OSError) as exc:
+        return unavailable(request, runtime, session, exc)
     monitor = runtime.health or HealthMonitor(runtime)
     return render(
         request,
@@ -198,8 +198,8 @@ async def contacts_page(request: Request, runtime: RuntimeDep) -> Response:
         return to_login()
     try:
         contacts = await read(runtime, lambda db: ContactRepository(db).list())
-    except (SQLAlchemyError, OSError):
-        return unavailable(request, runtime, session)
+    except (SQLAlchemyError, OSError) as exc:
+        return unavailable(request, runtime, session, exc)
     error = request.query_params.get("error")
     return render(
         request,
@@ -235,6 +235,6 @@ async def contact_save(request: Request, runtime: RuntimeDep) -> Response:
                 await contacts.mark(phone, blocked=action == "block")
     except ValueError:
         return RedirectResponse("/dashboard/contacts?error=name", status_code=303, headers=SECURITY_HEADERS)
-    except (SQLAlchemyError, OSError):
-        return unavailable(request, runtime, session)
+    except (SQLAlchemyError, OSError) as exc:
+        return unavailable(request, runtime, session, exc)
     return RedirectResponse("/dashboard/contacts", status_code=303, headers=SECURITY_HEADERS)

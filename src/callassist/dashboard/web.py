@@ -18,6 +18,7 @@ from callassist.call.registry import CallRegistry
 from callassist.dashboard.live import mask_number
 from callassist.dashboard.session import OwnerSession, Sessions
 from callassist.runtime import Runtime
+from callassist.store.db import describe_failure
 
 if TYPE_CHECKING:
     from callassist.call.call import Call
@@ -135,8 +136,9 @@ async def read(runtime: Runtime, read: Callable[[AsyncSession], Awaitable[Any]])
         return await read(db)
 
 
-def unavailable(request: Request, runtime: Runtime, session: OwnerSession) -> HTMLResponse:
-    log.exception("the dashboard could not read the store")
+def unavailable(request: Request, runtime: Runtime, session: OwnerSession, exc: Exception) -> HTMLResponse:
+    # The driver's first line only: a DBAPIError's own text carries the SQL and its parameters.
+    log.error("the dashboard could not use the store: %s", describe_failure(exc))
     return render(request, runtime, "error.html", session, status=503, message="The database is unavailable.")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from callassist.call.events import CallStarted, TurnHeard
 from callassist.call.transcript import Turn
@@ -21,6 +21,7 @@ from callassist.store.db import Database
 from callassist.store.models import CallRow, MessageRow, utc_now
 from tests.records.seed import ALEX, BOB_CALL, DETAILED, OLDER, seed
 from tests.support.dashboard import DashboardClient, csrf_of
+from tests.support.postgres import postgres_database_or_skip
 from tests.support.records import ADMIN_TOKEN
 from tests.support.server import NO_OPENAI, RunningServer, running_server
 
@@ -451,3 +452,30 @@ async def test_a_database_that_fails_gets_a_page_saying_so_and_a_log_line_withou
     ]
     assert any("could not use the store" in line for line in logged)
     assert not any("secret search words" in line or "SELECT" in line for line in logged)
+
+
+async def test_the_record_pages_work_on_postgresql_too(tmp_path: Path) -> None:
+    async with postgres_database_or_skip() as url:
+        database_url = url.render_as_string(hide_password=False)
+        settings = {"admin_token": ADMIN_TOKEN, "database_url": database_url}
+        async with running_server(NO_OPENAI, tmp_path / "data", **settings) as running:
+            await seed(running.services.database)
+            async with DashboardClient(running.base_url) as owner:
+                await owner.log_in(ADMIN_TOKEN)
+                _, html, _ = await owner.get("/dashboard/history", params={"q": "make IT 2:30"})
+                assert DETAILED in html and BOB_CALL not in html
+                _, html, _ = await owner.get("/dashboard/history", params={"has": ["urgent", "booked"]})
+                assert DETAILED in html and BOB_CALL not in html
+                _, html, _ = await owner.get("/dashboard/history", params={"q": "50%"})
+                assert "No calls match" in html
+                _, html, _ = await owner.get(f"/dashboard/calls/{DETAILED}")
+                assert "median 700 ms" in html and "$0.0123" in html
+                status, html, _ = await owner.get("/dashboard/numbers", params={"days": "90"})
+                assert status == 200 and "Calls per day" in html
+                csrf = csrf_of(html)
+                async with running.services.database.session(read_only=True) as session:
+                    first = await session.scalar(select(func.min(MessageRow.id)))
+                status, _, _ = await owner.post(f"/dashboard/messages/{first}/done", {"csrf": csrf})
+                assert status == 303
+                _, html, _ = await owner.get("/dashboard/inbox", params={"show": "done"})
+                assert html.count('class="card message') == 1

@@ -186,14 +186,15 @@ class Runtime:
 
         return queue
 
-    async def load_memory(self, number: str) -> tuple[str | None, list[str]]:
-        """The caller's contact name and what their last calls were about. The owner's private note
-        about a contact is never given to the model on a caller's call."""
+    async def load_memory(self, number: str) -> tuple[str | None, list[str], bool]:
+        """The caller's contact name, what their last calls were about, and whether the owner
+        marked them VIP. The owner's private note about a contact is never given to the model on a
+        caller's call."""
         async with self.database.session(read_only=True) as session:
             memory = await caller_memory(
                 session, number, calls=self.settings.history_calls, zone=self.settings.zone
             )
-        return memory.name, list(memory.past_calls)
+        return memory.name, list(memory.past_calls), memory.vip
 
     async def caller_history(self, number: str) -> list[str]:
         """What a caller's earlier calls were about, once their number is confirmed during a call."""

@@ -25,6 +25,7 @@ from callassist.engine.events import (
     ToolCall,
 )
 from callassist.media.hold import HOLD_ITEM
+from callassist.realtime.config import CallContext
 from callassist.store.db import Database
 from callassist.store.models import CallSegmentRow
 from tests.support.call_rig import B64, CALL_SID, CHUNK, Rig, call_rig, settings_for, speaks
@@ -305,3 +306,16 @@ async def test_a_transfer_from_an_interrupted_response_rings_nobody(rig: Rig, li
     )
     await rig.settle()
     assert line.rung == []
+
+
+async def test_a_confirmed_vip_caller_is_named_so_to_the_model(database: Database) -> None:
+    async def memory(number: str) -> tuple[str | None, list[str], bool]:
+        return "Alex Kim", [], True
+
+    settings = settings_for(**TRANSFERRING)
+    for verified, told in ((True, True), (False, False)):  # caller ID can be faked: only when attested
+        context = CallContext(caller_number="+15550100", caller_verified=verified)
+        async with call_rig(
+            database, settings=settings, owner_line=OwnerLineStandIn(), context=context, load_memory=memory
+        ) as rig:
+            assert ("Dana marked this caller as a VIP contact." in rig.engine.setups[0].instructions) is told

@@ -17,7 +17,7 @@ from typing import Any
 from openai import AsyncOpenAI
 
 from callassist.call.call import Call
-from callassist.call.deps import CallDeps, EndReason
+from callassist.call.deps import CallDeps, EndReason, MemoryLoader
 from callassist.call.events import CallEvent, CallEvents
 from callassist.call.journal import CallJournal
 from callassist.call.recorder import CallRecorder
@@ -83,6 +83,7 @@ async def call_rig(
     settings: Settings | None = None,
     owner_line: OwnerLine | None = None,
     context: CallContext | None = None,
+    load_memory: MemoryLoader | None = None,
 ) -> AsyncIterator[Rig]:
     settings = settings or settings_for()
     writer = RecordWriter(database)
@@ -98,6 +99,7 @@ async def call_rig(
         prices=PriceTable.from_json(None),
         events=bus,
         owner_line=owner_line,
+        load_memory=load_memory,
     )
     log = logging.getLogger("tests.call_core")
     recorder = CallRecorder(writer, CALL_SID)

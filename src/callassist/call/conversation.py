@@ -139,7 +139,7 @@ class Conversation:
         if loader is None or not number or self._context.is_owner:
             return
         try:
-            name, history = await asyncio.wait_for(loader(number), MEMORY_TIMEOUT_S)
+            name, history, vip = await asyncio.wait_for(loader(number), MEMORY_TIMEOUT_S)
         except Exception as exc:  # a slow or broken store must not delay or break the greeting
             self._log.warning("caller history unavailable: %s", exc)
             return
@@ -149,6 +149,7 @@ class Conversation:
             return
         self._context.caller_name = name
         self._context.history = tuple(history)
+        self._context.vip = vip
         self.tool_context.caller_name = name
         if name or history:
             named = "by name" if name else "by number"

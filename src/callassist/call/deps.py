@@ -39,8 +39,8 @@ class EndReason(StrEnum):
     transferred = "transferred"  # put through to the owner (warm transfer)
 
 
-# Loads (contact name, notes about earlier calls) for a caller number.
-MemoryLoader = Callable[[str], Awaitable[tuple[str | None, list[str]]]]
+# Loads (contact name, notes about earlier calls, VIP) for a caller number.
+MemoryLoader = Callable[[str], Awaitable[tuple[str | None, list[str], bool]]]
 # Given an ended call's facts (and its CallSid and dialled number), a store operation to run in the
 # call's final transaction (the owner's notices), or None.
 AfterCall = Callable[[str, str | None, "CallFacts"], Any]

@@ -38,6 +38,7 @@ class CallContext:
     caller_verified: bool = False  # the number is theirs: carrier attestation A (or the owner's own)
     history: Sequence[str] = field(default_factory=tuple)  # short notes about earlier calls
     recorded: bool = False  # CALLASSIST_RECORD: the caller is told in the greeting
+    vip: bool = False  # the owner marked the (confirmed) number VIP
 
 
 def _spoken_time(moment: datetime) -> str:
@@ -236,6 +237,8 @@ def _this_call(owner: str, call: CallContext) -> list[str]:
         )
     else:
         lines.append("Ask for their name when it matters (a booking or a message).")
+    if call.vip:
+        lines.append(f"{owner} marked this caller as a VIP contact.")
     missed = MISSED.get(call.owner_missed_call or "")
     if missed is not None:
         lines.append(

@@ -150,6 +150,7 @@ class CallerMemory:
     note: str | None = None
     # Newest first, one short line per earlier call.
     past_calls: list[str] = field(default_factory=list)
+    vip: bool = False  # the owner marked the contact VIP
 
     @property
     def known(self) -> bool:
@@ -221,4 +222,5 @@ async def caller_memory(
         name=caller_text.name(name),
         note=contact.note if contact else None,
         past_calls=past,
+        vip=bool(contact and contact.vip),
     )

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from callassist.call import transfer as transfer_module
 from callassist.call.deps import EndReason
 from callassist.call.phase import Phase
-from callassist.call.transfer import TransferFailed
+from callassist.call.transfer import Pressed, TransferFailed
 from callassist.engine.events import (
     AudioOut,
     EngineEvent,
@@ -175,7 +175,7 @@ async def test_the_owner_pressing_1_puts_the_caller_through_and_ends_the_assista
     rig: Rig, line: OwnerLineStandIn, database: Database
 ) -> None:
     await on_hold(rig, line)
-    assert await rig.call.transfer.owner_pressed("1") is True
+    assert await rig.call.transfer.owner_pressed("1") is Pressed.connected
     assert line.put_through_calls == [CALL_SID]
     assert await asyncio.wait_for(rig.run, 5) is EndReason.transferred
     assert line.hung_up == []
@@ -195,7 +195,7 @@ async def test_a_transfer_that_fails_brings_the_caller_back_to_the_same_conversa
 ) -> None:
     await on_hold(rig, line)
     if how == "declined":
-        assert await rig.call.transfer.owner_pressed("2") is False
+        assert await rig.call.transfer.owner_pressed("2") is Pressed.declined
     else:
         rig.call.transfer.owner_leg_ended(how)
     notes = await rig.until("add_note")
@@ -248,7 +248,7 @@ async def test_a_caller_who_hangs_up_on_hold_stops_the_owners_phone(
     assert await asyncio.wait_for(rig.run, 5) is EndReason.caller_hung_up
     async with asyncio.timeout(2):
         await line.hung_up_event.wait()
-    assert await rig.call.transfer.owner_pressed("1") is False  # too late: nobody to put through
+    assert await rig.call.transfer.owner_pressed("1") is Pressed.gone  # too late: nobody to put through
     assert line.put_through_calls == []
     assert (await segments(rig, database))[-1] == (2, "hold", "caller-hung-up", True)
 
@@ -258,24 +258,33 @@ async def test_a_caller_gone_before_the_owner_pressed_1_is_not_put_through(
 ) -> None:
     await on_hold(rig, line)
     line.put_through_fails = True
-    assert await rig.call.transfer.owner_pressed("1") is False
+    assert await rig.call.transfer.owner_pressed("1") is Pressed.back
     notes = await rig.until("add_note")
-    assert "couldn't be reached" in notes[-1][0]
+    assert "could not be put through" in notes[-1][0]
 
 
-async def test_zero_on_the_keypad_rings_the_owner(
-    rig: Rig, line: OwnerLineStandIn, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("policy", ["always", "urgent"])
+async def test_zero_on_the_keypad_rings_the_owner_or_asks_the_model(
+    database: Database, monkeypatch: pytest.MonkeyPatch, policy: str
 ) -> None:
     from callassist.call import conversation
 
     monkeypatch.setattr(conversation, "KEY_PAUSE_S", 0.05)
-    await rig.greeted()
-    rig.leg.press("0")
-    (note,) = await rig.until("add_note")
-    assert "you are ringing Dana now" in note[0]
-    async with asyncio.timeout(2):
-        await line.ringing.wait()
-    assert "pressed 0 to reach you" in line.rung[0][2]
+    line = OwnerLineStandIn()
+    settings = settings_for(**{**TRANSFERRING, "transfer": policy})
+    async with call_rig(database, settings=settings, owner_line=line) as rig:
+        await rig.greeted()
+        rig.leg.press("0")
+        (note,) = await rig.until("add_note")
+        await rig.until("request_response")
+        if policy == "always":
+            assert "you are ringing Dana now" in note[0]
+            async with asyncio.timeout(2):
+                await line.ringing.wait()
+            assert "pressed 0 to reach you" in line.rung[0][2]
+        else:  # only when urgent, insisting or a VIP: the model judges by its Transfer rule
+            assert "Follow your Transfer rule" in note[0]
+            assert line.rung == []
 
 
 async def test_a_caller_cant_keep_ringing_the_owner(rig: Rig, line: OwnerLineStandIn) -> None:

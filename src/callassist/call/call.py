@@ -34,6 +34,7 @@ from callassist.realtime.config import CallContext
 # (a healthy session's greeting starts within about a second; a response that failed at the start,
 # rate limits or quota, sends response.done "failed" and no audio).
 ANSWER_DEADLINE_S = 3.0
+TRANSFER_STOP_WAIT_S = 2.0  # a transferred call waits this long for Twilio to close its stream
 _LEG_ENDS = {
     LegEnd.hung_up: EndReason.caller_hung_up,
     LegEnd.disconnected: EndReason.twilio_disconnected,
@@ -87,6 +88,8 @@ class Call:
 
     def enter(self, phase: Phase) -> None:
         self.phase = move(self.phase, phase)
+        if phase is Phase.winding_down:
+            self.transfer.abandon()  # a goodbye: no hold audio over it, no owner's phone ringing
 
     def end(self, reason: EndReason) -> None:
         """End the call (the first reason given is kept); cleanup follows in run()."""
@@ -143,7 +146,7 @@ class Call:
             waiting = {leg_pump, ended, lost} | ({engine_pump} if engine_pump else set())
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if lost.done():
-                self.end(_LEG_ENDS[lost.result()])
+                self.end(await self.transfer.leg_end_reason(_LEG_ENDS[lost.result()]))
         finally:
             remembering.cancel()
             lost.cancel()
@@ -171,7 +174,7 @@ class Call:
         self.end(EndReason.twilio_disconnected)  # the reason given first stays
         self.enter(Phase.ended)
         ended.cancel()
-        self.transfer.call_ending()  # no hold audio, no owner's phone ringing for a gone caller
+        await self.transfer.call_ending()  # no hold audio, no owner's phone ringing for a gone caller
         await self.engine.settled(2.0)  # a switch to a new session under way finishes first
         for cut in self.leg.forget_queued():  # still queued at the end: never heard
             if cut.item_id != HOLD_ITEM:
@@ -186,6 +189,9 @@ class Call:
             self.journal.speech_stopped(turns.speech_item, None)
         if self.end_reason is EndReason.openai_unavailable:
             self.deps.events.publish(AssistantLost(self.call_sid))  # before Twilio asks stream-ended
+        if self.end_reason is EndReason.transferred and not leg_pump.done():
+            # Twilio moved the caller: its `stop` closes the stream; ours could come first (bounded).
+            await asyncio.wait({leg_pump}, timeout=TRANSFER_STOP_WAIT_S)
         await self.leg.close()  # the caller's line closes now, not after the summary
         shutting_down = self.end_reason is EndReason.server_shutdown
         await tools.finish(within_s=1.0 if shutting_down else None)
@@ -282,7 +288,7 @@ class Call:
                 if not transfer.holding:
                     self.conversation.keypress(event.digit)
             else:
-                self.end(_LEG_ENDS[event.reason])
+                self.end(await self.transfer.leg_end_reason(_LEG_ENDS[event.reason]))
                 return
 
     # The model's side --------------------------------------------------------------------------------

@@ -211,6 +211,12 @@ class Conversation:
         owner = self._owner
         if "transfer_to_owner" not in self._deps.tools or self._context.is_owner:
             return f"The caller pressed 0 on their keypad: they are asking for {owner}."
+        if self._deps.settings.transfer != "always":
+            # Only when urgent, insisting or a VIP (CALLASSIST_TRANSFER=urgent): the model judges.
+            return (
+                f"The caller pressed 0 on their keypad: they are asking to be put through to {owner}. "
+                "Follow your Transfer rule."
+            )
         why_not = self._call.transfer_to_owner(f"{self.caller_name or 'The caller'} pressed 0 to reach you.")
         if why_not is not None:
             return f"The caller pressed 0 on their keypad to reach {owner}, but: {why_not}"

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -41,7 +41,12 @@ if TYPE_CHECKING:
     from callassist.call.conversation import Conversation
 
 ANNOUNCE_S = 8.0  # the longest the assistant's "I'm trying Dana" may take before the hold starts
-RING_LIMIT_S = 40.0  # from the ring to the owner's answer: the caller is not kept on hold longer
+# From the ring to the owner's key: the ring (telephony/owner_line.py RING_SECONDS), the whisper
+# (the number digit by digit and a sentence) and the key wait fit in it; the caller is never on hold
+# longer.
+RING_LIMIT_S = 50.0
+PUT_THROUGH_S = 5.0  # Twilio's answer to moving the caller (its webhook waits 15 s for ours)
+HANG_UP_WAIT_S = 2.0  # at the end of a call, how long its owner's-leg hang-ups may take
 MAX_ATTEMPTS = 2  # per call: a caller can't keep ringing the owner
 TOOK_IT = "1"
 BACK = "transfer-back"  # the purpose of the response that tells the caller the owner can't pick up
@@ -70,14 +75,26 @@ class OwnerLine(Protocol):
 
 
 class Outcome(StrEnum):
-    """How the ring ended; all but `connected` bring the caller back to the assistant."""
+    """How the ring ended; all but `connected` bring the caller back to the assistant, unless the
+    call itself is ending."""
 
     connected = "connected"
     declined = "declined"
     no_answer = "no-answer"
     busy = "busy"
     failed = "failed"
+    not_put_through = "not-put-through"  # the owner pressed 1, Twilio couldn't move the call
     caller_hung_up = "caller-hung-up"
+    call_ending = "call-ending"  # a goodbye began, or the server stops
+
+
+class Pressed(StrEnum):
+    """What the owner's key led to, for what their leg hears next (telephony/transfer.py)."""
+
+    connected = "connected"  # join the caller in the conference
+    declined = "declined"
+    back = "back"  # too late: the caller is back with the assistant
+    gone = "gone"  # the caller has hung up
 
 
 # What the assistant is told when the caller is back, by outcome.
@@ -86,6 +103,7 @@ _WHY = {
     Outcome.no_answer: "didn't answer",
     Outcome.busy: "is on another call",
     Outcome.failed: "couldn't be reached (the line failed)",
+    Outcome.not_put_through: "answered, but the call could not be put through",
 }
 # Twilio's final CallStatus for the owner's leg (status callback) -> outcome, when no key decided it.
 # `completed` without a 1: answered by a voicemail, or hung up on the whisper.
@@ -96,6 +114,23 @@ _LEG_STATUS = {
     "failed": Outcome.failed,
     "canceled": Outcome.no_answer,
 }
+
+
+@dataclass(eq=False)
+class _Attempt:
+    """One ring of the owner."""
+
+    decision: asyncio.Future[Outcome]
+    started: float
+    leg_sid: str | None = None
+    ring: asyncio.Task[None] | None = None
+    putting_through: asyncio.Future[bool] | None = None  # the owner pressed 1: Twilio is moving the call
+    leg_ended: bool = False  # hung up by us (or asked to be)
+
+    def decide(self, outcome: Outcome) -> None:
+        """Decide, unless decided already or a 1 is being put through (that decides itself)."""
+        if not self.decision.done() and self.putting_through is None:
+            self.decision.set_result(outcome)
 
 
 class TheCall(Protocol):
@@ -129,15 +164,16 @@ class Transfer:
         self._line = owner_line
         self.attempts = 0
         self.holding = False  # the caller is on hold: their audio doesn't reach the model
-        self._decision: asyncio.Future[Outcome] | None = None
-        self._leg_sid: str | None = None
+        self._attempt: _Attempt | None = None
+        self._earlier_legs: set[str] = set()  # owner legs of earlier attempts (late callbacks)
         self._segments = 0  # segments recorded so far (0: a call without a transfer has none)
         self._asked = 0  # responses created before the transfer began (the line comes after them)
         self._hold_task: asyncio.Task[None] | None = None
+        self._hang_ups: set[asyncio.Task[None]] = set()
 
     @property
     def under_way(self) -> bool:
-        return self._decision is not None and not self._decision.done()
+        return self._attempt is not None and not self._attempt.decision.done()
 
     # Starting ------------------------------------------------------------------------------------------
 
@@ -155,65 +191,73 @@ class Transfer:
         if self.attempts >= MAX_ATTEMPTS:
             return f"{owner} couldn't be reached just now: don't try again; offer to take a message."
         self.attempts += 1
-        self._decision = asyncio.get_running_loop().create_future()
+        if self._attempt is not None and self._attempt.leg_sid is not None:
+            self._earlier_legs.add(self._attempt.leg_sid)
+        attempt = _Attempt(asyncio.get_running_loop().create_future(), time.monotonic())
+        self._attempt = attempt
         if self._segments == 0:
             self._segment("assistant", started_at=call.started_at)
         self._segment_ended(None)
         self._segment("hold")  # from the ring on: the caller holds once the assistant's line is heard
         self._asked = call.conversation.sequencer.created
-        call.closing.spawn(self._run(_sayable(summary)))
+        call.closing.spawn(self._run(attempt, _sayable(summary)))
         return None
 
-    async def _run(self, summary: str) -> None:
+    async def _run(self, attempt: _Attempt, summary: str) -> None:
         call = self._call
-        assert self._decision is not None and self._line is not None
-        decision = self._decision
+        decision = attempt.decision
         whisper = (
             f"Call from {_spoken_number(call.context.caller_number)}. {summary} "
             "Press 1 to take the call, or 2 to let the assistant take a message."
         )
         call.log.info("transfer: ringing the owner")
-        ringing = asyncio.create_task(self._ring(whisper), name="transfer-ring")
-        hold: asyncio.Task[None] | None = None
+        # Never cancelled: once Twilio created the owner's call, its leg must be known to be ended.
+        attempt.ring = asyncio.create_task(self._ring(attempt, whisper), name="transfer-ring")
         announcing = asyncio.create_task(self._announced(), name="transfer-announce")
         try:
             # The hold starts once the assistant's line was heard, unless the ring ended first.
             first: set[asyncio.Future[Any]] = {announcing, decision}
             await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
-            if call.over:
-                return
             if not decision.done():
-                hold = self._hold()
+                if call.phase is Phase.live and not call.over:
+                    self._hold()
+                else:  # a goodbye began during the assistant's line
+                    attempt.decide(Outcome.call_ending)
+            remaining = RING_LIMIT_S - (time.monotonic() - attempt.started)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(decision), RING_LIMIT_S)
+                await asyncio.wait_for(asyncio.shield(decision), max(0.0, remaining))
+            if not decision.done() and attempt.putting_through is not None:
+                # The owner pressed 1 at the last moment: Twilio is moving the caller; that decides.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(decision), PUT_THROUGH_S + 1)
             if not decision.done():
                 call.log.info("transfer: no answer within %.0fs", RING_LIMIT_S)
-                decision.set_result(Outcome.no_answer)
-            outcome = decision.result()
+                attempt.decide(Outcome.no_answer)
         finally:
             announcing.cancel()
-            if not ringing.done():
-                ringing.cancel()
-            if not decision.done():
+            if not decision.done():  # cancelled with the call
                 decision.set_result(Outcome.caller_hung_up)
+        outcome = decision.result()
         if outcome is Outcome.connected:
             return  # the call ends (EndReason.transferred): its cleanup stops the hold
-        if call.over or outcome is Outcome.caller_hung_up:
-            return  # call_ending() hung the owner's leg up
-        if self._leg_sid is not None:
-            with contextlib.suppress(Exception):
-                await self._line.hang_up(self._leg_sid)
-        await self._back(hold, outcome)
+        self._end_owner_leg(attempt)
+        if outcome in (Outcome.caller_hung_up, Outcome.call_ending) or call.over:
+            await self._stop_hold()
+            return
+        await self._back(outcome)
 
-    async def _ring(self, whisper: str) -> None:
+    async def _ring(self, attempt: _Attempt, whisper: str) -> None:
         call = self._call
-        assert self._line is not None and self._decision is not None
+        assert self._line is not None
         try:
-            self._leg_sid = await self._line.ring(call.call_sid, call.context.called_number, whisper)
+            attempt.leg_sid = await self._line.ring(call.call_sid, call.context.called_number, whisper)
         except Exception as exc:
             call.log.warning("transfer: could not ring the owner: %s", _describe(exc))
-            if not self._decision.done():
-                self._decision.set_result(Outcome.failed)
+            attempt.decide(Outcome.failed)
+            return
+        if attempt.leg_ended:  # decided while Twilio was creating the leg: end it now
+            attempt.leg_ended = False
+            self._end_owner_leg(attempt)
 
     async def _announced(self) -> None:
         """Until the assistant's line ("I'm trying Dana"), the response after the tool's output or
@@ -223,27 +267,34 @@ class Transfer:
         await call.conversation.sequencer.wait_for_answer(self._asked, ANNOUNCE_S)
         await call.leg.wait_drained(max(0.0, deadline - time.monotonic()))
 
-    def _hold(self) -> asyncio.Task[None]:
+    def _hold(self) -> None:
         call = self._call
         self.holding = True
         call.enter(Phase.on_hold)
         call.log.info("transfer: the caller is on hold")
         self._hold_task = call.closing.spawn(play_hold(call.leg))
-        return self._hold_task
 
-    async def _back(self, hold: asyncio.Task[None] | None, outcome: Outcome) -> None:
+    async def _stop_hold(self) -> None:
+        hold, self._hold_task = self._hold_task, None
+        self.holding = False
+        if hold is None:
+            return
+        hold.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await hold
+        if self._call.leg.lost is None:
+            await self._call.leg.clear(barge_in=False)  # the hold audio queued at Twilio stops now
+
+    async def _back(self, outcome: Outcome) -> None:
         """The owner didn't take it: the caller is back with the assistant, which is told why."""
         call = self._call
-        if hold is not None:
-            hold.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await hold
-            await call.leg.clear(barge_in=False)  # the hold audio queued at Twilio stops now
+        await self._stop_hold()
         self._segment_ended(outcome)
         self._segment("assistant")
-        self.holding = False
         if call.phase is Phase.on_hold:
             call.enter(Phase.live)
+        if call.phase is not Phase.live:
+            return  # a goodbye is under way
         call.log.info("transfer: the caller is back with the assistant (%s)", outcome)
         owner = call.deps.settings.owner_name
         note = (
@@ -253,64 +304,130 @@ class Transfer:
         )
         await call.conversation.sequencer.request(BACK, note=note)
 
-    # What Twilio says about the owner's leg (telephony/transfer.py) -----------------------------------
+    def _end_owner_leg(self, attempt: _Attempt) -> None:
+        """Hang the owner's leg up (ringing, or answered and not taken), once: now, or as soon as
+        Twilio tells us which leg it is."""
+        if attempt.leg_ended or self._line is None:
+            return
+        attempt.leg_ended = True
+        if attempt.leg_sid is None:
+            return  # _ring hangs it up when the leg's sid comes
+        task = asyncio.create_task(self._hang_up(attempt.leg_sid), name="transfer-hang-up")
+        self._hang_ups.add(task)
+        task.add_done_callback(self._hang_ups.discard)
 
-    async def owner_pressed(self, digits: str) -> bool:
-        """The owner's key on the whisper. True when the caller was put through (1, and Twilio moved
-        the caller's call), False otherwise (the owner's leg is then told the caller is gone or
-        simply hung up)."""
-        decision = self._decision
-        if decision is None or decision.done():
-            return False
-        if digits != TOOK_IT:
-            self._call.log.info("transfer: the owner declined")
-            decision.set_result(Outcome.declined)
-            return False
+    async def _hang_up(self, leg_sid: str) -> None:
         assert self._line is not None
         try:
-            await self._line.put_through(self._call.call_sid)
+            await self._line.hang_up(leg_sid)
         except Exception as exc:
-            self._call.log.warning("transfer: could not put the caller through: %s", _describe(exc))
-            if not decision.done():
-                decision.set_result(Outcome.failed)
-            return False
-        if decision.done():  # the caller hung up, or the ring limit passed, meanwhile
-            return False
-        self._call.log.info("transfer: the owner took the call")
-        decision.set_result(Outcome.connected)
+            self._call.log.info("transfer: the owner's leg could not be ended: %s", _describe(exc))
+
+    # What Twilio says about the owner's leg (telephony/transfer.py) -----------------------------------
+
+    async def owner_pressed(self, digits: str) -> Pressed:
+        """The owner's key on the whisper: 1 moves the caller's call to the owner (the owner's leg
+        then joins them), anything else declines. A repeated request (Twilio retries a webhook that
+        was slow) gets the same answer."""
+        attempt = self._attempt
+        call = self._call
+        if attempt is None:
+            return Pressed.gone
+        if attempt.putting_through is not None:  # a retry while Twilio moves the call
+            return Pressed.connected if await asyncio.shield(attempt.putting_through) else self._too_late()
+        if attempt.decision.done():
+            return Pressed.connected if attempt.decision.result() is Outcome.connected else self._too_late()
+        if digits != TOOK_IT:
+            call.log.info("transfer: the owner declined")
+            attempt.decide(Outcome.declined)
+            return Pressed.declined
+        assert self._line is not None
+        putting_through = attempt.putting_through = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(PUT_THROUGH_S):
+                await self._line.put_through(call.call_sid)
+        except Exception as exc:
+            call.log.warning("transfer: could not put the caller through: %s", _describe(exc))
+            putting_through.set_result(False)
+            if not attempt.decision.done():
+                attempt.decision.set_result(Outcome.not_put_through)
+            return self._too_late()
+        putting_through.set_result(True)
+        call.log.info("transfer: the owner took the call")
+        if not attempt.decision.done():
+            attempt.decision.set_result(Outcome.connected)
         self._segment_ended(Outcome.connected)
         self._segment("owner")
         self.holding = False
-        self._call.end(EndReason.transferred)
-        return True
+        call.end(EndReason.transferred)
+        return Pressed.connected
+
+    def _too_late(self) -> Pressed:
+        return Pressed.gone if self._call.over else Pressed.back
+
+    async def leg_end_reason(self, default: EndReason) -> EndReason:
+        """Why the call ends now that the caller's stream closed: Twilio closes it when it moves
+        the caller to the owner, possibly before it answered us; that is a transfer, not a
+        hang-up."""
+        attempt = self._attempt
+        if attempt is None or attempt.putting_through is None:
+            return default
+        with contextlib.suppress(TimeoutError):
+            if await asyncio.wait_for(asyncio.shield(attempt.putting_through), PUT_THROUGH_S + 1):
+                return EndReason.transferred
+        return default
 
     def is_owner_leg(self, leg_sid: str) -> bool:
-        """`leg_sid` is the owner's leg this transfer rang (or one being rung: Twilio may answer
-        before its answer to the ring arrives)."""
-        if self._leg_sid is not None:
-            return leg_sid == self._leg_sid
-        return self.under_way
+        """`leg_sid` is the owner's leg being rung now (or one being created: Twilio may call back
+        before its answer to the ring arrives); never one of an earlier attempt."""
+        attempt = self._attempt
+        if attempt is None or leg_sid in self._earlier_legs:
+            return False
+        if attempt.leg_sid is not None:
+            return leg_sid == attempt.leg_sid
+        return not attempt.decision.done()
 
     def owner_leg_ended(self, status: str) -> None:
         """Twilio's final status of the owner's leg; decides the transfer only if no key did."""
-        decision = self._decision
-        if decision is not None and not decision.done():
-            decision.set_result(_LEG_STATUS.get(status, Outcome.failed))
+        if self._attempt is not None:
+            self._attempt.leg_ended = True  # nothing to hang up any more
+            self._attempt.decide(_LEG_STATUS.get(status, Outcome.failed))
 
-    def call_ending(self) -> None:
-        """The call is ending (the caller hung up on hold, the server stops): the hold stops, the
-        owner's phone stops ringing, and the record's last segment is closed."""
+    def abandon(self) -> None:
+        """A goodbye begins (end_call, the time limit, the server stopping): no hold audio over it,
+        and the owner's phone stops ringing."""
+        attempt = self._attempt
+        if attempt is not None:
+            attempt.decide(Outcome.call_ending)
+        if self._hold_task is not None:
+            self._call.closing.spawn(self._stop_hold())
+
+    async def call_ending(self) -> None:
+        """The call is ending: the hold stops, the owner's phone stops ringing (waited for, briefly),
+        and the record's last segment is closed."""
+        call = self._call
         if self._hold_task is not None:
             self._hold_task.cancel()
-        decision = self._decision
-        ringing = decision is not None and not decision.done()
-        if decision is not None and not decision.done():
-            decision.set_result(Outcome.caller_hung_up)
-            if self._leg_sid is not None and self._line is not None:
-                _detach(self._line.hang_up(self._leg_sid))
-        if self._segments and self._call.end_reason is not EndReason.transferred:
-            self._segment_ended(Outcome.caller_hung_up if ringing else None)
+            self._hold_task = None
         self.holding = False
+        attempt = self._attempt
+        if attempt is None:
+            return
+        ringing = not attempt.decision.done()
+        attempt.decide(
+            Outcome.caller_hung_up if call.end_reason is EndReason.caller_hung_up else Outcome.call_ending
+        )
+        if attempt.decision.done() and attempt.decision.result() is not Outcome.connected:
+            self._end_owner_leg(attempt)
+        if call.end_reason is not EndReason.transferred:
+            self._segment_ended(attempt.decision.result() if ringing and attempt.decision.done() else None)
+        pending = set(self._hang_ups) | (
+            {attempt.ring} if attempt.ring and not attempt.ring.done() else set()
+        )
+        if pending:
+            await asyncio.wait(pending, timeout=HANG_UP_WAIT_S)
+            if self._hang_ups:
+                await asyncio.wait(set(self._hang_ups), timeout=HANG_UP_WAIT_S)
 
     # The record's segments ------------------------------------------------------------------------------
 
@@ -338,23 +455,8 @@ def _spoken_number(number: str | None) -> str:
     return " ".join(digits) if digits else "a hidden number"
 
 
-_detached: set[asyncio.Task[None]] = set()
-
-
-def _detach(coroutine: Coroutine[Any, Any, None]) -> None:
-    """Run `coroutine` past the end of the call (the owner's phone must stop ringing even so)."""
-
-    async def quietly() -> None:
-        with contextlib.suppress(Exception):
-            await coroutine
-
-    task = asyncio.create_task(quietly())
-    _detached.add(task)
-    task.add_done_callback(_detached.discard)
-
-
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}" if str(exc) else type(exc).__name__
 
 
-__all__ = ["HOLD_ITEM", "Outcome", "OwnerLine", "Transfer", "TransferFailed"]
+__all__ = ["HOLD_ITEM", "Outcome", "OwnerLine", "Pressed", "Transfer", "TransferFailed"]

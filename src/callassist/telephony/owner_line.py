@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 CHOICE_PATH = "/voice/transfer/choice"
 STATUS_PATH = "/voice/transfer/status"
 ENDED_PATH = "/voice/transfer/ended"
-RING_SECONDS = 25  # the owner's phone rings this long (Twilio's Timeout; the call core waits 40 s)
+RING_SECONDS = 20  # the owner's phone rings this long (Twilio's Timeout; call/transfer.py RING_LIMIT_S)
 KEY_SECONDS = 8  # after the whisper, how long the owner has to press a key
 
 
@@ -88,16 +88,12 @@ class TwilioOwnerLine:
             raise TransferFailed(f"Twilio refused to move the call: {_twilio_error(exc)}") from None
 
     async def hang_up(self, leg_sid: str) -> None:
-        # `canceled` ends a leg still ringing, `completed` one in progress (the Calls resource's
-        # Status on update); which it is, only Twilio knows at this instant.
-        calls = self._twilio().calls(leg_sid)
+        # `completed` ends the leg whether it rings or was answered; `canceled` would leave an
+        # answered leg alone, without an error (the Calls resource's Status on update).
         try:
-            await calls.update_async(status="canceled")
-        except (TwilioException, OSError, TimeoutError):
-            try:
-                await calls.update_async(status="completed")
-            except (TwilioException, OSError, TimeoutError) as exc:
-                log.info("transfer: the owner's leg could not be ended: %s", _twilio_error(exc))
+            await self._twilio().calls(leg_sid).update_async(status="completed")
+        except (TwilioException, OSError, TimeoutError) as exc:
+            log.info("transfer: the owner's leg could not be ended: %s", _twilio_error(exc))
 
     async def aclose(self) -> None:
         http, self._http, self._client = self._http, None, None

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, HTTPException, Request, Response
 from sqlalchemy import update
 
+from callassist.call.transfer import Pressed
 from callassist.runtime import Runtime, RuntimeDep
 from callassist.store.db import describe_failure
 from callassist.store.models import CallSegmentRow
@@ -34,6 +35,7 @@ router = APIRouter()
 
 XML = "application/xml"
 CALLER_GONE = "Sorry, the caller has hung up."
+CALLER_BACK = "Too late: the caller is back with the assistant, who will take a message."
 
 
 def _parent(request: Request) -> str:
@@ -56,10 +58,13 @@ async def transfer_choice(request: Request, runtime: RuntimeDep) -> Response:
     if not call.transfer.is_owner_leg(_field(form, "CallSid")):
         log.warning("call %s: a transfer key from a leg we did not ring; ignored", parent)
         return Response(twiml.hang_up(), media_type=XML)
-    if await call.transfer.owner_pressed(digits):
+    pressed = await call.transfer.owner_pressed(digits)
+    if pressed is Pressed.connected:
         return Response(twiml.conference(room(parent)), media_type=XML)
-    if digits == "1":
+    if pressed is Pressed.gone:
         return Response(twiml.unavailable(CALLER_GONE), media_type=XML)
+    if pressed is Pressed.back:
+        return Response(twiml.unavailable(CALLER_BACK), media_type=XML)
     return Response(twiml.hang_up(), media_type=XML)
 
 
@@ -84,16 +89,22 @@ async def transfer_ended(request: Request, runtime: RuntimeDep) -> Response:
 
 
 async def _end_owner_segment(runtime: Runtime, call_sid: str) -> None:
+    ended_at = datetime.now(UTC)
     try:
-        async with runtime.database.session() as session:
-            await session.execute(
-                update(CallSegmentRow)
-                .where(
-                    CallSegmentRow.call_sid == call_sid,
-                    CallSegmentRow.kind == "owner",
-                    CallSegmentRow.ended_at.is_(None),
+        for attempt in range(2):
+            async with runtime.database.session() as session:
+                result = await session.execute(
+                    update(CallSegmentRow)
+                    .where(
+                        CallSegmentRow.call_sid == call_sid,
+                        CallSegmentRow.kind == "owner",
+                        CallSegmentRow.ended_at.is_(None),
+                    )
+                    .values(ended_at=ended_at, outcome="completed")
                 )
-                .values(ended_at=datetime.now(UTC), outcome="completed")
-            )
+            if getattr(result, "rowcount", 1) or attempt:
+                return
+            # A short talk: the segment's row may still be queued at the record writer.
+            await runtime.records.flushed(2.0)
     except Exception as exc:  # the caller is gone either way: Twilio gets its <Hangup>
         log.warning("call %s: could not end the owner's segment: %s", call_sid, describe_failure(exc))

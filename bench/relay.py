@@ -11,6 +11,7 @@ Prints: server CPU seconds per call-minute, relay latency p50/p99 per direction,
 direction, peak RSS of the server, and failed calls.
 
     python bench/relay.py --calls 100 --seconds 60
+    python bench/relay.py --calls 100 --seconds 60 --engine live     (the same on GPT-Live)
     python bench/relay.py --calls 100 --seconds 60 --server baseline   (the yardstick: bench/baseline.py;
                                                          baseline-marks: the same with a mark per chunk)
 """
@@ -83,7 +84,9 @@ def use_uvloop() -> None:
 # Role: fake OpenAI ------------------------------------------------------------------------------
 
 
-async def run_fake(port: int, report: Path) -> None:
+async def run_fake(port: int, report: Path, engine: str = "realtime") -> None:
+    from tests.fakes.live_script import LiveReply
+    from tests.fakes.live_server import FakeLiveServer, LiveScript
     from tests.fakes.realtime_server import AudioTaps, FakeRealtimeServer, Reply, Say, Script
 
     from callassist.simulator.audio import tone
@@ -106,8 +109,17 @@ async def run_fake(port: int, report: Path) -> None:
     script = lambda: Script(  # noqa: E731 - one fresh script per session
         replies=[Reply([Say("Hello", audio=greeting)])], default_reply=Reply([Say("Answer", audio=answer)])
     )
-    taps = AudioTaps(on_audio_in=on_audio_in, on_audio_out=on_audio_out, keep_history=False)
-    server = FakeRealtimeServer(script, port=port, taps=taps, validate_outgoing=False)
+    server: FakeRealtimeServer | FakeLiveServer
+    if engine == "live":  # the same conversation on the fake GPT-Live (greeted by callassist's cue)
+        live_script = lambda: LiveScript(  # noqa: E731
+            replies=[LiveReply([Say("Hello", audio=greeting)])],
+            default_reply=LiveReply([Say("Answer", audio=answer)]),
+        )
+        server = FakeLiveServer(live_script, port=port, keep_history=False)
+        server.on_audio_in, server.on_audio_out = on_audio_in, on_audio_out
+    else:
+        taps = AudioTaps(on_audio_in=on_audio_in, on_audio_out=on_audio_out, keep_history=False)
+        server = FakeRealtimeServer(script, port=port, taps=taps, validate_outgoing=False)
     await server.start()
     print("fake ready", flush=True)
     stop = asyncio.Event()
@@ -388,7 +400,7 @@ async def _orchestrate(
     report = Path(f"/tmp/callassist-bench-fake-{os.getpid()}.json")
     me = [sys.executable, str(Path(__file__).resolve())]
     fake = await asyncio.create_subprocess_exec(
-        *me, "--role", "fake", "--port", str(fake_port), "--report", str(report),
+        *me, "--role", "fake", "--port", str(fake_port), "--report", str(report), "--engine", args.engine,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPO,
     )  # fmt: skip
     children.append(fake)
@@ -408,6 +420,7 @@ async def _orchestrate(
         "CALLASSIST_LOG_LEVEL": "warning",
         "CALLASSIST_MAX_CALLS": "10000",
         "CALLASSIST_ENV_FILE": "none",  # a developer's .env must not change what is measured
+        "CALLASSIST_ENGINE": args.engine,
     }
     if args.server.startswith("baseline"):
         command = [sys.executable, str(REPO / "bench" / "baseline.py"), "--port", str(server_port)]
@@ -461,6 +474,7 @@ async def _orchestrate(
     report.unlink(missing_ok=True)
     return {
         "server": args.server,
+        "engine": args.engine,
         "calls": args.calls,
         "window_s": round(wall, 1),
         "server_cpu_s_per_call_minute": cpu_used / (args.calls * wall / 60),
@@ -481,7 +495,7 @@ async def _orchestrate(
 
 
 def print_summary(result: dict[str, Any]) -> None:
-    print(f"server                         {result['server']}")
+    print(f"server                         {result['server']} ({result['engine']} engine)")
     print(f"calls                          {result['calls']} (window {result['window_s']} s)")
     print(f"server CPU per call-minute     {result['server_cpu_s_per_call_minute']:.3f} s")
     print(f"server CPU share               {100 * result['server_cpu_share']:.0f}% of one core")
@@ -511,6 +525,12 @@ def main() -> None:
         "(without or with a mark per chunk)",
     )
     parser.add_argument(
+        "--engine",
+        choices=["realtime", "live"],
+        default="realtime",
+        help="the fake the server talks to, and CALLASSIST_ENGINE: OpenAI Realtime or GPT-Live",
+    )
+    parser.add_argument(
         "--role", choices=["bench", "fake", "callers"], default="bench", help=argparse.SUPPRESS
     )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -519,7 +539,7 @@ def main() -> None:
     args = parser.parse_args()
     use_uvloop()
     if args.role == "fake":
-        asyncio.run(run_fake(args.port, args.report))
+        asyncio.run(run_fake(args.port, args.report, args.engine))
     elif args.role == "callers":
         asyncio.run(run_callers(args.url, args.calls, args.ramp))
     else:

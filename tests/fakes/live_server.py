@@ -515,7 +515,10 @@ class FakeLiveSession:
             delay = began + index * interval - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            said.audio += chunk
+            if self._server.on_audio_out is not None:
+                chunk = self._server.on_audio_out(chunk)
+            if self._server.keep_history:
+                said.audio += chunk
             await self._emit(
                 "session.output_audio.delta", with_id=False, delta=base64.b64encode(chunk).decode()
             )
@@ -788,6 +791,7 @@ class FakeLiveServer:
         backend_latency_s: float = 0.05,
         usage_interval_s: float = 1.0,
         host: str = "127.0.0.1",
+        port: int = 0,
         keep_history: bool = True,
         realtime: FakeRealtimeServer | None = None,
     ) -> None:
@@ -802,7 +806,11 @@ class FakeLiveServer:
         self.host = host
         self.keep_history = keep_history
         self.realtime = realtime
+        self.port_wanted = port
+        # Benchmark hooks (bench/relay.py): watch caller audio as it arrives, rewrite the model's
+        # audio as it leaves; with keep_history=False no per-frame history is kept.
         self.on_audio_in: Callable[[bytes], None] | None = None
+        self.on_audio_out: Callable[[bytes], bytes] | None = None
         # Set to e.g. HTTPStatus.FORBIDDEN: new connections are refused at the handshake (an account
         # without access); `refused` counts them.
         self.refuse_status: HTTPStatus | None = None
@@ -817,7 +825,7 @@ class FakeLiveServer:
         self._server = await serve(
             self._handle,
             self.host,
-            0,
+            self.port_wanted,
             process_request=self._process_request,
             compression=None,
             ping_interval=None,

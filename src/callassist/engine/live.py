@@ -52,6 +52,7 @@ from typing import Any
 
 import orjson
 from openai import AsyncOpenAI
+from websockets.exceptions import ConnectionClosed
 
 from callassist.engine.base import EngineUnavailable, SetupHook
 from callassist.engine.events import (
@@ -73,10 +74,13 @@ from callassist.engine.events import (
 )
 from callassist.live.billing import LiveBilling
 from callassist.live.config import session_start
-from callassist.live.socket import LiveSocket, LiveUnavailable, Restarted
+from callassist.live.socket import LiveSocket, LiveUnavailable
 from callassist.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_TICK = object()  # a deadline may have passed
+_Item = bytes | ConnectionClosed | list[EngineEvent] | object  # what the reader and timers queue
 
 _TAG = "callassist_"  # our event_ids: an error's client_event_id gives our request back
 # The model's speech is taken as over after this long without audio or words from it: the service
@@ -89,6 +93,7 @@ CALLER_QUIET_S = 1.0
 # Our request (a cue) that the model hasn't taken up by speaking within this long is answered by an
 # empty response, so the call never waits on it (the service never refuses or confirms a cue).
 REQUEST_ANSWER_S = 3.0
+TICK_S = 0.1  # how often open deadlines are checked while no frame comes
 # Live sessions were observed to expire after about two hours: move to a fresh one well before.
 ROTATE_AFTER_S = 100 * 60
 RECOVERABLE_ERRORS = frozenset({"rate_limit_exceeded", "invalid_value", "invalid_request"})
@@ -175,8 +180,8 @@ class LiveEngine:
         self._early_words: list[str] = []  # words of the model's speech before its first audio
         self._request: str | None = None  # ours, put on the model's next speech
         self._requested_at = 0.0
-        self._injected: list[EngineEvent] = []
-        self._wake: asyncio.Future[None] | None = None
+        self._queue: asyncio.Queue[_Item] | None = None  # events()'s, while it runs
+        self._tick: asyncio.TimerHandle | None = None
         self._unanswered: dict[str, set[str]] = {}  # backend response -> call ids without output
         self._outputs_waiting = False  # outputs sent, no response.create after them yet
         # response.create sent for outputs: the backend's answer comes and the model says it; our
@@ -349,53 +354,73 @@ class LiveEngine:
     # Events ---------------------------------------------------------------------------------------
 
     async def events(self) -> AsyncIterator[EngineEvent]:
-        pending: asyncio.Future[bytes | Restarted | None] | None = None
-        loop = asyncio.get_running_loop()
+        """One reader task puts the socket's frames in a queue, in order; the deadlines of an open
+        speech, caller turn or request are checked on a tick (TICK_S, only while one is open) and on
+        every frame. A drop reaches this loop after everything before it was handled: only then is
+        the session replaced (its setup reads the call's state as of the drop), then read again."""
+        queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._queue = queue
+        reader = self._read(queue)
         out: list[EngineEvent] = []
         try:
             while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(self._socket.recv())
-                if not self._injected:
-                    # Wait for the socket, the next deadline (a speech or turn taken as over, a
-                    # request the model didn't take up), or a request that changes those.
-                    wake: asyncio.Future[Any] = loop.create_future()
-                    self._wake = wake
-                    waiting: set[asyncio.Future[Any]] = {pending, wake}
-                    await asyncio.wait(
-                        waiting, timeout=self._next_deadline(), return_when=asyncio.FIRST_COMPLETED
-                    )
-                    self._wake = None
-                out, self._injected = self._injected, out
-                if not pending.done():
+                item = await queue.get()
+                kind = type(item)
+                if kind is bytes:
+                    if self._speech is not None or self._caller is not None or self._request is not None:
+                        self._expire(time.monotonic(), out)  # a frame after a gap starts anew
+                    self._translate(item, out)  # type: ignore[arg-type]
+                elif item is _TICK:
                     self._expire(time.monotonic(), out)
+                elif kind is list:
+                    out += item  # type: ignore[arg-type]
                 else:
-                    raw = pending.result()
-                    pending = None
-                    if raw is None:
+                    assert isinstance(item, ConnectionClosed)
+                    restarted = await self._socket.replace(item)
+                    if restarted is None:
                         return
-                    if type(raw) is Restarted:
-                        out.append(SessionReplaced(raw.downtime_s, raw.close_code, raw.rotated))
-                    else:
-                        self._translate(raw, out)  # type: ignore[arg-type]
+                    out.append(SessionReplaced(restarted.downtime_s, restarted.close_code, restarted.rotated))
+                    reader = self._read(queue)
+                if self._tick is None and self._next_deadline() is not None:
+                    self._tick = asyncio.get_running_loop().call_later(TICK_S, self._on_tick)
                 for event in out:
                     yield event
                 out.clear()
         except LiveUnavailable as exc:
             yield EngineLost(str(exc))
         finally:
-            if pending is not None and not pending.done():
-                pending.cancel()
+            reader.cancel()
+            if self._tick is not None:
+                self._tick.cancel()
+                self._tick = None
+            self._queue = None
+
+    def _read(self, queue: asyncio.Queue[_Item]) -> asyncio.Task[None]:
+        async def read() -> None:
+            recv, put = self._socket.recv, queue.put_nowait
+            while True:
+                try:
+                    put(await recv())
+                except ConnectionClosed as exc:
+                    put(exc)
+                    return
+
+        return asyncio.create_task(read(), name="live-reader")
+
+    def _on_tick(self) -> None:
+        self._tick = None
+        if self._queue is not None:
+            self._queue.put_nowait(_TICK)
 
     def _inject(self, *events: EngineEvent) -> None:
-        """Events of our own making, reported by events() at once."""
-        self._injected.extend(events)
-        self._wake_up()
+        """Events of our own making, reported by events() in turn."""
+        if self._queue is not None:
+            self._queue.put_nowait(list(events))
 
     def _wake_up(self) -> None:
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
+        """A deadline moved: check it now rather than at the next tick."""
+        if self._queue is not None:
+            self._queue.put_nowait(_TICK)
 
     def _next_deadline(self) -> float | None:
         """Seconds until an open speech or caller turn is taken as over, or our request as not

@@ -6,8 +6,9 @@ go at once going at once (realtime/sending.py measured why: the SDK's send path 
 frame). A session starts with `session.start` and is usable once `session.started` came back
 (SessionStartEvent's docstring); a refusal then (an `error` about our session.start, or HTTP 401/403
 at the handshake) raises LiveRefused, which the call may answer by falling back to Realtime. A socket
-that drops is reconnected (by `recv`) with backoff and started again (the engine's start hook gives the
-conversation so far as `input` items), caller audio being kept meanwhile.
+that drops is replaced (`replace`, once the engine has handled what came before it) with backoff,
+and the new session started with the conversation so far as `input` items (the engine's start
+hook); caller audio is kept meanwhile.
 """
 
 from __future__ import annotations
@@ -257,29 +258,29 @@ class LiveSocket:
 
     # Receiving -------------------------------------------------------------------------------------
 
-    async def recv(self) -> bytes | Restarted | None:
-        """The next raw server frame; Restarted once a lost (or rotated) session was replaced; None
-        once the socket closed after close() (session.closed is read first). Raises LiveUnavailable
-        when a lost session can't be replaced."""
-        connection = self._require()
-        try:
-            return await connection.recv_bytes()  # "Canceling this method is safe" (its docstring)
-        except ConnectionClosed as exc:
-            if self._closing:
-                return None
-            code = exc.rcvd.code if exc.rcvd is not None else None
-            rotated, self._rotating = self._rotating, False
-            if not rotated:
-                self._log.warning("GPT-Live closed the session (%s); reconnecting", code)
-            self._not_ready()
-            dropped_at = time.monotonic()
-            async with self._switching:
-                await self._reestablish()
-            if rotated:
-                self.rotations += 1
-            else:
-                self.reconnects += 1
-            return Restarted(time.monotonic() - dropped_at, code, rotated)
+    async def recv(self) -> bytes:
+        """The next raw server frame. Raises ConnectionClosed when the socket closed (then `replace`).
+        "Canceling this method is safe" (the SDK's recv_bytes docstring)."""
+        return await self._require().recv_bytes()
+
+    async def replace(self, closed: ConnectionClosed) -> Restarted | None:
+        """After recv() raised `closed`: None if we are closing (the end), else a new session,
+        started with the conversation so far. Raises LiveUnavailable if none can be had."""
+        if self._closing:
+            return None
+        code = closed.rcvd.code if closed.rcvd is not None else None
+        rotated, self._rotating = self._rotating, False
+        if not rotated:
+            self._log.warning("GPT-Live closed the session (%s); reconnecting", code)
+        self._not_ready()
+        dropped_at = time.monotonic()
+        async with self._switching:
+            await self._reestablish()
+        if rotated:
+            self.rotations += 1
+        else:
+            self.reconnects += 1
+        return Restarted(time.monotonic() - dropped_at, code, rotated)
 
     async def _reestablish(self) -> None:
         for _ in range(3):
@@ -293,7 +294,7 @@ class LiveSocket:
 
     async def rotate(self) -> None:
         """Move to a fresh session now (a quiet moment, ahead of the session's expiry): the socket is
-        closed, and recv() starts a new one with the conversation so far."""
+        closed, and `replace` starts a new one with the conversation so far."""
         connection = self._connection
         if connection is None or self._closing or not self._ready:
             return

@@ -36,7 +36,7 @@ from callassist.engine.events import (
     SpeechStarted,
     SpeechStopped,
 )
-from callassist.engine.live import DELEGATION_FAILED, GREETING_CUE, LiveEngine
+from callassist.engine.live import DELEGATION_FAILED, GREETING_CUE, NOTE_CHARS, LiveEngine, note_parts
 from callassist.engine.live_fallback import FallbackEngine
 from callassist.live.billing import SESSION_PURPOSE, LiveBilling
 from callassist.live.config import LIVE_VOICE, REPLAY_PREAMBLE
@@ -378,3 +378,11 @@ async def test_a_long_session_moves_to_a_fresh_one_at_a_quiet_moment(
     second = fake.sessions[1]
     assert ("user", "Is Dana in?") in [(i["role"], i["content"][0]["text"]) for i in second.config["input"]]
     assert GREETING_CUE not in second.commentary
+
+
+def test_a_long_note_goes_in_parts_within_the_limit() -> None:
+    text = ("word " * 700).strip()  # 3,499 characters
+    parts = note_parts(text)
+    assert len(parts) == 3 and all(len(part) <= NOTE_CHARS for part in parts)
+    assert " ".join(parts) == text
+    assert note_parts("short") == ["short"]

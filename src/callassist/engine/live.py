@@ -94,6 +94,9 @@ CALLER_QUIET_S = 1.0
 # empty response, so the call never waits on it (the service never refuses or confirms a cue).
 REQUEST_ANSWER_S = 3.0
 TICK_S = 0.1  # how often open deadlines are checked while no frame comes
+# session.instructions.append takes at most 500 tokens (its SDK docstring): at about 4 characters a
+# token, and fewer for digits and names, parts of 1,200 characters stay well inside it.
+NOTE_CHARS = 1200
 # Live sessions were observed to expire after about two hours: move to a fresh one well before.
 ROTATE_AFTER_S = 100 * 60
 RECOVERABLE_ERRORS = frozenset({"rate_limit_exceeded", "invalid_value", "invalid_request"})
@@ -326,9 +329,13 @@ class LiveEngine:
         return False  # append-only context: the model heard the caller interrupt it
 
     async def add_note(self, text: str) -> bool:
-        return await self._socket.send(
-            {"type": "session.instructions.append", "content": text, "delegation_id": None}
-        )
+        """Developer instructions, in parts within the service's 500-token limit (a tool result for
+        a replaced session can be longer): all sent, or False."""
+        for part in note_parts(text):
+            event = {"type": "session.instructions.append", "content": part, "delegation_id": None}
+            if not await self._socket.send(event):
+                return False
+        return True
 
     async def add_tool_output(self, call_id: str, output_json: str) -> bool:
         item = {"type": "function_call_output", "call_id": call_id, "output": output_json}
@@ -643,6 +650,18 @@ class LiveEngine:
             request = None
         kind = ErrorKind.refused if request else ErrorKind.recoverable
         return EngineError(kind, code, message, request)
+
+
+def note_parts(text: str, limit: int = NOTE_CHARS) -> list[str]:
+    """`text` cut at spaces into parts of at most `limit` characters (a word longer than that, cut)."""
+    parts: list[str] = []
+    rest = text.strip()
+    while len(rest) > limit:
+        cut = rest.rfind(" ", 0, limit + 1)
+        cut = cut if cut > 0 else limit
+        parts.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    return [*parts, rest] if rest or not parts else parts
 
 
 def _cue(text: str) -> dict[str, Any]:

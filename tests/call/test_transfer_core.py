@@ -328,3 +328,17 @@ async def test_a_confirmed_vip_caller_is_named_so_to_the_model(database: Databas
             database, settings=settings, owner_line=OwnerLineStandIn(), context=context, load_memory=memory
         ) as rig:
             assert ("Dana marked this caller as a VIP contact." in rig.engine.setups[0].instructions) is told
+
+
+async def test_the_owner_taking_the_call_from_the_dashboard_rings_them_and_tells_the_caller(
+    rig: Rig, line: OwnerLineStandIn
+) -> None:
+    await rig.greeted()
+    assert rig.call.owner_takes_call() is None
+    (note,) = await rig.until("add_note")
+    assert "Dana wants to take this call" in note[0]
+    await rig.until("request_response")
+    async with asyncio.timeout(2):
+        await line.ringing.wait()
+    assert "You asked to take this call from the dashboard." in line.rung[0][2]
+    assert rig.call.owner_takes_call() is not None  # already ringing: not twice

@@ -36,6 +36,7 @@ PAGES = [
 POSTS = [
     "/dashboard/logout",
     f"/dashboard/calls/{DETAILED}/hangup",
+    f"/dashboard/calls/{DETAILED}/take",
     "/dashboard/contacts",
     "/dashboard/messages/1/done",
 ]

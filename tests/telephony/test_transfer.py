@@ -23,6 +23,8 @@ from callassist.simulator.rest import TwilioRest
 from callassist.store.models import CallRow, CallSegmentRow
 from callassist.store.records import get_call
 from tests.fakes.realtime_server import Reply, Say, Script, UseTool
+from tests.support.dashboard import DashboardClient, csrf_of
+from tests.support.records import ADMIN_TOKEN
 from tests.support.server import ACCOUNT_SID, AUTH_TOKEN
 from tests.support.stack import Stack, StackFactory, stack_factory
 
@@ -66,7 +68,9 @@ def script() -> Script:
     )
 
 
-async def transferring_stack(make_stack: StackFactory, rest: TwilioRest, **settings: Any) -> Stack:
+async def transferring_stack(
+    make_stack: StackFactory, rest: TwilioRest, replies: Script | None = None, **settings: Any
+) -> Stack:
     values: dict[str, Any] = {
         "owner_phone": OWNER_PHONE,
         "ring_owner_seconds": 0,  # the assistant answers at once; the transfer comes later
@@ -74,7 +78,7 @@ async def transferring_stack(make_stack: StackFactory, rest: TwilioRest, **setti
         "twilio_api_base_url": rest.base_url,
     }
     values.update(settings)
-    stack = await make_stack(script(), **values)
+    stack = await make_stack(replies or script(), **values)
     rest.attach(stack.simulator)
     return stack
 
@@ -212,3 +216,30 @@ async def test_transfer_webhooks_refuse_unsigned_requests_and_a_gone_call(
             assert response.status == 200
             body = await response.text()
     assert "the caller has hung up" in body and "<Dial" not in body  # no live call: nobody to join
+
+
+async def test_the_owner_takes_a_live_call_from_the_dashboard(
+    make_stack: StackFactory, rest: TwilioRest
+) -> None:
+    joining = Script(
+        replies=[
+            Reply([Say("Hello, this is Dana's assistant.", audio=tone(500, 200))]),
+            Reply([Say("Dana is joining, one moment.", audio=tone(520, 200))]),
+        ]
+    )
+    stack = await transferring_stack(make_stack, rest, joining, admin_token=ADMIN_TOKEN)
+    call = await stack.simulator.place_call(from_number=CALLER)
+    await call.wait_until_quiet(quiet_ms=150, timeout=10)
+    async with DashboardClient(stack.server.base_url) as owner:
+        await owner.log_in(ADMIN_TOKEN)
+        page = await owner.get("/dashboard")
+        assert f"/dashboard/calls/{call.call_sid}/take" in page[1]
+        status, _, _ = await owner.post(f"/dashboard/calls/{call.call_sid}/take", {"csrf": csrf_of(page[1])})
+        assert status == 303
+    (leg,) = await rest.wait_created(1, timeout=10)
+    await call.wait_for("conference_started", timeout=15)
+    (whisper,) = [event.detail["text"] for event in leg.events if event.kind == "owner_heard"]
+    assert "You asked to take this call from the dashboard." in whisper
+    await call.wait_ended(timeout=10)
+    await stack.server.services.registry.wait_idle(10)
+    assert [kind for kind, _, _ in await segments(stack, call.call_sid)] == ["assistant", "hold", "owner"]

@@ -109,6 +109,11 @@ class Call:
     def transfer_to_owner(self, summary: str) -> str | None:
         return self.transfer.start(summary)
 
+    def owner_takes_call(self) -> str | None:
+        """The owner asked for this call from the dashboard: ring them (the whisper says so) and
+        have the assistant tell the caller; None once under way, else why not."""
+        return self.conversation.put_through_for_owner()
+
     async def wind_down(self, grace_s: float) -> None:
         """The server is stopping: a short goodbye, then the end (within `grace_s`)."""
         await self.closing.wind_down(grace_s)

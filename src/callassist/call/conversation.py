@@ -226,6 +226,21 @@ class Conversation:
             "nothing more."
         )
 
+    def put_through_for_owner(self) -> str | None:
+        """The owner asked to take the call (the dashboard): the owner is rung at once and the
+        assistant tells the caller; None once under way, else why not."""
+        owner = self._owner
+        why_not = self._call.transfer_to_owner("You asked to take this call from the dashboard.")
+        if why_not is not None:
+            return why_not
+        note = (
+            f"{owner} wants to take this call: you are putting the caller through now. Tell them in "
+            f"one short sentence that {owner} is joining and they'll hear hold music for a moment; "
+            "nothing more."
+        )
+        self._call.closing.spawn(self.sequencer.request("owner-takes", note=note))
+        return None
+
     # The model's side --------------------------------------------------------------------------------
 
     async def setup(self, replacing: bool) -> SessionSetup:

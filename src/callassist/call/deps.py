@@ -37,6 +37,7 @@ class EndReason(StrEnum):
     busy = "busy"  # admitted, but every CALLASSIST_MAX_CALLS slot was taken
     twilio_unresponsive = "twilio-unresponsive"  # Twilio stopped reading the stream
     transferred = "transferred"  # put through to the owner (warm transfer)
+    owner_hung_up = "owner-hung-up"  # the owner ended it from the dashboard
 
 
 # Loads (contact name, notes about earlier calls, VIP) for a caller number.

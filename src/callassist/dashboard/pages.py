@@ -131,6 +131,7 @@ async def live_page(request: Request, runtime: RuntimeDep) -> Response:
         session,
         calls=list(hub.calls.values()),
         last_event_id=hub.last_event_id,
+        can_take=runtime.owner_line is not None,
     )
 
 
@@ -169,7 +170,20 @@ async def hang_up(request: Request, call_sid: str, runtime: RuntimeDep) -> Respo
     call = live_call(runtime.registry, call_sid)
     if call is not None and not call.over:
         log.info("the owner hangs up a call from the dashboard")
-        call.end(EndReason.assistant_hung_up)
+        call.end(EndReason.owner_hung_up)
+    return RedirectResponse("/dashboard", status_code=303, headers=SECURITY_HEADERS)
+
+
+@router.post("/dashboard/calls/{call_sid}/take", response_model=None)
+async def take_call(request: Request, call_sid: str, runtime: RuntimeDep) -> Response:
+    """Take the call: the owner's phone rings (warm transfer, with the usual whisper and key)."""
+    session, _ = await form_session(request, runtime)
+    if session is None:
+        return forbidden("log in first (and send the form's CSRF token)")
+    call = live_call(runtime.registry, call_sid)
+    if call is not None and not call.over:
+        why_not = call.owner_takes_call()
+        log.info("the owner takes a call from the dashboard%s", "" if why_not is None else ": refused")
     return RedirectResponse("/dashboard", status_code=303, headers=SECURITY_HEADERS)
 
 

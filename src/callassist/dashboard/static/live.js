@@ -54,6 +54,8 @@
       article.dataset.callSid = call.call_sid;
       const path = "/dashboard/calls/" + encodeURIComponent(call.call_sid);
       article.querySelector("form.hangup").action = path + "/hangup";
+      const take = article.querySelector("form.take");
+      if (take) take.action = path + "/take";
       article.querySelector(".ended-link").href = path;
       section.prepend(article);
     }
@@ -79,8 +81,7 @@
     if (article === null) return;
     article.classList.add("ended");
     article.querySelector(".state").textContent = "ended";
-    const form = article.querySelector("form.hangup");
-    if (form) form.remove();
+    for (const form of article.querySelectorAll("form.hangup, form.take")) form.remove();
     article.querySelector(".ended-link").hidden = false;
     updateEmpty();
   }

@@ -39,7 +39,10 @@ RECONNECT_BACKOFF: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 # voicemail within about 3 s; a reconnect mid-call keeps trying longer.
 CONNECT_DEADLINE_S = 2.0
 RECONNECT_DEADLINE_S = 15.0
-START_TIMEOUT_S = 5.0  # session.start -> session.started
+# session.start -> session.started: the first within the caller's voicemail budget (as the connect),
+# a replacement's within the reconnect's patience.
+START_TIMEOUT_S = 2.0
+RESTART_TIMEOUT_S = 5.0
 MAX_BUFFERED_AUDIO_FRAMES = 10 * 50  # ~10 s of 20 ms frames, replayed to the next session
 _APPEND_PREFIX = '{"type":"session.input_audio.append","audio":"'
 
@@ -162,7 +165,7 @@ class LiveSocket:
         connection = self._require()
         start_event, after = await self._start(replacing)
         await self._send(json.dumps(start_event))
-        async with asyncio.timeout(START_TIMEOUT_S):
+        async with asyncio.timeout(RESTART_TIMEOUT_S if replacing else START_TIMEOUT_S):
             while True:
                 data = orjson.loads(await connection.recv_bytes())
                 kind = data.get("type")

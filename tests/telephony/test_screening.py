@@ -26,6 +26,7 @@ from tests.support.stack import Stack, StackFactory, stack_factory
 OWNER_PHONE = "+15550001111"
 CALLER = "+15551230000"
 WHISPER_END = "Press 1 to take it, 2 to let the assistant answer."
+ATTESTED = {"StirVerstat": "TN-Validation-Passed-A"}  # the carrier vouches for the caller ID
 
 
 @pytest.fixture
@@ -152,7 +153,7 @@ async def add_contact(
 async def test_a_vip_rings_the_owner_even_when_ringing_is_off(make_stack: StackFactory) -> None:
     stack = await ringing_stack(make_stack, ring_owner_seconds=0)
     await add_contact(stack, CALLER, "Alex Kim", vip=True)
-    call = await stack.simulator.place_call(from_number=CALLER, owner=Owner.press_1)
+    call = await stack.simulator.place_call(from_number=CALLER, owner=Owner.press_1, extra_params=ATTESTED)
     await call.wait_ended()
     assert not call.stream_opened and call.dial_status == "completed"
     assert whispers(call) == [f"Call from Alex Kim, 1 5 5 5 1 2 3 0 0 0 0. {WHISPER_END}"]
@@ -160,6 +161,12 @@ async def test_a_vip_rings_the_owner_even_when_ringing_is_off(make_stack: StackF
     other = await stack.simulator.place_call(from_number="+15557770000", owner=Owner.press_1)
     assert other.dial_status is None
     await assistant_answers(stack, other)
+    # Nor is a VIP's number the carrier doesn't vouch for: caller ID is easily faked.
+    spoofed = await stack.simulator.place_call(
+        from_number=CALLER, owner=Owner.press_1, extra_params={"StirVerstat": "TN-Validation-Passed-C"}
+    )
+    assert spoofed.dial_status is None
+    await assistant_answers(stack, spoofed)
 
 
 async def test_a_blocked_number_is_refused_politely_and_never_answered(make_stack: StackFactory) -> None:
@@ -183,7 +190,7 @@ async def test_a_hostile_contact_name_is_spoken_as_plain_words(make_stack: Stack
     now = utc_now()
     async with stack.server.services.database.session() as session:  # a row written by anything
         session.add(ContactRow(phone=CALLER, name=hostile, created_at=now, updated_at=now))
-    call = await stack.simulator.place_call(from_number=CALLER, owner=Owner.press_2)
+    call = await stack.simulator.place_call(from_number=CALLER, owner=Owner.press_2, extra_params=ATTESTED)
     await assistant_answers(stack, call)
     [whisper] = whispers(call)
     assert whisper.startswith("Call from Alex break time=") and whisper.endswith(WHISPER_END)
@@ -232,3 +239,18 @@ async def test_the_screening_routes_need_twilio_signatures(make_stack: StackFact
     async with stack.server.services.database.session(read_only=True) as session:
         choices = (await session.scalars(select(StreamAdmissionRow.owner_choice))).all()
     assert choices == ["1"]
+
+
+async def test_a_contact_is_named_in_the_whisper_only_when_the_carrier_vouches_for_the_number(
+    make_stack: StackFactory,
+) -> None:
+    stack = await ringing_stack(make_stack)
+    await add_contact(stack, CALLER, "Alex Kim")
+    unverified = await stack.simulator.place_call(from_number=CALLER, owner=Owner.press_2)
+    await assistant_answers(stack, unverified)
+    assert whispers(unverified) == [f"Call from 1 5 5 5 1 2 3 0 0 0 0. {WHISPER_END}"]
+    verified = await stack.simulator.place_call(
+        from_number=CALLER, owner=Owner.press_2, extra_params=ATTESTED
+    )
+    await assistant_answers(stack, verified)
+    assert whispers(verified) == [f"Call from Alex Kim, 1 5 5 5 1 2 3 0 0 0 0. {WHISPER_END}"]

@@ -69,9 +69,17 @@ async def record_owner_choice(database: Database, call_sid: str, digits: str) ->
 
 async def caller_number(database: Database, call_sid: str) -> str | None:
     """The caller's number as the call's signed /voice/incoming webhook gave it, if recorded."""
+    return (await caller_identity(database, call_sid))[0]
+
+
+async def caller_identity(database: Database, call_sid: str) -> tuple[str | None, bool]:
+    """The caller's number as the signed /voice/incoming webhook gave it, and whether the carrier
+    vouched for it (SHAKEN/STIR attestation A)."""
     async with database.session(read_only=True) as session:
         row = await session.get(StreamAdmissionRow, call_sid)
-        return row.caller_number if row is not None else None
+    if row is None:
+        return None, False
+    return row.caller_number, (row.stir_verstat or "").startswith("TN-Validation-Passed-A")
 
 
 async def owner_choice(database: Database, call_sid: str) -> str | None:

@@ -39,6 +39,7 @@ _NUMBER_LIKE = re.compile(r"\+?\d[\d ().-]{5,}\d")
 SCREEN_KEY_SECONDS = 6
 VIP_RING_SECONDS = 20
 DECLINED = "declined"
+ATTESTED = "TN-Validation-Passed-A"  # SHAKEN/STIR full attestation: the caller ID is the caller's
 
 
 async def _signed_form(request: Request, runtime: Runtime, endpoint: str) -> FormData:
@@ -135,8 +136,10 @@ async def incoming_call(request: Request, runtime: RuntimeDep) -> Response:
     if runtime.registry.full:
         log.warning("all %d lines busy: call %s refused", settings.max_calls, call_sid)
         return Response(twiml.unavailable(BUSY), media_type=XML)
-    # A VIP rings the owner even when ringing is off (CALLASSIST_RING_OWNER_SECONDS=0).
-    ring_seconds = settings.ring_owner_seconds or (VIP_RING_SECONDS if standing.vip else 0)
+    # A VIP rings the owner even when ringing is off (CALLASSIST_RING_OWNER_SECONDS=0), when the
+    # carrier vouches for the number: caller ID is easily faked, and a fake VIP must not ring.
+    vip = standing.vip and _field(form, "StirVerstat").startswith(ATTESTED)
+    ring_seconds = settings.ring_owner_seconds or (VIP_RING_SECONDS if vip else 0)
     if owner and ring_seconds > 0 and caller != owner:
         # What this webhook says is kept for the stream the dial result may open (its attestation,
         # above all); a replay of it for a call that had its stream is refused like any other.
@@ -228,8 +231,9 @@ async def screen(request: Request, runtime: RuntimeDep) -> Response:
     caller: str | None = None
     name: str | None = None
     try:
-        caller = await screening.caller_number(runtime.database, parent)
-        name = (await screening.standing(runtime.database, caller)).name
+        caller, attested = await screening.caller_identity(runtime.database, parent)
+        if attested:  # a contact's name only for a number the carrier vouches for
+            name = (await screening.standing(runtime.database, caller)).name
     except Exception as exc:  # the whisper still says what Twilio told us
         log.warning("call %s: could not read the caller for the whisper: %s", parent, describe_failure(exc))
     if caller is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ from callassist.tools.registry import ToolRegistry
 from callassist.tools.services import ToolServices
 
 log = logging.getLogger(__name__)
+HEALTH_NOTICE_GAP_S = 1800.0  # at most one "assistant is down" notice per half hour
 
 
 @dataclass
@@ -94,6 +96,8 @@ class Runtime:
     openai_degraded: bool = False
     _last_called: str | None = None  # the number the last call came in on (SMS notices' sender)
     _health_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _down_noticed_at: float | None = None  # when the owner was last told the assistant is down
+    _down_unresolved: bool = False  # ... and not yet that it is back
 
     def call_deps(self) -> CallDeps:
         """What each call gets from the server."""
@@ -134,6 +138,17 @@ class Runtime:
             log.error("the assistant is down (OpenAI unreachable): callers get the voicemail")
         else:
             log.info("the assistant is back: a call was answered")
+        # Intermittent failures flip this on every other call: the owner hears of a failure at most
+        # once per HEALTH_NOTICE_GAP_S, and of the recovery only after a failure they heard of.
+        now = time.monotonic()
+        if degraded:
+            if self._down_noticed_at is not None and now - self._down_noticed_at < HEALTH_NOTICE_GAP_S:
+                return
+            self._down_noticed_at, self._down_unresolved = now, True
+        elif not self._down_unresolved:
+            return
+        else:
+            self._down_unresolved = False
         task = asyncio.get_running_loop().create_task(self._health_notice(degraded), name="health-notice")
         self._health_tasks.add(task)
         task.add_done_callback(self._health_tasks.discard)

@@ -54,6 +54,7 @@ NO_MESSAGE = "No message was recorded. Goodbye."
 # A notice waits this long for the transcription before it goes out without it.
 TRANSCRIPTION_WAIT = timedelta(seconds=120)
 MAX_TRANSCRIPTION_CHARS = 1500
+TRANSCRIBED_MAX_S = 120
 
 RECORDING_SID = re.compile(r"RE[0-9a-f]{32}")
 TRANSCRIPTION_SID = re.compile(r"TR[0-9a-f]{32}")
@@ -141,7 +142,10 @@ async def stream_ended(request: Request, runtime: RuntimeDep) -> Response:
         prompt(settings.owner_name),
         action_url=public + RECORDED_PATH,
         recording_status_url=public + RECORDING_STATUS_PATH,
-        transcribe_url=public + TRANSCRIPTION_PATH if settings.voicemail_transcribe else None,
+        # Twilio transcribes recordings of up to 2 minutes (<Record transcribe>): longer ones not at all.
+        transcribe_url=public + TRANSCRIPTION_PATH
+        if settings.voicemail_transcribe and settings.voicemail_max_seconds <= TRANSCRIBED_MAX_S
+        else None,
         max_length=settings.voicemail_max_seconds,
         goodbye=NO_MESSAGE,
     )

@@ -24,19 +24,20 @@ What doesn't (and what this engine does instead):
   becomes, after tool outputs, the backend's response.create (the model says its result), else a
   session.commentary.append cue ("context the Live model can communicate"); our request tag is put
   on the model's next stretch of speech. The greeting is such a cue, sent once the session started.
-- no responses at all on the wire: a ResponseStarted/ResponseFinished pair is made for each stretch
-  of the model's speech (it ends after UTTERANCE_GAP_S without audio or words, or when the caller
-  starts talking: then "cancelled"); a backend response is a ResponseFinished without speech.
-- no voice-activity events: the caller's turn begins with their first input transcript delta
-  (SpeechStarted: the call stops the playback queued at Twilio, as on Realtime) and ends when the
-  model speaks or after CALLER_QUIET_S without words (SpeechStopped, then CallerTranscribed with
-  the words; transcription is part of the session's price: 0 s billed).
+- no responses at all on the wire, and no voice-activity events: `live/turns.py` makes a response
+  of each stretch of the model's speech and a caller turn (SpeechStarted, SpeechStopped,
+  CallerTranscribed) of the caller's transcript deltas; the caller's first words stop what is
+  queued at Twilio, as on Realtime. A backend response is a ResponseFinished without speech
+  (`live/backend.py` assembles it from its streamed events).
 - no truncate (context is append-only: the model knows it was interrupted), no cancel, no input
   commit: `truncate` and `cancel_response` send nothing and return False; `commit_input` closes
   the caller's open turn locally. An interruption costs at most the audio queued at Twilio
   (media/pacing.py keeps that short).
 - no out-of-band response with tool_choice "none": the summary is a backend response.create after a
   developer message asking for it (and not to call tools); a tool call in it is never run.
+
+One reason it is a little over 400 lines: with this docstring, it is the whole translation between
+the Live protocol and the call's, both ways (the turns and the backend's stream are in live/).
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -57,9 +57,6 @@ from websockets.exceptions import ConnectionClosed
 from callassist.engine.base import EngineUnavailable, SetupHook
 from callassist.engine.events import (
     SUMMARY_REQUEST,
-    AssistantWords,
-    AudioOut,
-    CallerTranscribed,
     EngineError,
     EngineEvent,
     EngineLost,
@@ -67,14 +64,12 @@ from callassist.engine.events import (
     ResponseFinished,
     ResponseStarted,
     SessionReplaced,
-    SpeechStarted,
-    SpeechStopped,
-    SpokenItem,
-    ToolCall,
 )
+from callassist.live.backend import BackendStream
 from callassist.live.billing import LiveBilling
 from callassist.live.config import session_start
 from callassist.live.socket import LiveSocket, LiveUnavailable
+from callassist.live.turns import Turns
 from callassist.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,13 +78,6 @@ _TICK = object()  # a deadline may have passed
 _Item = bytes | ConnectionClosed | list[EngineEvent] | object  # what the reader and timers queue
 
 _TAG = "callassist_"  # our event_ids: an error's client_event_id gives our request back
-# The model's speech is taken as over after this long without audio or words from it: the service
-# streams a stretch of speech without pauses longer than this between deltas (an assumption the
-# docs leave open; too short only splits one answer into two turns in the record).
-UTTERANCE_GAP_S = 0.6
-# The caller's turn is taken as over after this long without a transcript delta, unless the model
-# answers first (input transcript deltas "do not define complete turns", their SDK docstring).
-CALLER_QUIET_S = 1.0
 # Our request (a cue) that the model hasn't taken up by speaking within this long is answered by an
 # empty response, so the call never waits on it (the service never refuses or confirms a cue).
 REQUEST_ANSWER_S = 3.0
@@ -122,37 +110,6 @@ _IGNORED = frozenset(
 )
 
 
-@dataclass(slots=True)
-class _Speech:
-    """A stretch of the model's speech: one response and one item in the call's terms."""
-
-    response_id: str
-    item_id: str
-    request: str | None
-    last_at: float
-    words: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _CallerTurn:
-    item_id: str
-    start_ms: int
-    end_ms: int
-    last_at: float
-    words: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Backend:
-    """One response of the Responses backend, as its streamed events tell it."""
-
-    response_id: str
-    request: str | None
-    delegation_id: str | None
-    calls: list[ToolCall] = field(default_factory=list)
-    texts: list[SpokenItem] = field(default_factory=list)
-
-
 class LiveEngine:
     """One call's assistant on GPT-Live. See `engine.base.Engine` for the contract."""
 
@@ -178,9 +135,7 @@ class LiveEngine:
         self.wait_ready = self._socket.wait_ready
         self.settled = self._socket.settled
         self._count = 0
-        self._speech: _Speech | None = None
-        self._caller: _CallerTurn | None = None
-        self._early_words: list[str] = []  # words of the model's speech before its first audio
+        self._turns = Turns(self._take_request, self._new_id)
         self._request: str | None = None  # ours, put on the model's next speech
         self._requested_at = 0.0
         self._queue: asyncio.Queue[_Item] | None = None  # events()'s, while it runs
@@ -193,7 +148,7 @@ class LiveEngine:
         self._continuing = False
         self._result_due = False
         self._tasks: set[asyncio.Task[bool]] = set()
-        self._backends: dict[str, _Backend] = {}
+        self._backend = BackendStream()
         self._closed = asyncio.Event()
         self._closing = False
         self._summary_asked = False
@@ -268,8 +223,9 @@ class LiveEngine:
         if self._setup is None:
             raise LiveUnavailable("configured without a setup")
         setup = await self._setup(replacing)
-        self._speech, self._caller, self._early_words = None, None, []  # the old session's, gone
+        self._turns.reset()  # the old session's speech and turn are gone with it
         self._unanswered.clear()
+        self._backend.clear()
         self._outputs_waiting = self._continuing = self._result_due = False
         after: list[dict[str, Any]] = []
         if setup.greeting is not None:
@@ -289,9 +245,9 @@ class LiveEngine:
     async def commit_input(self) -> bool:
         """No input buffer to commit: the caller's open turn is closed at once (events() reports it
         with its words so far at its next deadline, well within the call's wait for transcripts)."""
-        if self._caller is None:
+        if self._turns.caller is None:
             return False
-        self._caller.last_at = 0.0
+        self._turns.caller.last_at = 0.0
         self._wake_up()
         return True
 
@@ -374,7 +330,7 @@ class LiveEngine:
                 item = await queue.get()
                 kind = type(item)
                 if kind is bytes:
-                    if self._speech is not None or self._caller is not None or self._request is not None:
+                    if self._turns.open or self._request is not None:
                         self._expire(time.monotonic(), out)  # a frame after a gap starts anew
                     self._translate(item, out)  # type: ignore[arg-type]
                 elif item is _TICK:
@@ -433,20 +389,14 @@ class LiveEngine:
         """Seconds until an open speech or caller turn is taken as over, or our request as not
         taken up, if any of them is open."""
         now = time.monotonic()
-        deadlines = []
-        if self._speech is not None:
-            deadlines.append(self._speech.last_at + UTTERANCE_GAP_S - now)
-        if self._caller is not None:
-            deadlines.append(self._caller.last_at + CALLER_QUIET_S - now)
+        deadline = self._turns.deadline(now)
         if self._request is not None:
-            deadlines.append(self._requested_at + REQUEST_ANSWER_S - now)
-        return max(0.0, min(deadlines)) if deadlines else None
+            asked = self._requested_at + REQUEST_ANSWER_S - now
+            deadline = asked if deadline is None else min(deadline, asked)
+        return None if deadline is None else max(0.0, deadline)
 
     def _expire(self, now: float, out: list[EngineEvent]) -> None:
-        if self._speech is not None and now - self._speech.last_at >= UTTERANCE_GAP_S:
-            self._speech_over("completed", out)
-        if self._caller is not None and now - self._caller.last_at >= CALLER_QUIET_S:
-            self._caller_over(out)
+        self._turns.expire(now, out)
         if self._request is not None and now - self._requested_at >= REQUEST_ANSWER_S:
             self._log.info("GPT-Live did not speak after request %s", self._request)
             self._answered_without_speech(self._request, out)
@@ -470,14 +420,12 @@ class LiveEngine:
             if self._muted and kind in ("session.output_audio.delta", "session.output_transcript.delta"):
                 return
             if kind == "session.output_audio.delta":
-                speech = self._speech or self._speech_began(out)
-                speech.last_at = time.monotonic()
-                out.append(AudioOut(speech.response_id, speech.item_id, data["delta"]))
+                self._turns.audio(data["delta"], out)
                 return
             if kind == "session.output_transcript.delta":
-                self._assistant_words(data["delta"], out)
+                self._turns.assistant_words(data["delta"], out)
             elif kind == "session.input_transcript.delta":
-                self._caller_words(data, out)
+                self._turns.caller_words(data, out)
             elif kind == "response.event":
                 self._backend_event(data, out)
             elif kind == "session.usage.updated":
@@ -495,139 +443,46 @@ class LiveEngine:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # orjson's errors too
             self._log.warning("ignored an unreadable GPT-Live event: %s", type(exc).__name__)
 
-    # The model's speech ---------------------------------------------------------------------------
-
-    def _speech_began(self, out: list[EngineEvent]) -> _Speech:
-        if self._caller is not None:
-            self._caller_over(out)  # the model took its turn: the caller's is over
+    def _take_request(self) -> str | None:
+        """The model begins to speak: it answers our request, if one waits."""
         request, self._request = self._request, None
-        speech = _Speech(self._new_id("live_resp"), self._new_id("live_item"), request, time.monotonic())
-        speech.words, self._early_words = self._early_words, []
-        self._speech = speech
         if self._result_due:  # the backend's answer is being said
             self._continuing = self._result_due = False
-        out.append(ResponseStarted(speech.response_id, request))
-        for word in speech.words:
-            out.append(AssistantWords(speech.item_id, word))
-        return speech
-
-    def _assistant_words(self, delta: str, out: list[EngineEvent]) -> None:
-        speech = self._speech
-        if speech is None:
-            self._early_words.append(delta)  # the transcript may run ahead of the audio
-            return
-        speech.words.append(delta)
-        speech.last_at = time.monotonic()
-        out.append(AssistantWords(speech.item_id, delta))
-
-    def _speech_over(self, status: str, out: list[EngineEvent]) -> None:
-        speech, self._speech = self._speech, None
-        if speech is None:
-            return
-        spoken = SpokenItem(speech.item_id, "".join(speech.words).strip(), True)
-        out.append(ResponseFinished(speech.response_id, speech.request, status, spoken=(spoken,)))
-
-    # The caller's words ---------------------------------------------------------------------------
-
-    def _caller_words(self, data: dict[str, Any], out: list[EngineEvent]) -> None:
-        now = time.monotonic()
-        turn = self._caller
-        if turn is None:
-            turn = self._caller = _CallerTurn(self._new_id("live_in"), int(data["start_ms"]), 0, now)
-            out.append(SpeechStarted(turn.item_id, turn.start_ms))
-            if self._speech is not None:
-                # The caller talks over the model: what it was saying is over (it stops on its own;
-                # the call stops what is queued at Twilio). Its next words are a new stretch.
-                self._speech_over("cancelled", out)
-        turn.words.append(str(data["delta"]))
-        turn.end_ms = int(data["end_ms"])
-        turn.last_at = now
-
-    def _caller_over(self, out: list[EngineEvent]) -> None:
-        turn, self._caller = self._caller, None
-        if turn is None:
-            return
-        out.append(SpeechStopped(turn.item_id, turn.end_ms))
-        # Transcription is part of the session's per-second price: nothing more to bill.
-        out.append(CallerTranscribed(turn.item_id, "".join(turn.words).strip(), seconds=0.0))
+        return request
 
     # The backend (delegations and our requests) ---------------------------------------------------
 
     def _backend_event(self, data: dict[str, Any], out: list[EngineEvent]) -> None:
-        nested = data["event"]
-        kind = nested.get("type")
-        if kind == "response.created":
-            response = nested["response"]
-            client_event = data.get("client_event_id") or ""
-            request = client_event[len(_TAG) :] if client_event.startswith(_TAG) else None
-            if request == "outputs":
-                request = None
-            if self._summary_asked and request is None:
-                request, self._summary_asked = SUMMARY_REQUEST, False
-            self._backends[response["id"]] = _Backend(response["id"], request, data.get("delegation_id"))
+        response = self._backend.feed(data)
+        if response is None:
             return
-        response_id = self._backend_of(nested)
-        backend = self._backends.get(response_id or "")
-        if backend is None:
-            return
-        if kind == "response.output_item.done":
-            item = nested["item"]
-            if item.get("type") == "function_call":
-                call = ToolCall(
-                    str(item.get("id") or ""),
-                    str(item["call_id"]),
-                    str(item["name"]),
-                    str(item.get("arguments") or ""),
-                    item.get("status") == "completed",
-                )
-                backend.calls.append(call)
-            elif item.get("type") == "message":
-                text = "".join(str(part.get("text") or "") for part in item.get("content") or [])
-                backend.texts.append(SpokenItem(str(item.get("id") or ""), text, False))
-        elif kind in ("response.completed", "response.incomplete", "response.failed"):
-            self._backend_done(backend, nested["response"], out)
-
-    def _backend_of(self, nested: dict[str, Any]) -> str | None:
-        response = nested.get("response")
-        if isinstance(response, dict):
-            return str(response.get("id"))
-        # Item events carry no response id: they belong to the newest open backend response.
-        return next(reversed(self._backends), None)
-
-    def _backend_done(self, backend: _Backend, response: dict[str, Any], out: list[EngineEvent]) -> None:
-        del self._backends[backend.response_id]
-        status = str(response.get("status") or "failed")
-        usage = response.get("usage")
-        purpose = SUMMARY_REQUEST if backend.request == SUMMARY_REQUEST else "delegation"
-        if self.billing is not None and isinstance(usage, dict):
-            self.billing.backend_usage(backend.response_id, purpose, status, usage)
-        failure = None
-        if status == "failed":
-            error = response.get("error") or {}
-            failure = str(error.get("code") or "failed")
-            if backend.request != SUMMARY_REQUEST:
-                self._continuing = self._result_due = False
-                apology = asyncio.ensure_future(self._socket.send(_cue(DELEGATION_FAILED)))  # never silence
-                self._tasks.add(apology)
-                apology.add_done_callback(self._tasks.discard)
-        completed = [call for call in backend.calls if call.completed]
+        client_event = response.client_event_id or ""
+        request = client_event[len(_TAG) :] if client_event.startswith(_TAG) else None
+        if request == "outputs":
+            request = None
+        if self._summary_asked and request is None:
+            request, self._summary_asked = SUMMARY_REQUEST, False
+        purpose = SUMMARY_REQUEST if request == SUMMARY_REQUEST else "delegation"
+        status = response.status
+        if self.billing is not None and response.usage is not None:
+            self.billing.backend_usage(response.response_id, purpose, status, response.usage)
+        if status == "failed" and request != SUMMARY_REQUEST:
+            self._continuing = self._result_due = False
+            apology = asyncio.ensure_future(self._socket.send(_cue(DELEGATION_FAILED)))  # never silence
+            self._tasks.add(apology)
+            apology.add_done_callback(self._tasks.discard)
+        completed = [call for call in response.calls if call.completed]
         if completed and status == "completed":
-            answered = {call.call_id for call in completed}
             if not any(self._ends_call(call.name) for call in completed):
-                self._unanswered[backend.response_id] = answered
-        elif not backend.calls and self._continuing:
+                self._unanswered[response.response_id] = {call.call_id for call in completed}
+        elif not response.calls and self._continuing:
             self._result_due = True  # its text is the result the model says next
-        spoken = tuple(backend.texts) if backend.request == SUMMARY_REQUEST else ()
-        out.append(
-            ResponseFinished(
-                backend.response_id,
-                backend.request,
-                status,
-                spoken=spoken,
-                tool_calls=tuple(backend.calls),
-                failure=failure,
-            )
+        spoken = tuple(response.texts) if request == SUMMARY_REQUEST else ()
+        calls = tuple(response.calls)
+        finished = ResponseFinished(
+            response.response_id, request, status, spoken=spoken, tool_calls=calls, failure=response.failure
         )
+        out.append(finished)
 
     def _session_closed(self, data: dict[str, Any]) -> None:
         usage = data.get("usage") or {}

@@ -140,6 +140,7 @@ class LiveEngine:
         self._requested_at = 0.0
         self._queue: asyncio.Queue[_Item] | None = None  # events()'s, while it runs
         self._tick: asyncio.TimerHandle | None = None
+        self._unanswered_requests: list[str] = []  # to answer empty once the model's speech is over
         self._unanswered: dict[str, set[str]] = {}  # backend response -> call ids without output
         self._outputs_waiting = False  # outputs sent, no response.create after them yet
         # response.create sent for outputs: the backend's answer comes and the model says it; our
@@ -224,6 +225,7 @@ class LiveEngine:
             raise LiveUnavailable("configured without a setup")
         setup = await self._setup(replacing)
         self._turns.reset()  # the old session's speech and turn are gone with it
+        self._unanswered_requests.clear()  # the call forgets what it asked of the old session
         self._unanswered.clear()
         self._backend.clear()
         self._outputs_waiting = self._continuing = self._result_due = False
@@ -257,7 +259,8 @@ class LiveEngine:
             # it already): nothing more to ask for.
             out: list[EngineEvent] = []
             self._answered_without_speech(request, out)
-            self._inject(*out)
+            if out:
+                self._inject(*out)
             return True
         self._want(request)
         if self._outputs_waiting:
@@ -344,6 +347,8 @@ class LiveEngine:
                         return
                     out.append(SessionReplaced(restarted.downtime_s, restarted.close_code, restarted.rotated))
                     reader = self._read(queue)
+                if self._unanswered_requests:
+                    self._answer_requests(out)
                 if self._tick is None and self._next_deadline() is not None:
                     self._tick = asyncio.get_running_loop().call_later(TICK_S, self._on_tick)
                 for event in out:
@@ -403,11 +408,23 @@ class LiveEngine:
 
     def _answered_without_speech(self, request: str, out: list[EngineEvent]) -> None:
         """Our request, answered by an empty response: the model said nothing new (it was saying it
-        already, or chose not to), so the call's sequencer doesn't wait for it."""
+        already, or chose not to), so the call's sequencer doesn't wait for it. While the model is
+        speaking, only once that speech is over: one response at a time, as the sequencer knows."""
         if self._request == request:
             self._request = None
-        response_id = self._new_id("live_none")
-        out += [ResponseStarted(response_id, request), ResponseFinished(response_id, request, "completed")]
+        self._unanswered_requests.append(request)
+        self._answer_requests(out)
+
+    def _answer_requests(self, out: list[EngineEvent]) -> None:
+        if self._turns.speech is not None:
+            return
+        for request in self._unanswered_requests:
+            response_id = self._new_id("live_none")
+            out += [
+                ResponseStarted(response_id, request),
+                ResponseFinished(response_id, request, "completed"),
+            ]
+        self._unanswered_requests.clear()
 
     def _new_id(self, prefix: str) -> str:
         self._count += 1

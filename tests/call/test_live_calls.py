@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from callassist.calendar.timeutil import localize
 from callassist.call import opening
+from callassist.engine.live import GREETING_CUE, SPEAK_CUE
 from callassist.media.pacing import PacedLeg
 from callassist.simulator.audio import tone
 from callassist.simulator.call import SimulatedCall
@@ -310,3 +311,28 @@ async def test_paced_audio_keeps_only_the_lead_queued_at_twilio(
     # What reached Twilio beyond what had played: the lead (200 ms) and a chunk (100 ms), not 6 s.
     assert 0 < received - heard <= (200 + 100 + 60) * 8, (received, heard)
     assert received < len(long_greeting) / 2
+
+
+async def test_a_call_ends_politely_at_the_time_limit(make_live_stack: LiveStackFactory) -> None:
+    """A note the model must act on (session.instructions.append), then a cue to speak: the
+    goodbye is said and heard, then the line closes."""
+    greeting, goodbye = noise(300, 51), noise(800, 52)
+    script = LiveScript(
+        replies=[
+            LiveReply([Say("Hi", audio=greeting)]),
+            LiveReply([Say("Time is up, goodbye.", audio=goodbye)]),
+        ]
+    )
+    stack = await make_live_stack(script, max_call_minutes=0.05, **SETTINGS)  # three seconds
+    call = await stack.simulator.place_call(from_number=CALLER)
+    await call.wait_closed(timeout=15)
+    assert bytes(call.audio_heard) == greeting + goodbye
+    session = stack.fake.sessions[0]
+    [note] = session.instructions_appended
+    assert "time limit" in note
+    assert session.commentary == [GREETING_CUE, SPEAK_CUE]
+    kinds = [e.type for e in session.client_events if e.type != "session.input_audio.append"]
+    assert kinds.index("session.instructions.append") < kinds.index("session.commentary.append", 2)
+    await stack.server.services.registry.wait_idle(10)
+    record = await record_of(stack.server.services.database, call.call_sid)
+    assert record["call"].outcome == "time-limit"

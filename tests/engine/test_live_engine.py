@@ -256,19 +256,26 @@ async def test_caller_audio_arrives_byte_exact_and_a_delegated_call_is_answered(
 
 
 async def test_usage_is_cumulative_and_never_summed(fake: FakeLiveServer, settings: Settings) -> None:
-    rows = Rows()
+    rows, published = Rows(), []
     engine, events, pump = await started(fake, settings)
-    engine.billing = LiveBilling(rows, PriceTable(), live_model="gpt-live-1.1", backend_model="gpt-5.4-mini")
+    billing = LiveBilling(
+        rows, PriceTable(), live_model="gpt-live-1.1", backend_model="gpt-5.4-mini", publish=published.append
+    )
+    engine.billing = billing
     session = fake.sessions[0]
-    for seconds in (12.0, 30.0, 30.0, 29.0):  # a repeat and a stale report add nothing
+    for seconds in (12.0, 30.0, 30.0, 29.0, 41.0):  # a repeat and a stale report add nothing
         await session.send_event("session.usage.updated", usage={"seconds": seconds})
-    await events.wait(lambda: sum(1 for row in rows.rows if row["purpose"] == SESSION_PURPOSE) == 2)
-    await engine.close()
+    await events.wait(lambda: len(published) == 3)
+    # Billed at every report (12 + 18 + 11 s), written a row per 30 s: the first 30 s so far.
+    assert [row["seconds"] for row in rows.rows] == [30.0]
+    assert billing.total == Decimal("0.05") * 41 / 60
+    await engine.close()  # session.closed carries the final usage (the fake's few real seconds)
     await pump
     session_rows = [row for row in rows.rows if row["purpose"] == SESSION_PURPOSE]
-    assert [row["seconds"] for row in session_rows[:2]] == [12.0, 18.0]
-    assert sum((row["cost"] for row in session_rows[:2]), Decimal(0)) == Decimal("0.025")  # 30 s at $0.05/min
+    assert [row["seconds"] for row in session_rows] == [30.0, 11.0]  # the rest, at the session's end
+    assert sum((row["cost"] for row in session_rows), Decimal(0)) == billing.total
     assert session_rows[0]["tokens"] == Usage() and session_rows[0]["model"] == "gpt-live-1.1"
+    assert sum((event.cost for event in published), Decimal(0)) == billing.total
 
 
 async def test_errors_are_mapped_by_code(fake: FakeLiveServer, settings: Settings) -> None:

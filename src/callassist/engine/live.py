@@ -183,6 +183,8 @@ class LiveEngine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), 1.0)
         await self._socket.close()
+        if self.billing is not None:
+            self.billing.flush()  # no session.closed came: what was reported is what is billed
 
     async def rotate(self, quiet: Callable[[], bool]) -> bool:
         if self._socket.session_age < ROTATE_AFTER_S or not quiet() or self._socket.switching:
@@ -225,6 +227,8 @@ class LiveEngine:
             raise LiveUnavailable("configured without a setup")
         setup = await self._setup(replacing)
         self._turns.reset()  # the old session's speech and turn are gone with it
+        if self.billing is not None:
+            self.billing.flush()  # the old session's time, as far as it was reported
         self._unanswered_requests.clear()  # the call forgets what it asked of the old session
         self._unanswered.clear()
         self._backend.clear()
@@ -505,6 +509,8 @@ class LiveEngine:
         usage = data.get("usage") or {}
         if self.billing is not None and self._socket.session_id and "seconds" in usage:
             self.billing.session_seconds(self._socket.session_id, float(usage["seconds"]))
+        if self.billing is not None:
+            self.billing.flush()
         reason = data.get("reason")
         if not self._closing:
             self._log.warning("GPT-Live closed the session (%s)", reason)

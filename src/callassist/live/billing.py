@@ -19,6 +19,10 @@ from callassist.call.events import CostAdded
 from callassist.realtime.pricing import PriceTable, Usage
 
 SESSION_PURPOSE = "live-session"
+# Session time goes into the record a row per this many seconds (and the rest when the session
+# ends): the service may report usage every second, and the store needs no row per report. The
+# cost is published (CostAdded: metrics, the dashboard) at every report.
+ROW_EVERY_S = 30.0
 
 
 class UsageRecorder(Protocol):
@@ -55,22 +59,43 @@ class LiveBilling:
         self._live_model = live_model
         self._backend_model = backend_model
         self._publish = publish
-        self._seconds: dict[str, float] = {}  # per session id: the cumulative seconds recorded
+        self._seconds: dict[str, float] = {}  # per session id: the cumulative seconds billed
+        self._unwritten: dict[str, float] = {}  # per session id: seconds billed, not in a row yet
         self.total = Decimal(0)
 
     def session_seconds(self, session_id: str, seconds: float) -> Decimal:
-        """A cumulative report for one session: records (and returns) the cost of what it adds."""
+        """A cumulative report for one session: bills (and returns the cost of) what it adds."""
         added = seconds - self._seconds.get(session_id, 0.0)
         if added <= 0:
             return Decimal(0)  # a repeat, or a report that went backwards: never billed twice
         self._seconds[session_id] = seconds
         cost = self._prices.live_cost(self._live_model, added)
+        self.total += cost
+        self._cost_added(cost)
+        unwritten = self._unwritten[session_id] = self._unwritten.get(session_id, 0.0) + added
+        if unwritten >= ROW_EVERY_S:
+            self._write_session(session_id)
+        return cost
+
+    def flush(self) -> None:
+        """The session ended (or the call does): its billed seconds not in a row yet go in one."""
+        for session_id in list(self._unwritten):
+            self._write_session(session_id)
+
+    def _write_session(self, session_id: str) -> None:
+        seconds = self._unwritten.pop(session_id)
         # Kind "response" (the speech model's cost, like Realtime's responses): usage_records allows
         # only response/transcription (a CHECK constraint), the purpose says it is session time.
-        self._record(
-            "response", session_id, SESSION_PURPOSE, "completed", self._live_model, Usage(), cost, added
+        self._recorder.usage(
+            kind="response",
+            ref=session_id,
+            purpose=SESSION_PURPOSE,
+            status="completed",
+            model=self._live_model,
+            tokens=Usage(),
+            cost=self._prices.live_cost(self._live_model, seconds),
+            seconds=seconds,
         )
-        return cost
 
     def backend_usage(self, response_id: str, purpose: str, status: str, usage: dict[str, Any]) -> Decimal:
         """One backend response's tokens (a Responses `ResponseUsage`, as a dict)."""
@@ -82,30 +107,19 @@ class LiveBilling:
             text_out=int(usage.get("output_tokens") or 0),
         )
         cost = self._prices.response_cost(self._backend_model, tokens)
-        self._record("response", response_id, purpose, status, self._backend_model, tokens, cost, None)
-        return cost
-
-    def _record(
-        self,
-        kind: str,
-        ref: str,
-        purpose: str,
-        status: str,
-        model: str,
-        tokens: Usage,
-        cost: Decimal,
-        seconds: float | None,
-    ) -> None:
         self.total += cost
         self._recorder.usage(
-            kind=kind,
-            ref=ref,
+            kind="response",
+            ref=response_id,
             purpose=purpose,
             status=status,
-            model=model,
+            model=self._backend_model,
             tokens=tokens,
             cost=cost,
-            seconds=seconds,
         )
+        self._cost_added(cost)
+        return cost
+
+    def _cost_added(self, cost: Decimal) -> None:
         if self._publish is not None:
-            self._publish(CostAdded(self._recorder.call_sid, kind, cost))
+            self._publish(CostAdded(self._recorder.call_sid, "response", cost))

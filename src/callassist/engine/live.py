@@ -148,6 +148,7 @@ class LiveEngine:
         # after the backend's final response: `_result_due`).
         self._continuing = False
         self._result_due = False
+        self._result_merged = False  # the result came while the model was speaking
         self._tasks: set[asyncio.Task[bool]] = set()
         self._backend = BackendStream()
         self._closed = asyncio.Event()
@@ -232,7 +233,7 @@ class LiveEngine:
         self._unanswered_requests.clear()  # the call forgets what it asked of the old session
         self._unanswered.clear()
         self._backend.clear()
-        self._outputs_waiting = self._continuing = self._result_due = False
+        self._outputs_waiting = self._continuing = self._result_due = self._result_merged = False
         after: list[dict[str, Any]] = []
         if setup.greeting is not None:
             self._want(setup.greeting)
@@ -259,12 +260,16 @@ class LiveEngine:
 
     async def request_response(self, request: str, *, audio_only: bool = False) -> bool:
         if self._continuing:
-            # The backend is answering the outputs and the model says its result (it may be saying
-            # it already): nothing more to ask for.
-            out: list[EngineEvent] = []
-            self._answered_without_speech(request, out)
-            if out:
-                self._inject(*out)
+            # The backend is answering the outputs and the model says its result: nothing more to
+            # ask for. The speech that says it answers this request: the next one, or, if the
+            # result came while the model was speaking (it goes on with it), that one, once over.
+            if self._result_due and (self._turns.speech is not None or self._result_merged):
+                out: list[EngineEvent] = []
+                self._answered_without_speech(request, out)
+                if out:
+                    self._inject(*out)
+            else:
+                self._want(request)
             return True
         self._want(request)
         if self._outputs_waiting:
@@ -468,7 +473,7 @@ class LiveEngine:
         """The model begins to speak: it answers our request, if one waits."""
         request, self._request = self._request, None
         if self._result_due:  # the backend's answer is being said
-            self._continuing = self._result_due = False
+            self._continuing = self._result_due = self._result_merged = False
         return request
 
     # The backend (delegations and our requests) ---------------------------------------------------
@@ -488,7 +493,7 @@ class LiveEngine:
         if self.billing is not None and response.usage is not None:
             self.billing.backend_usage(response.response_id, purpose, status, response.usage)
         if status == "failed" and request != SUMMARY_REQUEST:
-            self._continuing = self._result_due = False
+            self._continuing = self._result_due = self._result_merged = False
             apology = asyncio.ensure_future(self._socket.send(_cue(DELEGATION_FAILED)))  # never silence
             self._tasks.add(apology)
             apology.add_done_callback(self._tasks.discard)
@@ -498,6 +503,11 @@ class LiveEngine:
                 self._unanswered[response.response_id] = {call.call_id for call in completed}
         elif not response.calls and self._continuing:
             self._result_due = True  # its text is the result the model says next
+            if self._turns.speech is not None:
+                # It says it in the speech under way: that speech answers what we asked meanwhile.
+                self._result_merged = True
+                if self._request is not None:
+                    self._answered_without_speech(self._request, out)
         spoken = tuple(response.texts) if request == SUMMARY_REQUEST else ()
         calls = tuple(response.calls)
         finished = ResponseFinished(

@@ -356,6 +356,9 @@ class LiveEngine:
                         return
                     out.append(SessionReplaced(restarted.downtime_s, restarted.close_code, restarted.rotated))
                     reader = self._read(queue)
+                if self._result_merged and self._turns.speech is None:
+                    # The speech that said the backend's result is over: that result is said.
+                    self._continuing = self._result_due = self._result_merged = False
                 if self._unanswered_requests:
                     self._answer_requests(out)
                 if self._tick is None and self._next_deadline() is not None:

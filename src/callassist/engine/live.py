@@ -82,6 +82,9 @@ _TAG = "callassist_"  # our event_ids: an error's client_event_id gives our requ
 # empty response, so the call never waits on it (the service never refuses or confirms a cue).
 REQUEST_ANSWER_S = 3.0
 TICK_S = 0.1  # how often open deadlines are checked while no frame comes
+# A backend result said in a speech that went on from before it: the call's request for it comes
+# right after that speech is over (its sequencer waits for the floor), within this long.
+RESULT_SAID_S = 2.0
 # session.instructions.append takes at most 500 tokens (its SDK docstring): at about 4 characters a
 # token, and fewer for digits and names, parts of 1,200 characters stay well inside it.
 NOTE_CHARS = 1200
@@ -149,6 +152,9 @@ class LiveEngine:
         self._continuing = False
         self._result_due = False
         self._result_merged = False  # the result came while the model was speaking
+        self._result_answered = False  # ... and a request of ours is answered by that speech
+        self._result_said_at: float | None = None  # that speech ended, no request answered by it
+        self._noted = False  # a note was added since our last request
         self._tasks: set[asyncio.Task[bool]] = set()
         self._backend = BackendStream()
         self._closed = asyncio.Event()
@@ -234,6 +240,7 @@ class LiveEngine:
         self._unanswered.clear()
         self._backend.clear()
         self._outputs_waiting = self._continuing = self._result_due = self._result_merged = False
+        self._result_answered, self._result_said_at = False, None
         after: list[dict[str, Any]] = []
         if setup.greeting is not None:
             self._want(setup.greeting)
@@ -259,11 +266,26 @@ class LiveEngine:
         return True
 
     async def request_response(self, request: str, *, audio_only: bool = False) -> bool:
+        said_at, self._result_said_at = self._result_said_at, None
+        noted, self._noted = self._noted, False
+        if noted:
+            # Notes came with it (a goodbye, a warning, a transfer that failed): the model must act
+            # on them, whatever else it is saying.
+            self._want(request)
+            if self._outputs_waiting:
+                await self._continue_backend()
+            return await self._socket.send(_cue(SPEAK_CUE))
+        if said_at is not None and time.monotonic() - said_at < RESULT_SAID_S:
+            # The backend's result was said in the speech that just ended (the call asks after the
+            # outputs once that speech is over): that speech was the answer.
+            self._inject(*self._answered_now(request))
+            return True
         if self._continuing:
             # The backend is answering the outputs and the model says its result: nothing more to
             # ask for. The speech that says it answers this request: the next one, or, if the
             # result came while the model was speaking (it goes on with it), that one, once over.
             if self._result_due and (self._turns.speech is not None or self._result_merged):
+                self._result_answered = True
                 out: list[EngineEvent] = []
                 self._answered_without_speech(request, out)
                 if out:
@@ -303,6 +325,7 @@ class LiveEngine:
             event = {"type": "session.instructions.append", "content": part, "delegation_id": None}
             if not await self._socket.send(event):
                 return False
+        self._noted = True
         return True
 
     async def add_tool_output(self, call_id: str, output_json: str) -> bool:
@@ -357,8 +380,12 @@ class LiveEngine:
                     out.append(SessionReplaced(restarted.downtime_s, restarted.close_code, restarted.rotated))
                     reader = self._read(queue)
                 if self._result_merged and self._turns.speech is None:
-                    # The speech that said the backend's result is over: that result is said.
+                    # The speech that said the backend's result is over: that result is said, and
+                    # the request the call makes now for it is answered by that speech.
+                    if not self._result_answered:
+                        self._result_said_at = time.monotonic()
                     self._continuing = self._result_due = self._result_merged = False
+                    self._result_answered = False
                 if self._unanswered_requests:
                     self._answer_requests(out)
                 if self._tick is None and self._next_deadline() is not None:
@@ -427,15 +454,17 @@ class LiveEngine:
         self._unanswered_requests.append(request)
         self._answer_requests(out)
 
+    def _answered_now(self, request: str) -> list[EngineEvent]:
+        if self._request == request:
+            self._request = None
+        response_id = self._new_id("live_none")
+        return [ResponseStarted(response_id, request), ResponseFinished(response_id, request, "completed")]
+
     def _answer_requests(self, out: list[EngineEvent]) -> None:
         if self._turns.speech is not None:
             return
         for request in self._unanswered_requests:
-            response_id = self._new_id("live_none")
-            out += [
-                ResponseStarted(response_id, request),
-                ResponseFinished(response_id, request, "completed"),
-            ]
+            out += self._answered_now(request)
         self._unanswered_requests.clear()
 
     def _new_id(self, prefix: str) -> str:
@@ -476,7 +505,8 @@ class LiveEngine:
         """The model begins to speak: it answers our request, if one waits."""
         request, self._request = self._request, None
         if self._result_due:  # the backend's answer is being said
-            self._continuing = self._result_due = self._result_merged = False
+            self._continuing = self._result_due = self._result_merged = self._result_answered = False
+        self._result_said_at = None
         return request
 
     # The backend (delegations and our requests) ---------------------------------------------------
@@ -510,6 +540,7 @@ class LiveEngine:
                 # It says it in the speech under way: that speech answers what we asked meanwhile.
                 self._result_merged = True
                 if self._request is not None:
+                    self._result_answered = True
                     self._answered_without_speech(self._request, out)
         spoken = tuple(response.texts) if request == SUMMARY_REQUEST else ()
         calls = tuple(response.calls)

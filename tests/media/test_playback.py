@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from callassist.media.playback import Interrupted, PlaybackTracker
+from callassist.media.playback import AUDIBLE_GRACE_S, Interrupted, PlaybackTracker
 
 
 class Clock:
@@ -101,3 +101,14 @@ def test_an_underrun_restarts_the_run_when_the_next_chunk_arrives() -> None:
     clock.now += 0.050
     # The second chunk played in full; the third started on arrival: 100 + 100 + 50.
     assert tracker.heard_ms("item_a") == 250
+
+
+def test_unconfirmed_audio_stops_counting_as_audible_once_the_clock_says_it_played() -> None:
+    clock = Clock()
+    tracker = PlaybackTracker(clock)
+    tracker.sent("item_a", 800)  # 100 ms, its mark not sent (media/twilio.py marks every 100 ms)
+    clock.now += 0.100 + AUDIBLE_GRACE_S - 0.01
+    assert tracker.audible  # within the grace: Twilio may still be playing it
+    clock.now += 0.02
+    assert not tracker.audible  # a barge-in now clears nothing and truncates nothing
+    assert tracker.interrupt() == [Interrupted("item_a", 100, 100)]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 BYTES_PER_MS = 8  # G.711 μ-law at 8 kHz
 BYTES_PER_S = 8000
+AUDIBLE_GRACE_S = 0.3  # unconfirmed audio counts as playing this long past its estimated end
 _KEEP_ITEMS = 64
 
 
@@ -133,8 +134,13 @@ class PlaybackTracker:
 
     @property
     def audible(self) -> bool:
-        """Is assistant audio still queued at Twilio (sent and not yet confirmed played)?"""
-        return bool(self._pending)
+        """Is assistant audio still queued at Twilio or playing? Sent and not confirmed played, and
+        by the playback clock not over for more than AUDIBLE_GRACE_S (the last chunks' mark may
+        not have been sent: media/twilio.py marks every 100 ms)."""
+        if not self._pending:
+            return False
+        played_out = self._run_start() + self._run_bytes / BYTES_PER_S + AUDIBLE_GRACE_S
+        return self._pending[-1].run != self._run or self._clock() < played_out
 
     def item(self, item_id: str) -> ItemAudio | None:
         return self._items.get(item_id)

@@ -2,9 +2,12 @@
 
 It owns the socket, Twilio's wire format (`telephony/media_stream.py`) and the playback tracker
 fed by Twilio's mark echoes. Before the call exists it reads `connected` and `start` (bounded);
-then it hands the call frames and key presses, plays the assistant's chunks with a mark after each,
-and clears Twilio's buffer on a barge-in. Bad frames are counted and skipped; a Twilio that stops
-reading ends the leg instead of hanging the call.
+then it hands the call frames and key presses, plays the assistant's chunks with a mark after
+every MARK_EVERY_MS of audio (and the first of each item), and clears Twilio's buffer on a barge-in.
+A mark per chunk would double what goes to Twilio and come back as many echoes; the heard position
+is read from the playback clock between marks anyway (media/playback.py), and the last chunks get
+their mark when someone waits for the playback to end (`wait_drained`). Bad frames are counted
+and skipped; a Twilio that stops reading ends the leg instead of hanging the call.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from callassist.telephony.media_stream import (
 )
 
 log = logging.getLogger(__name__)
+MARK_EVERY_MS = 100
+MARK_EVERY_BYTES = MARK_EVERY_MS * 8  # μ-law: 8 bytes per ms
 
 # Twilio sends `connected` and `start` right after the handshake: a stream silent this long is not
 # Twilio's, and it holds a pre-start place (and maybe an OpenAI connection) meanwhile.
@@ -60,6 +65,9 @@ class TwilioMediaStream(TrackedLeg):
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
     ) -> None:
         super().__init__(PlaybackTracker())
+        self._unmarked: str | None = None  # the mark of the last chunk sent, if not sent yet
+        self._unmarked_bytes = 0
+        self._marked_item: str | None = None
         self._socket = websocket
         self._log = logger
         self._out: Outbound | None = None
@@ -168,10 +176,24 @@ class TwilioMediaStream(TrackedLeg):
             return
         mark = self._tracker.sent(item_id, size)
         self.counts.chunks_out += 1
+        self._unmarked_bytes += size
+        if self._unmarked_bytes < MARK_EVERY_BYTES and item_id == self._marked_item:
+            self._unmarked = mark  # marked later: with the next mark, or when drained is awaited
+            await self._send(out.media(payload))
+            return
+        self._unmarked, self._unmarked_bytes, self._marked_item = None, 0, item_id
         await self._send(out.media(payload), out.mark(mark))
+
+    async def wait_drained(self, within_s: float) -> bool:
+        unmarked, self._unmarked = self._unmarked, None
+        if unmarked is not None and self._out is not None:
+            self._unmarked_bytes = 0
+            await self._send(self._out.mark(unmarked))  # the last chunks: echoed once played
+        return await super().wait_drained(within_s)
 
     async def clear(self, *, barge_in: bool = True) -> list[Interrupted]:
         cuts = self._tracker.interrupt() if self._tracker.audible else []
+        self._unmarked, self._unmarked_bytes, self._marked_item = None, 0, None
         if cuts and self._out is not None:
             await self._send(self._out.clear())  # what was heard is fixed; now stop the playback
             if barge_in:

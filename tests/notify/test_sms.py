@@ -188,3 +188,19 @@ async def test_aclose_closes_the_http_session(twilio: TwilioRestStandIn) -> None
     assert http.session.closed
     assert twilio.auth_token not in repr(sms)
     await sms.aclose()  # twice is fine
+
+
+async def test_the_credentials_check_asks_twilio_for_the_account(twilio: TwilioRestStandIn) -> None:
+    from callassist.telephony.rest import credentials_valid
+
+    assert await credentials_valid(twilio.account_sid, twilio.auth_token, api_base_url=twilio.base_url)
+    refused = await credentials_valid(twilio.account_sid, "wrong-token", api_base_url=twilio.base_url)
+    assert refused is False
+    twilio.failure_status = 503
+    assert (
+        await credentials_valid(twilio.account_sid, twilio.auth_token, api_base_url=twilio.base_url) is None
+    )
+    await twilio.stop()
+    assert (
+        await credentials_valid(twilio.account_sid, twilio.auth_token, api_base_url=twilio.base_url) is None
+    )

@@ -45,6 +45,9 @@ async def running_server(
         "openai_base_url": openai_base_url,
         "twilio_account_sid": ACCOUNT_SID,
         "twilio_auth_token": AUTH_TOKEN,
+        # Twilio's REST API (texts, transfers, the health check) is a stand-in or nothing: never the
+        # internet. Port 9 (discard) on loopback refuses at once.
+        "twilio_api_base_url": "http://127.0.0.1:9",
         "owner_name": "Dana",
         "timezone": "America/New_York",
         "data_dir": data_dir,

@@ -61,6 +61,7 @@ class TwilioRestStandIn:
         assert self._runner is None, "already running"
         app = web.Application()
         app.router.add_post(f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json", self._create_message)
+        app.router.add_get(f"/{API_VERSION}/Accounts/{{account_sid}}.json", self._fetch_account)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self.port)
@@ -92,6 +93,23 @@ class TwilioRestStandIn:
         """Until `count` requests reached the stand-in, refused ones included."""
         async with asyncio.timeout(within_s), self._arrived:
             await self._arrived.wait_for(lambda: self.requests >= count)
+
+    async def _fetch_account(self, request: web.Request) -> web.Response:
+        """The account resource (https://www.twilio.com/docs/iam/api/account): what a credentials
+        check fetches."""
+        async with self._arrived:
+            self.requests += 1
+            self._arrived.notify_all()
+        if self.failure_status is not None:
+            status = self.failure_status
+            return twilio_error(status, 20000 + status, STATUS_TEXT.get(status, "Error"))
+        refused = authenticate(request, self.account_sid, self.auth_token)
+        if refused is not None:
+            return refused
+        sid = request.match_info["account_sid"]
+        return web.json_response(
+            {"sid": sid, "status": "active", "type": "Full", "friendly_name": "My first Twilio account"}
+        )
 
     async def _create_message(self, request: web.Request) -> web.Response:
         async with self._arrived:

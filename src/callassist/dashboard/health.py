@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callassist.calendar.base import CalendarEvent
 from callassist.store.db import describe_failure
 from callassist.store.models import OutboxRow
+from callassist.telephony.rest import credentials_valid
 
 if TYPE_CHECKING:
     from callassist.runtime import Runtime
@@ -35,6 +36,11 @@ OPENAI_UP = Gauge(
 TWILIO_SIGNED = Gauge(
     "callassist_twilio_signatures", "1 when TWILIO_AUTH_TOKEN is set (webhooks are signature-checked)"
 )
+TWILIO_CREDENTIALS = Gauge(
+    "callassist_twilio_credentials_valid",
+    "1 when Twilio accepted TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN at the last check (0: refused "
+    "or not reachable; texts and transfers need them)",
+)
 CALENDAR_UP = Gauge("callassist_calendar_up", "1 when the calendar answered its last check")
 NOTICES_PENDING = Gauge("callassist_notices_pending", "Owner notices waiting to be delivered")
 NOTICES_FAILED = Gauge("callassist_notices_failed", "Owner notices given up for good")
@@ -43,8 +49,15 @@ NOTICES_FAILED = Gauge("callassist_notices_failed", "Owner notices given up for 
 @dataclass(frozen=True)
 class Fact:
     name: str
-    ok: bool | None  # None: not configured (neither good nor bad)
+    ok: bool | None  # None: not configured (neither good nor bad), or not known just now
     detail: str
+    unknown: bool = False  # ok is None because it could not be checked, not because it is off
+
+    @property
+    def label(self) -> str:
+        if self.ok:
+            return "OK"
+        return "problem" if self.ok is False else "unknown" if self.unknown else "not set"
 
 
 @dataclass(frozen=True)
@@ -84,7 +97,19 @@ async def upcoming(runtime: Runtime, days: int = 14) -> list[CalendarEvent] | No
     return sorted(events, key=lambda event: event.start)
 
 
-def facts(runtime: Runtime, outbox: Outbox | None, calendar_ok: bool) -> list[Fact]:
+async def twilio_credentials(runtime: Runtime) -> bool | None:
+    """Twilio's answer about the account's credentials (None: not configured, or not reachable)."""
+    settings = runtime.settings
+    if not (settings.twilio_account_sid and settings.signature_token):
+        return None
+    return await credentials_valid(
+        settings.twilio_account_sid, settings.signature_token, api_base_url=settings.twilio_api_base_url
+    )
+
+
+def facts(
+    runtime: Runtime, outbox: Outbox | None, calendar_ok: bool, twilio_ok: bool | None = None
+) -> list[Fact]:
     settings = runtime.settings
     openai = Fact(
         "OpenAI",
@@ -93,13 +118,20 @@ def facts(runtime: Runtime, outbox: Outbox | None, calendar_ok: bool) -> list[Fa
         if runtime.openai_degraded
         else "answering (as the last calls saw it)",
     )
-    twilio = Fact(
-        "Twilio",
-        True if settings.signatures_required else None,
-        "auth token set: webhooks are signature-checked"
-        if settings.signatures_required
-        else "no auth token: only this machine's simulator can call",
-    )
+    if not settings.signatures_required:
+        twilio = Fact("Twilio", None, "no auth token: only this machine's simulator can call")
+    elif not settings.twilio_account_sid:
+        twilio = Fact(
+            "Twilio", True, "webhooks are signature-checked; no TWILIO_ACCOUNT_SID: no texts, no transfers"
+        )
+    elif twilio_ok is False:
+        twilio = Fact("Twilio", False, "Twilio refused TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN: check them")
+    elif twilio_ok is None:
+        twilio = Fact(
+            "Twilio", None, "webhooks are signature-checked; Twilio's API could not be reached", unknown=True
+        )
+    else:
+        twilio = Fact("Twilio", True, "credentials valid; webhooks are signature-checked")
     calendar = Fact(
         "Calendar",
         calendar_ok,
@@ -141,6 +173,8 @@ class HealthMonitor:
     async def check(self) -> list[Fact]:
         runtime = self._runtime
         calendar_ok = await upcoming(runtime, days=1) is not None
+        twilio_ok = await twilio_credentials(runtime)
+        TWILIO_CREDENTIALS.set(1 if twilio_ok else 0)
         outbox: Outbox | None
         try:
             async with runtime.database.session(read_only=True) as session:
@@ -148,7 +182,7 @@ class HealthMonitor:
         except Exception as exc:
             log.warning("the health check could not read the notices: %s", type(exc).__name__)
             outbox = None
-        self.last = facts(runtime, outbox, calendar_ok)
+        self.last = facts(runtime, outbox, calendar_ok, twilio_ok)
         CALENDAR_UP.set(1 if calendar_ok else 0)
         if outbox is not None:
             NOTICES_PENDING.set(outbox.pending)

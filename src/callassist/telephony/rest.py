@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
@@ -77,3 +79,21 @@ def rest_client(
     aiohttp session). Make it inside the running event loop: aiohttp wants its session there."""
     http = RedirectingTwilioHttpClient(api_base_url, timeout=timeout_s)
     return Client(account_sid, auth_token, http_client=http), http
+
+
+async def credentials_valid(
+    account_sid: str, auth_token: str, *, api_base_url: str | None = None, timeout_s: float = 5.0
+) -> bool | None:
+    """Does Twilio accept this account SID and auth token? Fetches the account itself
+    (https://www.twilio.com/docs/iam/api/account#fetch-an-account-resource): True when it answers,
+    False when it refuses the credentials (401/403/404), None when it can't be asked right now."""
+    client, http = rest_client(account_sid, auth_token, api_base_url=api_base_url, timeout_s=timeout_s)
+    try:
+        await client.api.v2010.accounts(account_sid).fetch_async()
+    except TwilioRestException as exc:
+        return False if exc.status in (401, 403, 404) else None
+    except (TwilioException, aiohttp.ClientError, OSError, TimeoutError):
+        return None
+    finally:
+        await http.close()  # type: ignore[no-untyped-call]  # the SDK's aiohttp client, untyped
+    return True

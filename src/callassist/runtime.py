@@ -303,7 +303,8 @@ def build_code_sender(settings: Settings) -> TwilioSms | None:
 def describe_startup(settings: Settings) -> list[str]:
     """What the person starting the server should know, one line each (no secrets)."""
     lines = [
-        f"callassist answering for {settings.owner_name} with {settings.realtime_model} "
+        f"callassist answering for {settings.owner_name} with "
+        f"{settings.live_model if settings.engine == 'live' else settings.realtime_model} "
         f"(voice {settings.voice}, {settings.turn_detection.value}, time zone {settings.timezone})",
         f"Twilio voice webhook: {settings.public_url}/voice/incoming  (stream: {settings.stream_url()})",
         f"Dashboard: {settings.public_url}/dashboard"

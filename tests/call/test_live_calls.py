@@ -19,9 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from callassist.calendar.timeutil import localize
-from callassist.call import opening
 from callassist.engine.live import GREETING_CUE, SPEAK_CUE
-from callassist.media.pacing import PacedLeg
 from callassist.simulator.audio import tone
 from callassist.simulator.call import SimulatedCall
 from callassist.store.db import Database
@@ -283,10 +281,9 @@ async def test_refused_by_gpt_live_the_call_goes_on_with_realtime(
 async def test_paced_audio_keeps_only_the_lead_queued_at_twilio(
     make_live_stack: LiveStackFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The hook the leg composition needs for GPT-Live (see media/pacing.py), tried here by putting
-    PacedLeg where the opening puts its RecordingLeg: when the caller talks over a greeting that was
-    generated at 8x real time, Twilio had been sent only about the lead more than it had played."""
-    monkeypatch.setattr(opening, "RecordingLeg", lambda leg, recorder: PacedLeg(leg))
+    """On GPT-Live the opening paces the leg (media/pacing.py): when the caller talks over a greeting
+    that was generated at 8x real time, Twilio had been sent only about the lead more than it had
+    played."""
     long_greeting = noise(6000, 41)
     script = LiveScript(
         replies=[

@@ -153,6 +153,8 @@ class CallJournal:
         if seconds is None:
             seconds = max(0.0, (end_ms - start_ms) / 1000)
         tokens = tokens or Usage()
+        if not seconds and tokens == Usage():
+            return  # nothing billed on its own (GPT-Live transcribes within its session's price)
         cost = self._prices.transcription_cost(self._transcription_model, seconds)
         self._events.publish(CostAdded(self.recorder.call_sid, "transcription", cost))
         self.recorder.usage(

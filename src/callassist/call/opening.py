@@ -31,6 +31,7 @@ from callassist.call.registry import StreamTicket
 from callassist.engine.base import Engine
 from callassist.engine.live_fallback import bill, build_engine, engine_model
 from callassist.media.leg import MediaLeg
+from callassist.media.pacing import PacedLeg
 from callassist.media.recording import RECORDINGS, Recorder, RecordingLeg, delete_expired
 from callassist.media.twilio import START_TIMEOUT_S, NoStart, TwilioMediaStream
 from callassist.realtime.config import CallContext
@@ -85,6 +86,10 @@ async def answer_stream(websocket: WebSocket, deps: CallDeps, ticket: StreamTick
         settings = deps.settings
         recorder = Recorder(settings.data_dir / RECORDINGS, start.call_sid) if settings.record else None
         call_leg: MediaLeg = leg if recorder is None else RecordingLeg(leg, recorder)
+        if settings.engine == "live":
+            # GPT-Live can't be truncated: what Twilio holds is kept to a small lead instead, so a
+            # barge-in stops the caller hearing it within ~200 ms (media/pacing.py).
+            call_leg = PacedLeg(call_leg)
         call = _new_call(start, admission, call_leg, engine, deps, logger, accepted)
         bill(engine, call.journal.recorder, deps.prices, deps.settings, deps.events)  # GPT-Live's cost
         if not ticket.start_call(call):

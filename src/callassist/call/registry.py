@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CLEANUP_S = 3.5  # after the goodbye: tools (1 s), summary (1.5 s), close (1 s), record flush
-PRE_START_LIMIT = 10  # streams waiting for `start` at once
+PRE_START_LIMIT = 32  # streams waiting for `start` at once (a burst of real calls on a busy loop fits)
 EVICT_AFTER_S = 0.5  # Twilio sends `connected` and `start` right after the handshake
 
 

@@ -15,6 +15,10 @@
 What Twilio tells us about the owner's leg arrives on webhooks (telephony/transfer.py), which find
 the live call and call `owner_pressed` / `owner_leg_ended`. The record gets the call's segments
 (assistant, hold, owner or assistant again) through the recorder.
+
+One reason it is a little over 400 lines: a transfer's races (the owner's key, Twilio's answers and
+callbacks, the caller hanging up, a goodbye, the ring limit) all act on one attempt's state; split,
+each rule would be read without the others it guards against.
 """
 
 from __future__ import annotations

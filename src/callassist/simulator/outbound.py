@@ -30,6 +30,9 @@ The simulated owner: answers after `ring_s` (unless `no_answer` / `busy`), hears
 `<Gather>` presses 1 or 2 after `press_s`, presses nothing (`no_key`, `voicemail`: the Gather times
 out at once, time-compressed), or hangs up (`hang_up`). Once bridged in a conference the owner talks
 for `talk_s`, then hangs up; alone in a conference that never starts, the owner hangs up after `alone_s`.
+
+One reason it is a little over 400 lines: an outbound leg's life (ring, answer, TwiML, status
+callbacks in order, hang-up by REST) is one state machine, read best in one place.
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ and other oddities are recorded in `problems` (a test should assert it is empty)
 Failures on demand: `fail_creates()` / `fail_updates()` queue answers such as 503, or 400 21211.
 Everything is recorded (`created`, `updates`, `requests`, each call's events and callbacks, the
 conferences) and can be waited on with a timeout (`wait_created`, `wait_updates`, `wait_for`).
+
+One reason it runs past 500 lines: it is the whole REST surface the server uses for calls (create,
+update, fetch), each with Twilio's validation and error shapes; the legs themselves are in outbound.py.
 """
 
 from __future__ import annotations

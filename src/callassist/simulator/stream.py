@@ -11,6 +11,9 @@ Timing: all times are `time.monotonic()` seconds. Caller frames go out on an abs
 and mark echoes are scheduled for the exact moment their audio finishes, so neither drifts under load. A
 turn's latency counts from the caller's last loud frame (see `audio.speech_frames`), not from the end of the
 clip's trailing silence.
+
+One reason it is a little over 400 lines: it is Twilio's whole side of one stream (the messages it
+sends, the pacing, the playback model that the marks and clears act on), whose parts share its clock.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from openai import AsyncOpenAI
 
@@ -19,7 +19,6 @@ from callassist.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
     from callassist.call.aftercall import CallFacts
-    from callassist.call.transfer import OwnerLine
 
 # OpenAI connections opened ahead of `start` for streams not admitted yet, server-wide.
 PRECONNECT_LIMIT = 10
@@ -38,6 +37,28 @@ class EndReason(StrEnum):
     twilio_unresponsive = "twilio-unresponsive"  # Twilio stopped reading the stream
     transferred = "transferred"  # put through to the owner (warm transfer)
     owner_hung_up = "owner-hung-up"  # the owner ended it from the dashboard
+
+
+class TransferFailed(Exception):
+    """Twilio refused or couldn't be reached (the text is for the log: no caller data in it)."""
+
+
+class OwnerLine(Protocol):
+    """How the owner is rung and the caller moved to them (Twilio's REST API in production:
+    telephony/transfer.py; a stand-in in tests)."""
+
+    async def ring(self, call_sid: str, called_number: str | None, whisper: str) -> str:
+        """Ring the owner's phone with `whisper` and a key to take the call; the owner leg's id."""
+        ...
+
+    async def put_through(self, call_sid: str) -> None:
+        """Move the caller's call to the owner (who pressed 1). TransferFailed if Twilio refused
+        (the caller hung up meanwhile)."""
+        ...
+
+    async def hang_up(self, leg_sid: str) -> None:
+        """End the owner's leg (ringing or answered)."""
+        ...
 
 
 # Loads (contact name, notes about earlier calls, VIP) for a caller number.

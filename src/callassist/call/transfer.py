@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from callassist.call.deps import CallDeps, EndReason
+from callassist.call.deps import CallDeps, EndReason, OwnerLine, TransferFailed
 from callassist.call.journal import CallJournal
 from callassist.call.phase import Phase
 from callassist.media.hold import HOLD_ITEM, play_hold
@@ -54,28 +54,6 @@ HANG_UP_WAIT_S = 2.0  # at the end of a call, how long its owner's-leg hang-ups 
 MAX_ATTEMPTS = 2  # per call: a caller can't keep ringing the owner
 TOOK_IT = "1"
 BACK = "transfer-back"  # the purpose of the response that tells the caller the owner can't pick up
-
-
-class TransferFailed(Exception):
-    """Twilio refused or couldn't be reached (the text is for the log: no caller data in it)."""
-
-
-class OwnerLine(Protocol):
-    """How the owner is rung and the caller moved to them (Twilio's REST API in production:
-    telephony/transfer.py; a stand-in in tests)."""
-
-    async def ring(self, call_sid: str, called_number: str | None, whisper: str) -> str:
-        """Ring the owner's phone with `whisper` and a key to take the call; the owner leg's id."""
-        ...
-
-    async def put_through(self, call_sid: str) -> None:
-        """Move the caller's call to the owner (who pressed 1). TransferFailed if Twilio refused
-        (the caller hung up meanwhile)."""
-        ...
-
-    async def hang_up(self, leg_sid: str) -> None:
-        """End the owner's leg (ringing or answered)."""
-        ...
 
 
 class Outcome(StrEnum):

@@ -11,7 +11,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import Gauge
 from sqlalchemy import func, select
@@ -23,7 +23,23 @@ from callassist.store.models import OutboxRow
 from callassist.telephony.rest import credentials_valid
 
 if TYPE_CHECKING:
-    from callassist.runtime import Runtime
+    from callassist.calendar.base import Calendar
+    from callassist.call.registry import CallRegistry
+    from callassist.settings import Settings
+    from callassist.store.db import Database
+
+
+class Runtime(Protocol):
+    """What the health needs of the server's runtime (callassist.runtime.Runtime), named here so
+    this module doesn't import the composition root that builds it."""
+
+    settings: Settings
+    openai_degraded: bool
+    calendar: Calendar | None
+    database: Database
+    registry: CallRegistry
+    ready: bool
+
 
 log = logging.getLogger(__name__)
 CALENDAR_DEADLINE_S = 2.0

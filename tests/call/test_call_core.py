@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -33,16 +32,6 @@ from callassist.engine.events import (
 from callassist.media.leg import LegEnd
 from callassist.store.db import Database
 from tests.support.call_rig import B64, CHUNK, Rig, call_rig, speaks
-
-
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    opened = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'records.db'}")
-    await opened.upgrade()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -65,16 +64,6 @@ class OwnerLineStandIn:
     async def hang_up(self, leg_sid: str) -> None:
         self.hung_up.append(leg_sid)
         self.hung_up_event.set()
-
-
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    opened = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'records.db'}")
-    await opened.upgrade()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,16 +21,6 @@ from callassist.store.db import Database
 from callassist.telephony import owner_line as owner_line_module
 from tests.call.test_transfer_core import TRANSFERRING, OwnerLineStandIn, on_hold
 from tests.support.call_rig import B64, Rig, call_rig, settings_for, speaks
-
-
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    opened = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'records.db'}")
-    await opened.upgrade()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 class TwilioLikeLine(OwnerLineStandIn):

@@ -122,6 +122,9 @@ async def test_a_declined_transfer_brings_the_caller_back_to_the_same_live_sessi
     make_live_stack: LiveStackFactory, rest: TwilioRest
 ) -> None:
     rest.owner = Owner.press_2
+    rest.timing = Timing(
+        ring_s=3.0
+    )  # the caller is on hold (after the line, ~1-2 s) before the owner answers
     stack = await transferring_stack(make_live_stack, rest)
     call = await stack.simulator.place_call(from_number=CALLER)
     await call.wait_until_quiet(quiet_ms=300, timeout=10)
@@ -134,6 +137,7 @@ async def test_a_declined_transfer_brings_the_caller_back_to_the_same_live_sessi
     assert any("offer to take a message" in note for note in session.instructions_appended)
     assert session.commentary[-1] == SPEAK_CUE
     assert not call.stream_closed_by and len(stack.fake.sessions) == 1  # same session, no replay
+    assert session.mutes == [True, False]  # full duplex: the model was muted for the hold
     await call.hang_up()
     await stack.server.services.registry.wait_idle(10)
     assert await segments(stack, call.call_sid) == [

@@ -194,6 +194,7 @@ async def test_a_transfer_that_fails_brings_the_caller_back_to_the_same_conversa
     assert not rig.leg.audible  # the hold audio was cleared
     assert rig.leg.counts.barge_ins == 0  # which is no barge-in
     assert len(rig.engine.setups) == 1  # same session: no replay, no second greeting
+    assert rig.engine.requests("hold") == [(True,), (False,)]  # the engine held for the hold, then back
     forwarded = len(rig.engine.audio)
     rig.leg.say(CHUNK)
     await rig.leg.handled()

@@ -158,7 +158,11 @@ class FakeLiveSession:
             "response.item.create": self._on_item_create,
             "response.create": self._on_response_create,
             "session.close": self._on_close,
+            "session.input_audio.mute": self._on_mute,
+            "session.input_audio.unmute": self._on_mute,
         }
+        self.input_muted = False
+        self.mutes: list[bool] = []  # every mute (True) and unmute (False), in order
 
     # Public API for tests ---------------------------------------------------------------------
 
@@ -406,6 +410,11 @@ class FakeLiveSession:
         except (binascii.Error, ValueError):
             await self._error("invalid_value", "Invalid base64 audio.", param="audio", invalid=True)
             return
+        if self.input_muted:
+            # Muted: the model hears silence (InputAudioMutedEvent).
+            audio = (
+                bytes([0xFF]) if self._kind == "pcmu" else bytes([0xD5]) if self._kind == "pcma" else b"\0"
+            ) * len(audio)
         if self._server.keep_history:
             self.audio_in += audio
         if self._server.on_audio_in is not None:
@@ -755,6 +764,16 @@ class FakeLiveSession:
         # A delegation continued by our response.create: its events carry that command's event_id
         # (ResponseEvent.client_event_id: "the client command associated with this server event").
         self._spawn(self._final(delegation, new_id("resp"), event_id, answers_message=message))
+
+    async def _on_mute(self, data: dict[str, Any], event_id: str | None) -> None:
+        # InputAudioMuteEvent: "Mute audio input to the Live model without closing the session. The
+        # server acknowledges with `session.input_audio.muted`"; a mute "sends silence to the model".
+        muted = data["type"] == "session.input_audio.mute"
+        self.input_muted = muted
+        self.mutes.append(muted)
+        ack = "session.input_audio.muted" if muted else "session.input_audio.unmuted"
+        await self._emit(ack, **({"client_event_id": event_id} if event_id else {}))
+        self._server.notify()
 
     async def _on_close(self, data: dict[str, Any], event_id: str | None) -> None:
         await self._closed("close_requested", event_id)

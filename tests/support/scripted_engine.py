@@ -145,5 +145,8 @@ class ScriptedEngine:
     async def add_note(self, text: str) -> bool:
         return self._record("add_note", text)
 
+    async def hold(self, on: bool) -> None:
+        self._record("hold", on)
+
     async def add_tool_output(self, call_id: str, output_json: str) -> bool:
         return self._record("add_tool_output", call_id, output_json)

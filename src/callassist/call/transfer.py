@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from callassist.call.deps import CallDeps, EndReason, OwnerLine, TransferFailed
 from callassist.call.journal import CallJournal
 from callassist.call.phase import Phase
+from callassist.engine.base import Engine
 from callassist.media.hold import HOLD_ITEM, play_hold
 from callassist.media.leg import MediaLeg
 from callassist.realtime.config import CallContext
@@ -121,6 +122,7 @@ class TheCall(Protocol):
     call_sid: str
     deps: CallDeps
     leg: MediaLeg
+    engine: Engine
     journal: CallJournal
     context: CallContext
     conversation: Conversation
@@ -202,7 +204,7 @@ class Transfer:
             await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
             if not decision.done():
                 if call.phase is Phase.live and not call.over:
-                    self._hold()
+                    await self._hold()
                 else:  # a goodbye began during the assistant's line
                     attempt.decide(Outcome.call_ending)
             remaining = RING_LIMIT_S - (time.monotonic() - attempt.started)
@@ -249,12 +251,13 @@ class Transfer:
         await call.conversation.sequencer.wait_for_answer(self._asked, ANNOUNCE_S)
         await call.leg.wait_drained(max(0.0, deadline - time.monotonic()))
 
-    def _hold(self) -> None:
+    async def _hold(self) -> None:
         call = self._call
         self.holding = True
         call.enter(Phase.on_hold)
         call.log.info("transfer: the caller is on hold")
         self._hold_task = call.closing.spawn(play_hold(call.leg))
+        await call.engine.hold(True)
 
     async def _stop_hold(self) -> None:
         hold, self._hold_task = self._hold_task, None
@@ -266,6 +269,8 @@ class Transfer:
             await hold
         if self._call.leg.lost is None:
             await self._call.leg.clear(barge_in=False)  # the hold audio queued at Twilio stops now
+        if not self._call.over:
+            await self._call.engine.hold(False)
 
     async def _back(self, outcome: Outcome) -> None:
         """The owner didn't take it: the caller is back with the assistant, which is told why."""

@@ -89,4 +89,8 @@ class Engine(Protocol):
     async def add_note(self, text: str) -> bool:
         """A system message the next response must take into account."""
 
+    async def hold(self, on: bool) -> None:
+        """The caller is on hold (a warm transfer rings the owner), or back: meanwhile the model
+        neither hears them nor speaks. The call stops forwarding their audio either way."""
+
     async def add_tool_output(self, call_id: str, output_json: str) -> bool: ...

@@ -161,6 +161,7 @@ class LiveEngine:
         self._closing = False
         self._summary_asked = False
         self._muted = False  # the caller's line is closed: what the model says is not played
+        self._held = False  # the caller is on hold (a warm transfer): the model is muted and not played
         self._unknown: set[str] = set()
 
     # Connection ---------------------------------------------------------------------------------
@@ -317,6 +318,13 @@ class LiveEngine:
 
     async def truncate(self, item_id: str, heard_ms: int) -> bool:
         return False  # append-only context: the model heard the caller interrupt it
+
+    async def hold(self, on: bool) -> None:
+        """Full duplex, the model could speak over the hold audio: its input is muted
+        (`session.input_audio.mute`: "sends silence to the model", acknowledged by
+        `session.input_audio.muted`) and what it says meanwhile is not played."""
+        self._held = on
+        await self._socket.send({"type": "session.input_audio.mute" if on else "session.input_audio.unmute"})
 
     async def add_note(self, text: str) -> bool:
         """Developer instructions, in parts within the service's 500-token limit (a tool result for
@@ -475,7 +483,10 @@ class LiveEngine:
         try:
             data = orjson.loads(raw)
             kind = data["type"]
-            if self._muted and kind in ("session.output_audio.delta", "session.output_transcript.delta"):
+            if (self._muted or self._held) and kind in (
+                "session.output_audio.delta",
+                "session.output_transcript.delta",
+            ):
                 return
             if kind == "session.output_audio.delta":
                 self._turns.audio(data["delta"], out)

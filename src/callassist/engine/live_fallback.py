@@ -183,5 +183,8 @@ class FallbackEngine:
     async def add_note(self, text: str) -> bool:
         return await self.engine.add_note(text)
 
+    async def hold(self, on: bool) -> None:
+        await self.engine.hold(on)
+
     async def add_tool_output(self, call_id: str, output_json: str) -> bool:
         return await self.engine.add_tool_output(call_id, output_json)

@@ -243,6 +243,11 @@ class RealtimeEngine:
     async def add_note(self, text: str) -> bool:
         return await self._session.send({"type": "conversation.item.create", "item": _system(text)})
 
+    async def hold(self, on: bool) -> None:
+        # Nothing to send: the model speaks only when asked (or when its VAD hears speech, and the
+        # call forwards no audio on hold).
+        return None
+
     async def add_tool_output(self, call_id: str, output_json: str) -> bool:
         item = {"type": "function_call_output", "call_id": call_id, "output": output_json}
         return await self._session.send({"type": "conversation.item.create", "item": item})

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from callassist.live.turns import UTTERANCE_GAP_S
 from callassist.simulator.audio import tone
 from callassist.simulator.call import SimulatedCall
 from tests.call.test_calendar_calls import CALLER, SETTINGS, ZONE, local, tomorrow
@@ -165,10 +164,9 @@ async def test_the_call_record_has_outcome_summary_cost_and_turns(make_call: Eng
         transcripts=["When is Dana free tomorrow?"],
     )
     stack, call = await answered(make_call, conversation)
-    # GPT-Live has no end-of-speech event: a stretch of speech is over UTTERANCE_GAP_S after its
-    # last audio (live/turns.py), and one still open at the hang-up is not recorded; so the caller
-    # listens that long after the last audio they heard (which came after the model's last delta).
-    await caller_turn(stack, call, said=2, quiet_ms=int(UTTERANCE_GAP_S * 1000) + 200)
+    # The caller hangs up as soon as the answer was heard: on GPT-Live (no end-of-speech event) the
+    # stretch of speech is still open then, and is finished by the call's end (LiveEngine).
+    await caller_turn(stack, call, said=2, quiet_ms=150)
     await call.hang_up()
     await stack.server.services.registry.wait_idle(10)
     record = await record_of(stack.server.services.database, call.call_sid)

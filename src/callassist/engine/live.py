@@ -314,7 +314,15 @@ class LiveEngine:
         return await self._socket.send({"type": "response.create", "event_id": _TAG + SUMMARY_REQUEST})
 
     async def cancel_response(self, response_id: str | None = None) -> bool:
-        return False  # nothing cancels the model's speech (full duplex, server-driven)
+        """Nothing cancels the model's speech (full duplex, server-driven). But the call asks this,
+        without a response id, when it ends: a stretch of speech still open then (its end is only
+        known UTTERANCE_GAP_S after its last audio) is finished now, so what the caller heard of it
+        is recorded."""
+        if response_id is None and self._turns.speech is not None and self._queue is not None:
+            out: list[EngineEvent] = []
+            self._turns.speech_over("cancelled", out)
+            self._queue.put_nowait(out)
+        return False
 
     async def truncate(self, item_id: str, heard_ms: int) -> bool:
         return False  # append-only context: the model heard the caller interrupt it

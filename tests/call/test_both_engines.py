@@ -13,9 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from callassist.simulator.audio import tone
 from callassist.simulator.call import SimulatedCall
+from callassist.simulator.outbound import Timing
+from callassist.simulator.owner import Owner
+from callassist.simulator.rest import TwilioRest
+from callassist.store.models import CallSegmentRow
 from tests.call.test_calendar_calls import CALLER, SETTINGS, ZONE, local, tomorrow
 from tests.call.test_live_calls import noise, record_of
 from tests.fakes.script import DEFAULT_SUMMARY, Say, UseTool
@@ -28,6 +33,7 @@ from tests.support.engines import (
     Turn,
     engine_stack_factory,
 )
+from tests.support.server import ACCOUNT_SID, AUTH_TOKEN
 
 SUMMARY = json.loads(DEFAULT_SUMMARY)["summary"]  # what both fakes write when asked for one
 
@@ -204,3 +210,95 @@ async def test_a_dropped_model_socket_the_call_goes_on_without_a_second_greeting
     assert bytes(call.audio_heard).count(greeting) == 1  # greeted once
     assert stack.said(1) == ["Yes, still Tuesday at ten."]  # the new session only answered
     assert len(stack.fake.sessions) == 2
+
+
+# Warm transfer (issue 11) ------------------------------------------------------------------------------
+
+OWNER_PHONE = "+15550001111"
+WHO = "Alex Kim, about the roof leak, wants to move Thursday's visit"
+
+
+@pytest.fixture
+async def rest() -> AsyncIterator[TwilioRest]:
+    async with TwilioRest(
+        account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, owner=Owner.press_1, timing=Timing(talk_s=0.3)
+    ) as stand_in:
+        yield stand_in
+        assert stand_in.problems == []
+
+
+async def transfer_call(make_call: EngineStackFactory, rest: TwilioRest) -> tuple[EngineStack, SimulatedCall]:
+    conversation = Conversation(
+        [
+            Turn(Say("Hello, Dana's assistant.", audio=noise(300, 61))),
+            Turn(
+                Say("Let me get Dana.", audio=noise(200, 62)),
+                tools=[UseTool("transfer_to_owner", intent={"summary": WHO})],
+                then=Say("I'm trying Dana now, please hold.", audio=noise(200, 63)),
+            ),
+            Turn(Say("Dana can't pick up right now. I'll take a message.", audio=noise(200, 64))),
+        ],
+        transcripts=["Can I talk to Dana? It's urgent."],
+    )
+    stack = await make_call(
+        conversation,
+        **SETTINGS,
+        owner_phone=OWNER_PHONE,
+        ring_owner_seconds=0,
+        transfer="always",
+        twilio_api_base_url=rest.base_url,
+    )
+    rest.attach(stack.simulator)
+    call = await stack.simulator.place_call(from_number=CALLER)
+    await call.wait_until_quiet(quiet_ms=200, timeout=10)
+    await call.say(tone(800, 300))
+    return stack, call
+
+
+async def segments_of(stack: EngineStack, call_sid: str) -> list[tuple[str, str | None]]:
+    async with stack.server.services.database.session(read_only=True) as session:
+        rows = await session.scalars(
+            select(CallSegmentRow).where(CallSegmentRow.call_sid == call_sid).order_by(CallSegmentRow.seq)
+        )
+        return [(row.kind, row.outcome) for row in rows]
+
+
+async def test_a_transfer_the_owner_takes_puts_the_caller_through(
+    make_call: EngineStackFactory, rest: TwilioRest
+) -> None:
+    stack, call = await transfer_call(make_call, rest)
+    (leg,) = await rest.wait_created(1, timeout=10)
+    await call.wait_for("conference_started", timeout=15)
+    await call.wait_ended(timeout=10)
+    assert await leg.wait_ended() == "completed"
+    (whisper,) = [event.detail["text"] for event in leg.events if event.kind == "owner_heard"]
+    assert WHO in whisper
+    await stack.server.services.registry.wait_idle(10)
+    record = await record_of(stack.server.services.database, call.call_sid)
+    assert record["call"].outcome == "transferred"
+    assert await segments_of(stack, call.call_sid) == [
+        ("assistant", None),
+        ("hold", "connected"),
+        ("owner", "completed"),
+    ]
+
+
+async def test_a_transfer_the_owner_declines_comes_back_to_the_same_session(
+    make_call: EngineStackFactory, rest: TwilioRest
+) -> None:
+    rest.owner = Owner.press_2
+    rest.timing = Timing(ring_s=3.0)  # the caller is on hold before the owner answers
+    stack, call = await transfer_call(make_call, rest)
+    (leg,) = await rest.wait_created(1, timeout=10)
+    await leg.wait_ended(timeout=10)
+    await stack.wait_until_said(4, timeout=15)  # greeting, the line, the trying line, the way back
+    await call.wait_until_quiet(quiet_ms=200, timeout=10)
+    assert stack.said()[-1] == "Dana can't pick up right now. I'll take a message."
+    assert len(stack.fake.sessions) == 1 and not call.stream_closed_by  # same session, no replay
+    await call.hang_up()
+    await stack.server.services.registry.wait_idle(10)
+    assert await segments_of(stack, call.call_sid) == [
+        ("assistant", None),
+        ("hold", "declined"),
+        ("assistant", None),
+    ]

@@ -23,6 +23,7 @@ from callassist.simulator.rest import TwilioRest
 from callassist.store.models import CallSegmentRow
 from tests.call.test_calendar_calls import CALLER, SETTINGS, ZONE, local, tomorrow
 from tests.call.test_live_calls import noise, record_of
+from tests.fakes.realtime_server import FakeSession
 from tests.fakes.script import DEFAULT_SUMMARY, Say, UseTool
 from tests.support.engines import (
     ENGINES,
@@ -34,6 +35,7 @@ from tests.support.engines import (
     engine_stack_factory,
 )
 from tests.support.server import ACCOUNT_SID, AUTH_TOKEN
+from tests.support.stack import talk_over
 
 SUMMARY = json.loads(DEFAULT_SUMMARY)["summary"]  # what both fakes write when asked for one
 
@@ -302,3 +304,42 @@ async def test_a_transfer_the_owner_declines_comes_back_to_the_same_session(
         ("hold", "declined"),
         ("assistant", None),
     ]
+
+
+async def test_talking_over_the_assistant_stops_what_the_caller_hears(make_call: EngineStackFactory) -> None:
+    """Realtime: `clear` and a truncate at what was heard; GPT-Live (no truncation): the same `clear`,
+    with only the pacing lead queued at Twilio. Either way the caller stops hearing the answer."""
+    greeting, answer = noise(300, 71), noise(6000, 72)
+    conversation = Conversation(
+        [
+            Turn(Say("Hello, Dana's assistant.", audio=greeting)),
+            Turn(Say("A very long answer.", audio=answer)),
+            Turn(Say("Yes?", audio=noise(200, 73))),
+        ],
+        transcripts=["Tell me everything.", "Wait."],
+    )
+    stack, call = await answered(make_call, conversation)
+    asked = time.monotonic()
+    await call.say(tone(800, 300))
+    first = await call.wait_for("media_in", after=asked, timeout=10)  # the long answer is playing
+    await call.wait_for("mark_echo", after=first.t, timeout=5)
+    since = time.monotonic()
+    cleared = await talk_over(call, since, tone(800, 300))
+    heard_at_clear, received_at_clear = len(call.audio_heard), len(call.audio_received)
+    assert cleared.t - since < 2.0
+    assert heard_at_clear < len(greeting) + len(answer) // 2  # far from the whole answer
+    if stack.engine == "live":
+        # No truncation on GPT-Live: Twilio was never sent more than the pacing lead (200 ms) and a
+        # chunk beyond what had played (media/pacing.py).
+        assert 0 < received_at_clear - heard_at_clear <= (200 + 100 + 60) * 8
+    else:
+        # Realtime generated it all at once; the model is told what was heard (a truncate).
+        session = stack.session(0)
+        assert isinstance(session, FakeSession)
+        await stack.fake.wait_until(lambda: bool(session.truncations), timeout=5)
+    await stack.wait_until_said(3, timeout=15)  # "Yes?": the conversation goes on
+    await call.wait_until_quiet(quiet_ms=200, timeout=10, after=cleared.t)
+    # What was queued at Twilio was dropped: the rest of the long answer was never heard.
+    assert len(call.audio_heard) < len(greeting) + len(answer) // 2 + 200 * 8
+    await call.hang_up()
+    await stack.wait_closed()

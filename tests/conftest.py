@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from callassist.simulator.outbound import Timing
+from callassist.simulator.owner import Owner
+from callassist.simulator.rest import TwilioRest
 from callassist.store.db import Database
-from tests.support.server import NO_OPENAI, RunningServer, running_server
+from tests.support.server import ACCOUNT_SID, AUTH_TOKEN, NO_OPENAI, RunningServer, running_server
 
 # Settings come from the environment and .env; a developer's own values must not leak into tests.
 _SETTINGS_ENV = (
@@ -54,3 +57,14 @@ async def database(tmp_path: Path) -> AsyncIterator[Database]:
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture
+async def rest() -> AsyncIterator[TwilioRest]:
+    """The simulated Twilio REST API for calls (owner legs, redirects, conferences): the owner
+    presses 1 by default and talks 0.3 s; no request it got may break Twilio's rules."""
+    async with TwilioRest(
+        account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, owner=Owner.press_1, timing=Timing(talk_s=0.3)
+    ) as stand_in:
+        yield stand_in
+        assert stand_in.problems == []

@@ -34,7 +34,6 @@ from tests.support.engines import (
     Turn,
     engine_stack_factory,
 )
-from tests.support.server import ACCOUNT_SID, AUTH_TOKEN
 from tests.support.stack import talk_over
 
 SUMMARY = json.loads(DEFAULT_SUMMARY)["summary"]  # what both fakes write when asked for one
@@ -218,15 +217,6 @@ async def test_a_dropped_model_socket_the_call_goes_on_without_a_second_greeting
 
 OWNER_PHONE = "+15550001111"
 WHO = "Alex Kim, about the roof leak, wants to move Thursday's visit"
-
-
-@pytest.fixture
-async def rest() -> AsyncIterator[TwilioRest]:
-    async with TwilioRest(
-        account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, owner=Owner.press_1, timing=Timing(talk_s=0.3)
-    ) as stand_in:
-        yield stand_in
-        assert stand_in.problems == []
 
 
 async def transfer_call(make_call: EngineStackFactory, rest: TwilioRest) -> tuple[EngineStack, SimulatedCall]:

@@ -22,7 +22,6 @@ from tests.fakes.live_script import Delegate, LiveReply
 from tests.fakes.live_server import LiveScript
 from tests.fakes.script import Say, UseTool
 from tests.support.live_stack import LiveStack, LiveStackFactory, live_stack_factory
-from tests.support.server import ACCOUNT_SID, AUTH_TOKEN
 
 OWNER_PHONE = "+15550001111"
 CALLER = "+15551230000"
@@ -36,15 +35,6 @@ async def make_live_stack(tmp_path: Path) -> AsyncIterator[LiveStackFactory]:
     async with live_stack_factory(tmp_path) as factory:
         yield factory
         assert factory.protocol_problems() == []
-
-
-@pytest.fixture
-async def rest() -> AsyncIterator[TwilioRest]:
-    async with TwilioRest(
-        account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, owner=Owner.press_1, timing=Timing(talk_s=0.3)
-    ) as stand_in:
-        yield stand_in
-        assert stand_in.problems == []
 
 
 def script() -> LiveScript:

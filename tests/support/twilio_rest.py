@@ -97,13 +97,7 @@ class TwilioRestStandIn:
     async def _fetch_account(self, request: web.Request) -> web.Response:
         """The account resource (https://www.twilio.com/docs/iam/api/account): what a credentials
         check fetches."""
-        async with self._arrived:
-            self.requests += 1
-            self._arrived.notify_all()
-        if self.failure_status is not None:
-            status = self.failure_status
-            return twilio_error(status, 20000 + status, STATUS_TEXT.get(status, "Error"))
-        refused = authenticate(request, self.account_sid, self.auth_token)
+        refused = await self._refusal(request)
         if refused is not None:
             return refused
         sid = request.match_info["account_sid"]
@@ -111,14 +105,18 @@ class TwilioRestStandIn:
             {"sid": sid, "status": "active", "type": "Full", "friendly_name": "My first Twilio account"}
         )
 
-    async def _create_message(self, request: web.Request) -> web.Response:
+    async def _refusal(self, request: web.Request) -> web.Response | None:
+        """Count the request; Twilio's answer when it is made to fail or its credentials are wrong."""
         async with self._arrived:
             self.requests += 1
             self._arrived.notify_all()
         if self.failure_status is not None:
             status = self.failure_status
             return twilio_error(status, 20000 + status, STATUS_TEXT.get(status, "Error"))
-        refused = authenticate(request, self.account_sid, self.auth_token)
+        return authenticate(request, self.account_sid, self.auth_token)
+
+    async def _create_message(self, request: web.Request) -> web.Response:
+        refused = await self._refusal(request)
         if refused is not None:
             return refused
         account_sid = request.match_info["account_sid"]

@@ -42,15 +42,6 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
         assert factory.protocol_problems() == []
 
 
-@pytest.fixture
-async def rest() -> AsyncIterator[TwilioRest]:
-    async with TwilioRest(
-        account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, owner=Owner.press_1, timing=Timing(talk_s=0.3)
-    ) as stand_in:
-        yield stand_in
-        assert stand_in.problems == []
-
-
 def script() -> Script:
     return Script(
         replies=[

@@ -21,16 +21,15 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from openai import AsyncOpenAI
 from openai.resources.live.live import AsyncLiveConnection
-from openai.types.websocket_connection_options import WebSocketConnectionOptions
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from callassist.live.config import START_ID
-from callassist.realtime.sending import Send, immediate, no_socket
+from callassist.realtime.sending import Send, connection_options, immediate, no_socket
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +112,7 @@ class LiveSocket:
     # Connecting and starting ---------------------------------------------------------------------
 
     async def _open(self) -> AsyncLiveConnection:
-        options = cast(
-            WebSocketConnectionOptions,
-            {
-                "compression": None,
-                "max_size": 16 * 1024 * 1024,
-                "open_timeout": self._connect_timeout,
-                "close_timeout": 1.0,
-            },
-        )
+        options = connection_options(self._connect_timeout)
         return await self._client.live.connect(websocket_connection_options=options).enter()
 
     async def connect(self) -> None:

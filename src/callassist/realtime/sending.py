@@ -8,9 +8,10 @@ per caller frame, websockets' send context and drain ~15 µs more).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
+from openai.types.websocket_connection_options import WebSocketConnectionOptions
 from websockets.protocol import State
 
 
@@ -69,3 +70,18 @@ def immediate(socket: Any, send: Send) -> Send | None:
             await send(text)
 
     return send_now
+
+
+def connection_options(open_timeout_s: float) -> WebSocketConnectionOptions:
+    """The websocket options of a model socket (Realtime's or GPT-Live's): no per-message deflate
+    (it costs CPU on every audio frame and buys nothing on base64 audio), room for large events,
+    a bounded handshake and a short close."""
+    return cast(
+        WebSocketConnectionOptions,
+        {
+            "compression": None,
+            "max_size": 16 * 1024 * 1024,
+            "open_timeout": open_timeout_s,
+            "close_timeout": 1.0,
+        },
+    )

@@ -22,17 +22,16 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from openai.types.realtime import RealtimeServerEvent
-from openai.types.websocket_connection_options import WebSocketConnectionOptions
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from callassist.engine.events import AssistantWords, AudioOut
-from callassist.realtime.sending import Send, no_socket, sender
+from callassist.realtime.sending import Send, connection_options, no_socket, sender
 
 log = logging.getLogger(__name__)
 
@@ -119,16 +118,7 @@ class RealtimeSession:
     # Connection ---------------------------------------------------------------------------------
 
     async def _connect(self) -> AsyncRealtimeConnection:
-        options = cast(
-            WebSocketConnectionOptions,
-            {
-                # Per-message deflate costs CPU on every audio frame and buys nothing on base64 audio.
-                "compression": None,
-                "max_size": 16 * 1024 * 1024,
-                "open_timeout": self._connect_timeout,
-                "close_timeout": 1.0,
-            },
-        )
+        options = connection_options(self._connect_timeout)
         manager = self._client.realtime.connect(model=self._model, websocket_connection_options=options)
         return await manager.enter()
 

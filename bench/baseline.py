@@ -35,7 +35,17 @@ SESSION = {
     "model": MODEL,
     "output_modalities": ["audio"],
     "audio": {
-        "input": {"format": {"type": "audio/pcmu"}, "turn_detection": {"type": "server_vad"}},
+        "input": {
+            "format": {"type": "audio/pcmu"},
+            # callassist's defaults (CALLASSIST_VAD_*), so both answer after the same silence: the
+            # service's own default is 200 ms of silence, callassist's 500 ms.
+            "turn_detection": {
+                "type": "server_vad",
+                "threshold": 0.5,
+                "prefix_padding_ms": 300,
+                "silence_duration_ms": 500,
+            },
+        },
         "output": {"format": {"type": "audio/pcmu"}, "voice": "marin"},
     },
     "instructions": "You are a helpful phone assistant. Keep answers short.",

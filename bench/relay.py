@@ -153,6 +153,7 @@ class CallResult:
     stamped_in: int = 0
     turns_answered: int = 0
     down_latencies: list[float] = field(default_factory=list)
+    answer_gaps: list[float] = field(default_factory=list)  # end of the caller's words -> first audio back
     error: str | None = None
 
 
@@ -170,6 +171,7 @@ class BenchCall:
         self._play_until = 0.0
         self._heard_since_listening = False
         self._marks: list[tuple[float, str]] = []
+        self._spoke_until: float | None = None  # when the caller's last words ended, until answered
         self._ws: Any = None
         self._stream_sid = f"MZ{random.getrandbits(128):032x}"
         self._call_sid = f"CA{random.getrandbits(128):032x}"
@@ -260,6 +262,7 @@ class BenchCall:
                 frame = speech[offset : offset + FRAME_BYTES]
                 if len(frame) < FRAME_BYTES:
                     speaking_from, frame = None, silence
+                    self._spoke_until = now
             payload = base64.b64encode(stamp(frame)).decode()
             await self._ws.send(prefix % (n + 2, n + 1, n * 20) + payload + suffix)
             self.result.frames_sent += 1
@@ -295,6 +298,9 @@ class BenchCall:
                     self.result.down_latencies.append((time.monotonic_ns() - sent) / 1e6)
                 self._play_until = max(self._play_until, now) + len(chunk) / 8000
                 self._heard_since_listening = True
+                if self._spoke_until is not None:
+                    self.result.answer_gaps.append((now - self._spoke_until) * 1000)
+                    self._spoke_until = None
             elif event == "mark":
                 self._marks.append((max(self._play_until, now), message["mark"]["name"]))
                 if timer is None:
@@ -332,6 +338,7 @@ async def run_callers(base_url: str, calls: int, ramp_s: float) -> None:
         print("callers ready", flush=True)
         results = await asyncio.gather(*tasks)
     down = [latency for result in results for latency in result.down_latencies]
+    gaps = [gap for result in results for gap in result.answer_gaps]
     print(
         "RESULT "
         + json.dumps(
@@ -343,6 +350,8 @@ async def run_callers(base_url: str, calls: int, ramp_s: float) -> None:
                 "down_p50_ms": percentile(down, 50),
                 "down_p99_ms": percentile(down, 99),
                 "down_max_ms": max(down, default=float("nan")),
+                "answer_p50_ms": percentile(gaps, 50),
+                "answer_p99_ms": percentile(gaps, 99),
                 "failed_calls": [r.error for r in results if r.error][:10],
                 "failed": sum(1 for r in results if r.error),
             }
@@ -486,6 +495,8 @@ async def _orchestrate(
         "frames_lost_up": callers_result["frames_sent"] - fake_result["frames_in"],
         "frames_lost_down": fake_result["chunks_out"] - callers_result["media_in"],
         "turns_answered": callers_result["turns"],
+        "answer_p50_ms": callers_result["answer_p50_ms"],
+        "answer_p99_ms": callers_result["answer_p99_ms"],
         "failed_calls": callers_result["failed"],
         "failures": callers_result["failed_calls"],
         "server_peak_rss_mb": rss,
@@ -503,6 +514,7 @@ def print_summary(result: dict[str, Any]) -> None:
     print(f"relay latency down p50 / p99   {result['down_p50_ms']:.2f} / {result['down_p99_ms']:.2f} ms")
     print(f"frames lost up / down          {result['frames_lost_up']} / {result['frames_lost_down']}")
     print(f"turns answered                 {result['turns_answered']}")
+    print(f"answer after speech p50 / p99  {result['answer_p50_ms']:.0f} / {result['answer_p99_ms']:.0f} ms")
     print(f"failed calls                   {result['failed_calls']} {result['failures'] or ''}")
     print(f"server peak RSS                {result['server_peak_rss_mb']:.0f} MB")
     if result["fake_validation_failures"] or result["server_errors"]:

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from callassist.app import create_app
+from callassist.media.direct import RawChannel
 from callassist.runtime import Runtime
 from callassist.settings import Settings
 
@@ -243,6 +244,7 @@ def build_server(settings: Settings) -> CallAwareServer:
     """The app under uvicorn, tuned for many long-lived audio WebSockets."""
     app = create_app(settings)
     app.add_middleware(RequestLimits)
+    app.add_middleware(RawChannel)  # outermost of ours: the server's own receive and send
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -256,7 +258,7 @@ def build_server(settings: Settings) -> CallAwareServer:
         http=BoundedH11Protocol,
         h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
         timeout_keep_alive=KEEP_ALIVE_S,
-        ws="websockets-sansio",
+        ws="websockets-sansio",  # media/direct.py writes to it directly; the legacy one costs more CPU
         ws_per_message_deflate=False,  # compressing base64 audio costs CPU on every frame
         ws_max_size=1024 * 1024,
         ws_ping_interval=WS_PING_INTERVAL_S,

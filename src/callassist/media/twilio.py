@@ -22,6 +22,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketState
 
 from callassist import observability as obs
+from callassist.media.direct import DirectChannel
 from callassist.media.leg import CallerAudio, Keypress, LegClosed, LegCounts, LegEnd, LegEvent, TrackedLeg
 from callassist.media.playback import Interrupted, PlaybackTracker
 from callassist.telephony.media_stream import (
@@ -69,6 +70,9 @@ class TwilioMediaStream(TrackedLeg):
         self._unmarked_bytes = 0
         self._marked_item: str | None = None
         self._socket = websocket
+        channel = DirectChannel(getattr(websocket, "scope", {}))  # the server's own receive and write
+        self._receive = channel.receive  # None: the framework's
+        self._write = channel.write
         self._log = logger
         self._out: Outbound | None = None
         self._open = True
@@ -144,7 +148,7 @@ class TwilioMediaStream(TrackedLeg):
         is gone."""
         while True:
             try:
-                message = await self._socket.receive()
+                message = await (self._receive or self._socket.receive)()
             except Exception as exc:  # the socket died under us
                 self._log.info("Twilio stream lost: %s", exc)
                 self._open = False
@@ -206,11 +210,14 @@ class TwilioMediaStream(TrackedLeg):
         return self._tracker.interrupt()
 
     async def _send(self, *texts: str) -> None:
-        """Send to Twilio, in order. A peer that stops reading fills the socket's buffers and then a
-        send waits for ever: one watchdog per stream cancels a send stuck for SEND_TIMEOUT_S and the
-        leg is lost instead (a deadline per send, `asyncio.timeout`, cost ~20 µs per chunk)."""
+        """Send to Twilio, in order: at once when the socket takes it (media/direct.py), else
+        through the framework. A peer that stops reading fills the socket's buffers and then a send
+        waits for ever: one watchdog per stream cancels a send stuck for SEND_TIMEOUT_S and the leg
+        is lost instead (a deadline per send, `asyncio.timeout`, cost ~20 µs per chunk)."""
         if not self._open:
             return
+        if self._send_started is None and self._write is not None and self._write(texts):
+            return  # written at once, in one system call (media/direct.py)
         self._sender = asyncio.current_task()
         self._send_started = time.monotonic()
         if self._watchdog is None:

@@ -1,7 +1,11 @@
 """The server's one writer of call records: what each call's CallRecorder hands it, committed in order.
 
 What is queued within a tenth of a second goes into one transaction, and rows for the same table go
-in one executemany (with a hundred live calls the writes cost a fifth of the CPU otherwise). A failed
+in one executemany (with a hundred live calls the writes cost a fifth of the CPU otherwise). A
+transaction costs about as much as the rows in it (on SQLite, eleven round trips to aiosqlite's
+thread for two tables): while records arrive faster than BUSY_ROWS_PER_S (dozens of live calls),
+the writer waits BUSY_LINGER_S instead, so there are a third as many. A few calls never reach that
+rate, and a crash loses at most the linger's worth of records either way. A failed
 batch is retried job by job so one bad write can't take the others with it. A job someone waits for
 (`WriteJob.done`) is committed without lingering for others.
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +34,8 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS_S = (0.1, 0.5, 2.0, 5.0)
 MAX_BATCH = 512
 LINGER_S = 0.1  # how long the writer waits for more records to share a transaction
+BUSY_ROWS_PER_S = 30  # records a second (about thirty live calls) from which the writer is busy
+BUSY_LINGER_S = 0.3  # its wait while busy
 
 Operation = Callable[[AsyncSession], Awaitable[Any]]
 
@@ -58,6 +65,7 @@ class RecordWriter:
         self._database = database
         self._queue: asyncio.Queue[WriteJob | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._written: deque[tuple[float, int]] = deque()  # (when, jobs) of the last second's batches
 
     def start(self) -> None:
         if self._task is None:
@@ -98,7 +106,8 @@ class RecordWriter:
                 break
             batch = [first]
             # Let more records join this transaction, unless someone is waiting for the commit.
-            deadline = asyncio.get_running_loop().time() + (0 if first.done else LINGER_S)
+            now = asyncio.get_running_loop().time()
+            deadline = now + (0 if first.done else self._linger(now))
             while len(batch) < MAX_BATCH:
                 if self._queue.empty():
                     remaining = deadline - asyncio.get_running_loop().time()
@@ -114,7 +123,15 @@ class RecordWriter:
                     stopping = True
                     break
                 batch.append(job)
+            self._written.append((asyncio.get_running_loop().time(), len(batch)))
             await self._write(batch)
+
+    def _linger(self, now: float) -> float:
+        """LINGER_S, or BUSY_LINGER_S while more than BUSY_ROWS_PER_S records a second arrive."""
+        written = self._written
+        while written and written[0][0] < now - 1.0:
+            written.popleft()
+        return BUSY_LINGER_S if sum(jobs for _, jobs in written) >= BUSY_ROWS_PER_S else LINGER_S
 
     async def _write(self, batch: list[WriteJob]) -> None:
         try:

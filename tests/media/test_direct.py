@@ -133,7 +133,7 @@ def test_another_server_s_send_has_no_direct_write() -> None:
     assert channel.write is None
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The `websockets` implementation is deprecated")
 async def test_uvicorn_s_legacy_websockets_gets_the_framework_path() -> None:
     probe = Probe()
     async with server(probe, ws="websockets") as url:

@@ -30,9 +30,14 @@ class RawChannel:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            scope[CHANNEL_KEY] = (receive, send)
-        await self.app(scope, receive, send)
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        scope[CHANNEL_KEY] = (receive, send)
+        try:
+            await self.app(scope, receive, send)
+        finally:  # the scope would hold the protocol through its bound methods: a reference cycle
+            scope.pop(CHANNEL_KEY, None)
 
 
 Write = Callable[[tuple[str, ...]], bool]
@@ -76,11 +81,12 @@ def _writer(protocol: Any) -> Write | None:
         ):
             return False
         try:
-            for text in texts:
-                send_text(text.encode())
-            transport.write(b"".join(data_to_send()))
-        except Exception:  # a state none of the checks foresaw: the framework's path will say
+            frames = [text.encode() for text in texts]  # before anything is queued in `conn`
+        except UnicodeEncodeError:  # a lone surrogate: the framework's path raises it
             return False
+        for frame in frames:
+            send_text(frame)  # cannot fail: the connection is OPEN
+        transport.write(b"".join(data_to_send()))
         return True
 
     return write

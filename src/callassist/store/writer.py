@@ -127,7 +127,7 @@ class RecordWriter:
             await self._write(batch)
 
     def _linger(self, now: float) -> float:
-        """LINGER_S, or BUSY_LINGER_S while more than BUSY_ROWS_PER_S records a second arrive."""
+        """LINGER_S, or BUSY_LINGER_S while BUSY_ROWS_PER_S or more records a second arrive."""
         written = self._written
         while written and written[0][0] < now - 1.0:
             written.popleft()

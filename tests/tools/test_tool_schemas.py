@@ -7,6 +7,7 @@ impossible to call. Checked here for every tool, as declared to callers and to t
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -138,3 +139,15 @@ def test_closed_sets_are_enums() -> None:
     assert urgency["enum"] == ["low", "normal", "high", "urgent"]
     create = tool("create_event").declaration()["parameters"]
     assert "title" in create["properties"] and "title" in create["required"]
+
+
+def test_each_call_gets_its_own_declarations_made_once_per_owner_name() -> None:
+    registry = all_tools(transfer="urgent")
+    first = registry.declarations(owner=False, owner_name="Dana")
+    expected = copy.deepcopy(first)
+    for declaration in first:  # what one call might do with its copy
+        declaration["parameters"]["properties"].clear()
+        declaration["parameters"].setdefault("required", []).append("nonsense")
+    assert registry.declarations(owner=False, owner_name="Dana") == expected
+    other = {d["name"]: d for d in registry.declarations(owner=False, owner_name="Sam")}
+    assert "Sam" in other["take_message"]["description"] + str(other["take_message"]["parameters"])

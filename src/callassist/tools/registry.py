@@ -29,6 +29,7 @@ and its helpers, about 100 lines) is the part to move out first.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import logging
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar, get_type_hints
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 log = logging.getLogger(__name__)
@@ -254,7 +256,19 @@ def json_schema(model: type[BaseModel], owner_name: str | None = None) -> dict[s
     """The model's JSON schema as a model reads it best: inlined (no $defs), without pydantic's
     `title` annotations, and with optional fields (`X | None = None`) as plain `X` left out of
     `required` (omitting one means the same as null, and models handle the plain shape better).
-    `{owner}` in descriptions becomes the owner's name."""
+    `{owner}` in descriptions becomes the owner's name.
+
+    Made once per model and owner's name (pydantic takes ~0.4 ms per model, ~5 ms for every call's
+    tools); each caller gets its own copy."""
+    return orjson.loads(_json_schema_text(model, owner_name))  # type: ignore[no-any-return]
+
+
+@functools.lru_cache(maxsize=256)
+def _json_schema_text(model: type[BaseModel], owner_name: str | None) -> bytes:
+    return orjson.dumps(_make_json_schema(model, owner_name))
+
+
+def _make_json_schema(model: type[BaseModel], owner_name: str | None) -> dict[str, Any]:
     schema = model.model_json_schema()
     definitions: dict[str, Any] = schema.pop("$defs", {})
 

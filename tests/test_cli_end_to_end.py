@@ -74,7 +74,7 @@ async def test_readme_local_trial_books_a_meeting_and_takes_a_message(
     children.append(fake)
     await fake.wait_for_line("fake OpenAI Realtime")
     serve = await command("serve").start()
-    await serve.wait_for_line("Uvicorn running on")
+    await serve.wait_until_serving()
 
     reply = tmp_path / "reply.wav"
     say = "Hi, can you book me a meeting with Dana tomorrow?"
@@ -140,7 +140,7 @@ async def test_sigterm_says_goodbye_and_exits_within_ten_seconds(
             ),
         ).start()
         children.append(serve)
-        await serve.wait_for_line("Uvicorn running on")
+        await serve.wait_until_serving()
         call = await CallerSimulator(base, auth_token=AUTH_TOKEN).place_call()
         await call.wait_until_quiet(quiet_ms=200, timeout=10)
         said = time.monotonic()
@@ -213,7 +213,7 @@ async def test_call_reads_the_dotenv_serve_reads(tmp_path: Path, children: list[
         dotenv = {"CALLASSIST_ENV_FILE": str(project / ".env")}
         serve = await ChildProcess(callassist_command("serve"), env=dotenv, cwd=project).start()
         children.append(serve)
-        await serve.wait_for_line("Uvicorn running on")
+        await serve.wait_until_serving()
         call = await ChildProcess(
             callassist_command("call", "--seconds", "10"),
             env={**dotenv, "CALLASSIST_VOICE": "robot"},
@@ -246,7 +246,7 @@ async def test_the_turn_latency_call_prints_is_what_calls_show_stored(
         records = server_env(fake.base_url, port, tmp_path / "data")
         serve = await ChildProcess(callassist_command("serve"), env=records, cwd=tmp_path).start()
         children.append(serve)
-        await serve.wait_for_line("Uvicorn running on")
+        await serve.wait_until_serving()
         call = await ChildProcess(
             callassist_command("call", "--audio", str(clip), "--seconds", "20"),
             env={"CALLASSIST_PORT": str(port)},

@@ -70,7 +70,7 @@ async def test_a_sigkill_right_after_the_booking_is_confirmed_keeps_its_record_a
             callassist_command("serve"), env=serve_env(data_dir, port, fake, smtp)
         ).start()
         try:
-            await serve.wait_for_line("Uvicorn running on")
+            await serve.wait_until_serving()
             simulator = CallerSimulator(f"http://127.0.0.1:{port}", auth_token=AUTH_TOKEN)
             call = await simulator.place_call(from_number=CALLER)
             await call.wait_until_quiet(quiet_ms=150, timeout=10)
@@ -99,7 +99,7 @@ async def test_a_sigkill_right_after_the_booking_is_confirmed_keeps_its_record_a
                 callassist_command("serve"), env=serve_env(data_dir, free_port(), fake, smtp)
             ).start()
             try:
-                await restarted.wait_for_line("Uvicorn running on")
+                await restarted.wait_until_serving()
                 assert "closed 1 call record(s) left open" in restarted.output
                 [mail] = await smtp.wait_for_mail(1, within_s=15)
                 await restarted.wait_for_line("delivered by email")  # and marked sent

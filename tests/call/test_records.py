@@ -360,7 +360,7 @@ async def test_killing_the_server_mid_call_keeps_every_completed_turn(tmp_path: 
             },
         ).start()
         try:
-            await serve.wait_for_line("Uvicorn running on")
+            await serve.wait_until_serving()
             call = await CallerSimulator(base, auth_token=AUTH_TOKEN).place_call()
             await call.wait_until_quiet(quiet_ms=150, timeout=10)
             for completed in (2, 3):
@@ -393,7 +393,7 @@ async def test_killing_the_server_mid_call_keeps_every_completed_turn(tmp_path: 
                 },
             ).start()
             try:
-                await restarted.wait_for_line("Uvicorn running on")
+                await restarted.wait_until_serving()
                 assert "closed 1 call record(s) left open" in restarted.output
                 reopened = await record_of(database, call.call_sid)
             finally:

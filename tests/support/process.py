@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# `callassist serve` (or the fake) spends ~5 s of CPU importing before it prints anything on a slow
+# 2-core machine; beside three busy test workers that took over 15 s (two failed runs of the suite).
+SERVE_START_S = 60.0
 
 
 def free_port() -> int:
@@ -65,7 +68,11 @@ class ChildProcess:
         assert self._process is not None
         return self._process.pid
 
-    async def wait_for_line(self, needle: str, timeout: float = 15.0) -> str:  # noqa: ASYNC109
+    async def wait_until_serving(self) -> str:
+        """The line saying `callassist serve` listens (a server that never gets there fails)."""
+        return await self.wait_for_line("Uvicorn running on", timeout=SERVE_START_S)
+
+    async def wait_for_line(self, needle: str, timeout: float = SERVE_START_S) -> str:  # noqa: ASYNC109
         index = 0
         try:
             async with asyncio.timeout(timeout):

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from callassist.store.db import Database
 from tests.support.stack import StackFactory, stack_factory
 
 
@@ -17,14 +16,3 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
         yield factory
         # Every event callassist sent validated against the SDK's types; the fake stayed on protocol.
         assert factory.protocol_problems() == []
-
-
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated SQLite store of its own, for in-process call tests."""
-    opened = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'records.db'}")
-    await opened.upgrade()
-    try:
-        yield opened
-    finally:
-        await opened.close()

@@ -12,8 +12,8 @@ from callassist.store.models import CallRow, TranscriptEntryRow
 from callassist.store.writer import BUSY_LINGER_S, BUSY_ROWS_PER_S, LINGER_S, RecordWriter, WriteJob
 
 
-def test_the_writer_waits_longer_only_while_records_arrive_fast() -> None:
-    writer = RecordWriter(Database.from_url("sqlite:////tmp/never-opened.db"))
+def test_the_writer_waits_longer_only_while_records_arrive_fast(tmp_path: Path) -> None:
+    writer = RecordWriter(Database.from_url(f"sqlite:///{tmp_path / 'never-opened.db'}"))
     assert writer._linger(100.0) == LINGER_S  # nothing written yet: a few calls' pace
     writer._written.extend([(99.2, BUSY_ROWS_PER_S // 2), (99.6, BUSY_ROWS_PER_S // 2)])
     assert writer._linger(100.0) == BUSY_LINGER_S

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, get_args
 
 from openai import AsyncOpenAI
 from openai.types.realtime import (
@@ -34,6 +34,7 @@ from openai.types.realtime.conversation_item_input_audio_transcription_completed
     UsageTranscriptTextUsageDuration,
     UsageTranscriptTextUsageTokens,
 )
+from pydantic import BaseModel
 
 from callassist.call.transcript import INAUDIBLE, Turn
 from callassist.engine.base import EngineUnavailable, SetupHook
@@ -75,17 +76,22 @@ RECOVERABLE_ERRORS = frozenset(
         "input_audio_buffer_commit_empty",
     }
 )
+
+
+def _by_type(*models: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """Each SDK event model by its `type` (the one value its Literal allows)."""
+    return {get_args(model.model_fields["type"].annotation)[0]: model for model in models}
+
+
 # Parsed into the SDK's models; every other type arrives as OtherEvent (its type only).
-_READ = frozenset(
-    {
-        "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped",
-        "conversation.item.input_audio_transcription.completed",
-        "conversation.item.input_audio_transcription.failed",
-        "response.created",
-        "response.done",
-        "error",
-    }
+_READ = _by_type(
+    InputAudioBufferSpeechStartedEvent,
+    InputAudioBufferSpeechStoppedEvent,
+    ConversationItemInputAudioTranscriptionCompletedEvent,
+    ConversationItemInputAudioTranscriptionFailedEvent,
+    ResponseCreatedEvent,
+    ResponseDoneEvent,
+    RealtimeErrorEvent,
 )
 # Events we know and need not act on (anything else is logged once, as new).
 _IGNORED = frozenset(

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ import orjson
 from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from openai.types.realtime import RealtimeServerEvent
+from pydantic import BaseModel, ValidationError
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from callassist.engine.events import AssistantWords, AudioOut
@@ -88,12 +89,12 @@ class RealtimeSession:
         *,
         setup: SetupHook,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
-        typed_events: frozenset[str] | None = None,
+        typed_events: Mapping[str, type[BaseModel]] | None = None,
         backoff: Sequence[float] = RECONNECT_BACKOFF,
         connect_timeout: float = 10.0,
     ) -> None:
-        """typed_events: event types to parse into the SDK's pydantic models (None: all). Building
-        those models costs ~100x a JSON parse, so events nobody reads arrive as OtherEvent."""
+        """typed_events: the event types to parse, each into its SDK model (None: all, by the SDK).
+        Events nobody reads arrive as OtherEvent: the SDK's parse costs ~100x a JSON parse."""
         self._client = client
         self._typed_events = typed_events
         self._model = model
@@ -306,9 +307,19 @@ class RealtimeSession:
         except (ValueError, KeyError, AttributeError, TypeError, RecursionError) as exc:  # orjson's too
             self._log.warning("ignored an unreadable event from OpenAI: %s", _describe(exc))
             return None
-        if self._typed_events is not None and kind not in self._typed_events:
+        if self._typed_events is None:
+            return connection.parse_event(raw)
+        model = self._typed_events.get(kind)
+        if model is None:
             return OtherEvent(kind)
-        return connection.parse_event(raw)
+        try:
+            # pydantic's own validation of the SDK's model: 4-25x faster than the SDK's parse (a
+            # pure-Python walk of the union), and the same model for anything that fits its types.
+            return model.model_validate(data)  # type: ignore[return-value]  # a RealtimeServerEvent
+        except ValidationError:
+            # A value the SDK's types don't know yet (a new status, say): the SDK's parse never
+            # refuses one, and the event still arrives.
+            return connection.parse_event(raw)
 
     async def rotate(self, quiet: Callable[[], bool], *, within_s: float = ROTATE_WAIT_S) -> bool:
         """Move the call to a fresh server session before the old one hits OpenAI's 60-minute cap.

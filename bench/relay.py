@@ -92,6 +92,7 @@ async def run_fake(port: int, report: Path, engine: str = "realtime") -> None:
     from callassist.simulator.audio import tone
 
     up_latencies: list[float] = []
+    window_from = [0]  # where the measurement window's samples begin (SIGUSR2 from the orchestrator)
     counts = {"frames_in": 0, "stamped_in": 0, "chunks_out": 0}
 
     def on_audio_in(chunk: bytes) -> None:
@@ -126,7 +127,9 @@ async def run_fake(port: int, report: Path, engine: str = "realtime") -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGUSR2, lambda: window_from.__setitem__(0, len(up_latencies)))
     await stop.wait()
+    in_window = up_latencies[window_from[0] :]
     failures = list(server.validation_failures)
     await server.stop()
     report.write_text(
@@ -137,6 +140,7 @@ async def run_fake(port: int, report: Path, engine: str = "realtime") -> None:
                 "up_p50_ms": percentile(up_latencies, 50),
                 "up_p99_ms": percentile(up_latencies, 99),
                 "up_max_ms": max(up_latencies, default=float("nan")),
+                "up_window_p99_ms": percentile(in_window, 99),
                 "validation_failures": failures[:10],
             }
         )
@@ -153,6 +157,7 @@ class CallResult:
     stamped_in: int = 0
     turns_answered: int = 0
     down_latencies: list[float] = field(default_factory=list)
+    window_from: int = 0  # where the measurement window's samples begin
     answer_gaps: list[float] = field(default_factory=list)  # end of the caller's words -> first audio back
     error: str | None = None
 
@@ -326,10 +331,17 @@ async def run_callers(base_url: str, calls: int, ramp_s: float) -> None:
     import aiohttp
 
     stop = asyncio.Event()
+    bench_calls: list[BenchCall] = []
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, stop.set)
+
+    def window_opens() -> None:
+        for call in bench_calls:
+            call.result.window_from = len(call.result.down_latencies)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, window_opens)
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=connector) as http:
-        bench_calls = [BenchCall(i, base_url, http, stop) for i in range(calls)]
+        bench_calls.extend(BenchCall(i, base_url, http, stop) for i in range(calls))
         tasks = []
         for call in bench_calls:
             tasks.append(asyncio.create_task(call.run()))
@@ -338,6 +350,7 @@ async def run_callers(base_url: str, calls: int, ramp_s: float) -> None:
         print("callers ready", flush=True)
         results = await asyncio.gather(*tasks)
     down = [latency for result in results for latency in result.down_latencies]
+    in_window = [latency for result in results for latency in result.down_latencies[result.window_from :]]
     gaps = [gap for result in results for gap in result.answer_gaps]
     print(
         "RESULT "
@@ -350,6 +363,7 @@ async def run_callers(base_url: str, calls: int, ramp_s: float) -> None:
                 "down_p50_ms": percentile(down, 50),
                 "down_p99_ms": percentile(down, 99),
                 "down_max_ms": max(down, default=float("nan")),
+                "down_window_p99_ms": percentile(in_window, 99),
                 "answer_p50_ms": percentile(gaps, 50),
                 "answer_p99_ms": percentile(gaps, 99),
                 "failed_calls": [r.error for r in results if r.error][:10],
@@ -464,6 +478,8 @@ async def _orchestrate(
     assert callers.stdout
     await read_until(callers.stdout, "callers ready", 180, caller_lines)
     cpu_start, wall_start = cpu_seconds(server.pid), time.monotonic()
+    fake.send_signal(signal.SIGUSR2)
+    callers.send_signal(signal.SIGUSR2)
     await asyncio.sleep(args.seconds)  # the measurement window itself
     cpu_used, wall = cpu_seconds(server.pid) - cpu_start, time.monotonic() - wall_start
     callers.send_signal(signal.SIGUSR1)
@@ -492,6 +508,8 @@ async def _orchestrate(
         "up_p99_ms": fake_result["up_p99_ms"],
         "down_p50_ms": callers_result["down_p50_ms"],
         "down_p99_ms": callers_result["down_p99_ms"],
+        "up_window_p99_ms": fake_result["up_window_p99_ms"],
+        "down_window_p99_ms": callers_result["down_window_p99_ms"],
         "frames_lost_up": callers_result["frames_sent"] - fake_result["frames_in"],
         "frames_lost_down": fake_result["chunks_out"] - callers_result["media_in"],
         "turns_answered": callers_result["turns"],
@@ -512,6 +530,8 @@ def print_summary(result: dict[str, Any]) -> None:
     print(f"server CPU share               {100 * result['server_cpu_share']:.0f}% of one core")
     print(f"relay latency up   p50 / p99   {result['up_p50_ms']:.2f} / {result['up_p99_ms']:.2f} ms")
     print(f"relay latency down p50 / p99   {result['down_p50_ms']:.2f} / {result['down_p99_ms']:.2f} ms")
+    window = f"{result['up_window_p99_ms']:.2f} / {result['down_window_p99_ms']:.2f} ms"
+    print(f"p99 in the window up / down    {window} (the calls' starts left out)")
     print(f"frames lost up / down          {result['frames_lost_up']} / {result['frames_lost_down']}")
     print(f"turns answered                 {result['turns_answered']}")
     print(f"answer after speech p50 / p99  {result['answer_p50_ms']:.0f} / {result['answer_p99_ms']:.0f} ms")

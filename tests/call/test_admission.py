@@ -24,6 +24,7 @@ from callassist.call import deps as deps_module
 from callassist.call import registry as registry_module
 from callassist.media import twilio as twilio_leg
 from callassist.simulator.audio import tone
+from callassist.store.admission import Admission, StreamAdmissions
 from tests.fakes.realtime_server import FakeRealtimeServer, Reply, Say, Script
 from tests.support.server import running_server
 from tests.support.stack import StackFactory
@@ -145,6 +146,30 @@ async def test_replayed_webhooks_and_handshakes_mint_no_token_and_never_claim_th
         # The owner's call, the attacker's own call, the third call: nothing else reached the model.
         assert len(configured_sessions) == 3
         assert fake.validation_failures == []
+
+
+async def test_a_call_another_process_claimed_first_is_ended(tmp_path: Path) -> None:
+    """The issuing process admits its stream from memory and stores the claim meanwhile: when the
+    store says another process's stream (a replayed handshake) got the record first, the call ends."""
+    greeting = noise(300, 1)
+    sid = call_sid(4)
+    async with (
+        FakeRealtimeServer(greeting_script(greeting)) as fake,
+        running_server(fake.base_url, tmp_path / "data") as server,
+    ):
+        parameters = await stream_parameters(server, sid, "+15551230000")
+        runtime = server.services
+        other_process = StreamAdmissions(runtime.database, runtime.stream_tokens)
+        assert isinstance(await other_process.claim(sid, parameters["token"], "MZ-replay"), Admission)
+        refused = metric("callassist_streams_refused_total", reason="used")
+        async with stream(server, sid, parameters["token"]) as ws:
+            await ws.send(CONNECTED)
+            await ws.send(start_frame(sid, parameters))
+            assert await close_code_of(ws, within_s=10.0) is not None
+        await server.services.registry.wait_idle(10)
+        assert metric("callassist_streams_refused_total", reason="used") == refused + 1
+        row = await call_row(server, sid)
+        assert row is not None and row.outcome == "rejected"
 
 
 # 2. OpenAI sessions of streams that end before a valid `start` ----------------------------------

@@ -99,6 +99,7 @@ async def answer_stream(websocket: WebSocket, deps: CallDeps, ticket: StreamTick
             await leg.close(code=1013)
             return EndReason.busy
         _record_start(call, start)
+        contested = _end_if_claimed_elsewhere(call, admission, logger)
         if recorder is not None:
             recorder.start()
         if connecting is None:
@@ -109,6 +110,8 @@ async def answer_stream(websocket: WebSocket, deps: CallDeps, ticket: StreamTick
         try:
             return await call.run(connecting)
         finally:
+            if contested is not None:
+                contested.cancel()
             if recorder is not None:
                 await _keep_recording(recorder, settings.record_retention_days, logger)
     finally:
@@ -169,6 +172,24 @@ async def _admit(
         await leg.close(code=1008)
         return EndReason.rejected
     return outcome
+
+
+def _end_if_claimed_elsewhere(
+    call: Call, admission: Admission, logger: logging.LoggerAdapter[logging.Logger]
+) -> asyncio.Task[None] | None:
+    """A stream admitted from memory (store/admission.py) ends if its claim, stored in the
+    background, finds another stream (another process's) had the call's record first."""
+    storing = admission.claimed_elsewhere
+    if storing is None:
+        return None
+
+    async def watch() -> None:
+        if await asyncio.shield(storing):  # this watch's cancellation must not cancel the UPDATE
+            logger.warning("stream ended: another stream claimed this call first (a replay?)")
+            obs.STREAMS_REFUSED.labels(reason=Refusal.used.value).inc()
+            call.end(EndReason.rejected)
+
+    return asyncio.create_task(watch(), name="claim-watch")
 
 
 def _new_call(

@@ -8,11 +8,23 @@ told us (caller number, SHAKEN/STIR attestation, called number, the owner's dial
 CallSid; the stream only proves, with its token, which record it belongs to, and takes its identity
 from there. A CallSid gets one stream, ever: the claim is a conditional UPDATE, so it holds across
 processes and restarts, and a replayed webhook for a call whose stream was opened gets no token.
+
+A caller waits on the claim, and on a loaded server SQLite's write lock can take seconds (a stream
+was refused so at 200 calls). So the process that issued a token also keeps what it recorded, in
+memory, until the token expires: its stream is admitted from there at once, single use enforced in
+memory, and the conditional UPDATE follows in the background. If another process's stream got the
+record first, the admitted call learns it (`Admission.claimed_elsewhere`) and is ended. Until the
+UPDATE lands, this process's memory answers for the claim (a replayed webhook or handshake is
+refused the same), and a restart meanwhile forgets it: the UPDATE usually lands in milliseconds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from sqlalchemy import select, update
@@ -24,11 +36,15 @@ from callassist.store.db import Database
 from callassist.store.models import CallRow, StreamAdmissionRow, utc_now
 from callassist.telephony.signature import StreamTokens
 
+log = logging.getLogger(__name__)
+
 # Twilio's values are short; anything longer is not Twilio's and must not break a column's limit.
 _MAX_NUMBER = 64
 _MAX_STIR = 64
 _MAX_DIAL = 32
 _MAX_SID = 64
+MAX_REMEMBERED = 10_000  # issued tokens kept in memory (a call's entry lives as long as its token)
+DURABLE_RETRY_S = (0.2, 1.0, 3.0, 10.0)  # a claim's UPDATE that failed is tried again after these
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +66,9 @@ class Admission:
     called_number: str | None
     stir_verstat: str | None
     dial_status: str | None
+    # Admitted from memory: True once the claim's UPDATE found another stream had the record (the
+    # call must end), False once it is stored (or could not be: logged). None: claimed in the store.
+    claimed_elsewhere: asyncio.Task[bool] | None = field(default=None, compare=False)
 
     @property
     def attested(self) -> bool:
@@ -73,14 +92,27 @@ def _clip(value: str | None, limit: int) -> str | None:
     return value[:limit] if value else None
 
 
+@dataclass(slots=True)
+class _Issued:
+    """A token this process issued, with the call's record as it stood then."""
+
+    issued: int
+    admission: Admission
+    claimed: bool = False
+
+
 class StreamAdmissions:
     def __init__(self, database: Database, tokens: StreamTokens) -> None:
         self._database = database
         self._tokens = tokens
+        self._issued: OrderedDict[str, _Issued] = OrderedDict()  # by CallSid, oldest first
+        self._storing: set[asyncio.Task[bool]] = set()  # claims' UPDATEs under way
 
     async def note(self, call_sid: str, facts: WebhookFacts) -> Spent | None:
         """Record a webhook that issues no token yet (the owner is rung first). Spent if the call's
         stream was opened already: a replay."""
+        if self._claimed_here(call_sid):
+            return Spent.streamed
         async with self._database.session() as session:
             row = await self._row(session, call_sid, facts)
             return Spent.streamed if row.stream_started_at is not None else None
@@ -91,6 +123,8 @@ class StreamAdmissions:
         The first token-issuing webhook fixes the record (identity and issue time); a repeat before
         the stream opens gets the same token back (still good for one stream only), never a new one.
         """
+        if self._claimed_here(call_sid):
+            return Spent.streamed
         async with self._database.session() as session:
             row = await self._row(session, call_sid, facts)
             if row.stream_started_at is not None:
@@ -101,14 +135,22 @@ class StreamAdmissions:
                 row.dial_status = _clip(facts.dial_status, _MAX_DIAL)
                 token = self._tokens.issue(call_sid)
                 row.token_issued = int(token.partition(".")[0])
-                return token
-            if self._tokens.expired(row.token_issued):
+            elif self._tokens.expired(row.token_issued):
                 return Spent.expired
-            return self._tokens.issue(call_sid, issued=row.token_issued)
+            else:
+                token = self._tokens.issue(call_sid, issued=row.token_issued)
+            issued = row.token_issued
+            admission = Admission(
+                call_sid, row.caller_number, row.called_number, row.stir_verstat, row.dial_status
+            )
+        self._remember(call_sid, issued, admission)  # committed: the token may be given out
+        return token
 
     async def never_streamed(self, call_sid: str) -> bool:
         """Our webhook connected this call to a stream that never became a call (refused before
         `start`, no `start`, a stream error): its caller is still owed an answer."""
+        if self._claimed_here(call_sid):
+            return False
         async with self._database.session(read_only=True) as session:
             found = await session.execute(
                 select(StreamAdmissionRow.stream_started_at).where(StreamAdmissionRow.call_sid == call_sid)
@@ -123,6 +165,9 @@ class StreamAdmissions:
         issued = self._tokens.verify(call_sid, token)
         if issued is None:
             return Refusal.token
+        here = self._issued.get(call_sid)
+        if here is not None and here.issued == issued:
+            return Refusal.used if here.claimed else None
         async with self._database.session(read_only=True) as session:
             found = await session.execute(
                 select(StreamAdmissionRow.call_sid).where(
@@ -135,10 +180,49 @@ class StreamAdmissions:
 
     async def claim(self, call_sid: str, token: str, stream_sid: str) -> Admission | Refusal:
         """Admit the stream that carries this call's token, once. A forged or expired token is
-        refused before the store is asked."""
+        refused before the store is asked. A token this process issued is claimed in memory at once,
+        and in the store in the background (see the module's docstring)."""
         issued = self._tokens.verify(call_sid, token)
         if issued is None:
             return Refusal.token
+        here = self._issued.get(call_sid)
+        if here is not None and here.issued == issued:
+            if here.claimed:
+                return Refusal.used
+            here.claimed = True
+            storing = asyncio.create_task(self._store_claim(call_sid, issued, stream_sid), name="claim")
+            self._storing.add(storing)
+            storing.add_done_callback(self._storing.discard)
+            return replace(here.admission, claimed_elsewhere=storing)
+        claimed = await self._update_claim(call_sid, issued, stream_sid)
+        if claimed is None:
+            return Refusal.used
+        return Admission(call_sid, *claimed)
+
+    async def settled(self) -> None:
+        """Wait for the claims' UPDATEs under way (at shutdown, before the store closes; tests)."""
+        while self._storing:
+            await asyncio.wait(set(self._storing))
+
+    async def _store_claim(self, call_sid: str, issued: int, stream_sid: str) -> bool:
+        """The claim made in memory, stored: True if another stream had the record first."""
+        for delay in (0.0, *DURABLE_RETRY_S):
+            await asyncio.sleep(delay)
+            try:
+                return await self._update_claim(call_sid, issued, stream_sid) is None
+            except Exception as exc:
+                failure = exc
+        log.error(
+            "call %s: its stream's claim could not be stored (%s): only this process refuses a replay",
+            call_sid,
+            type(failure).__name__,
+        )
+        return False
+
+    async def _update_claim(
+        self, call_sid: str, issued: int, stream_sid: str
+    ) -> tuple[str | None, str | None, str | None, str | None] | None:
+        """The conditional UPDATE: the record's facts if this stream claimed it, None if taken."""
         async with self._database.session() as session:
             result = await session.execute(
                 update(StreamAdmissionRow)
@@ -157,9 +241,23 @@ class StreamAdmissions:
                 .execution_options(synchronize_session=False)
             )
             claimed = result.one_or_none()
-        if claimed is None:
-            return Refusal.used
-        return Admission(call_sid, *claimed)
+        return None if claimed is None else tuple(claimed)  # type: ignore[return-value]
+
+    def _claimed_here(self, call_sid: str) -> bool:
+        here = self._issued.get(call_sid)
+        return here is not None and here.claimed
+
+    def _remember(self, call_sid: str, issued: int, admission: Admission) -> None:
+        """Keep an issued token's record until the token expires (at most MAX_REMEMBERED)."""
+        remembered = self._issued
+        if call_sid not in remembered:
+            remembered[call_sid] = _Issued(issued, admission)
+        oldest = time.time() - self._tokens.ttl_seconds
+        while remembered:
+            first = next(iter(remembered.values()))
+            if first.issued >= oldest and len(remembered) <= MAX_REMEMBERED:
+                break
+            remembered.popitem(last=False)
 
     async def _row(self, session: AsyncSession, call_sid: str, facts: WebhookFacts) -> StreamAdmissionRow:
         """The call's record, created by its first webhook and locked for this transaction. Facts a

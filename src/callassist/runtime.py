@@ -4,7 +4,6 @@ started and stopped with it, and handed to routes as a typed FastAPI dependency 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -248,9 +247,8 @@ class Runtime:
             await self.health.stop()
         if self._health_tasks:  # a down/up notice being queued gets to finish
             await asyncio.wait(set(self._health_tasks), timeout=2.0)
-        await self.records.stop()
-        with contextlib.suppress(TimeoutError):  # claims made in memory reach the store (bounded)
-            await asyncio.wait_for(self.admissions.settled(), 5.0)
+        # Streams' claims made in memory reach the store (bounded), with the call records.
+        await asyncio.gather(self.records.stop(), self.admissions.settled(within_s=10.0))
         if self.outbox is not None:
             await self.outbox.stop(grace_s=1.0)  # what is not sent yet stays queued for the next start
         await close_notifiers(self.senders)

@@ -14,6 +14,7 @@ import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
+from unittest.mock import AsyncMock
 
 import aiohttp
 import pytest
@@ -148,9 +149,12 @@ async def test_replayed_webhooks_and_handshakes_mint_no_token_and_never_claim_th
         assert fake.validation_failures == []
 
 
-async def test_a_call_another_process_claimed_first_is_ended(tmp_path: Path) -> None:
-    """The issuing process admits its stream from memory and stores the claim meanwhile: when the
-    store says another process's stream (a replayed handshake) got the record first, the call ends."""
+async def test_a_call_another_process_claimed_first_is_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the issuing process admits its stream from memory and stores the claim meanwhile:
+    when the store says another process's stream (a replayed handshake) got the record first, in
+    the instant after this process read it unclaimed, the call ends."""
     greeting = noise(300, 1)
     sid = call_sid(4)
     async with (
@@ -161,6 +165,8 @@ async def test_a_call_another_process_claimed_first_is_ended(tmp_path: Path) -> 
         runtime = server.services
         other_process = StreamAdmissions(runtime.database, runtime.stream_tokens)
         assert isinstance(await other_process.claim(sid, parameters["token"], "MZ-replay"), Admission)
+        # This process read the record an instant before the other's UPDATE landed.
+        monkeypatch.setattr(runtime.admissions, "_unclaimed_in_store", AsyncMock(return_value=True))
         refused = metric("callassist_streams_refused_total", reason="used")
         async with stream(server, sid, parameters["token"]) as ws:
             await ws.send(CONNECTED)

@@ -8,6 +8,8 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
+from unittest.mock import AsyncMock
 
 import pytest
 from sqlalchemy import select, update
@@ -54,6 +56,7 @@ async def test_the_first_webhook_fixes_the_identity_later_ones_only_fill_gaps(da
     admitted = await admissions.claim(SID, token, "MZ1")
     assert admitted == Admission(SID, "+15551230000", "+15559870000", "TN-Validation-Passed-A", "no-answer")
     assert isinstance(admitted, Admission) and admitted.attested
+    await admissions.settled()
 
 
 async def test_an_expired_unused_token_is_not_renewed(database: Database) -> None:
@@ -80,6 +83,7 @@ async def test_concurrent_claims_admit_exactly_one_stream(database: Database) ->
     outcomes = await asyncio.gather(*(admissions.claim(SID, tokens[0], f"MZ{i}") for i in range(8)))
     assert sum(isinstance(outcome, Admission) for outcome in outcomes) == 1
     assert outcomes.count(Refusal.used) == 7
+    await admissions.settled()
 
 
 async def test_values_longer_than_twilios_do_not_break_the_columns(database: Database) -> None:
@@ -89,21 +93,31 @@ async def test_values_longer_than_twilios_do_not_break_the_columns(database: Dat
     admitted = await admissions.claim(SID, token, "MZ" * 500)
     assert isinstance(admitted, Admission)
     assert len(admitted.stir_verstat or "") == 64 and len(admitted.dial_status or "") == 32
+    await admissions.settled()
+    async with database.session(read_only=True) as session:
+        row = (await session.execute(select(StreamAdmissionRow))).scalar_one()
+    assert row.stream_sid is not None and len(row.stream_sid) == 64
+
+
+def memory_path_or_skip(database: Database) -> None:
+    if database.dialect_name != "sqlite":
+        pytest.skip("on PostgreSQL the store's UPDATE admits a stream at once (no write lock to wait for)")
 
 
 @contextlib.asynccontextmanager
 async def store_busy(database: Database) -> AsyncIterator[None]:
-    """The call's record locked by another writer (on SQLite: the write lock), as on a loaded server."""
+    """Another writer holds SQLite's write lock, as on a loaded server."""
     async with database.session() as session:
         await session.execute(
-            select(StreamAdmissionRow).where(StreamAdmissionRow.call_sid == SID).with_for_update()
+            update(StreamAdmissionRow).where(StreamAdmissionRow.call_sid == "none").values(stream_sid=None)
         )
         yield
 
 
-async def test_the_issuing_process_admits_its_stream_without_waiting_for_the_store(
+async def test_the_issuing_process_admits_its_stream_without_waiting_for_the_write_lock(
     database: Database,
 ) -> None:
+    memory_path_or_skip(database)
     admissions = StreamAdmissions(database, StreamTokens("secret"))
     token = await admissions.issue(SID, ATTESTED)
     assert isinstance(token, str)
@@ -114,17 +128,36 @@ async def test_the_issuing_process_admits_its_stream_without_waiting_for_the_sto
         # Until the claim is stored, this process's memory refuses every replay the store would.
         assert await admissions.claim(SID, token, "MZ2") is Refusal.used
         assert await admissions.unclaimed(SID, token) is Refusal.used
-        assert await admissions.issue(SID, ATTESTED) is Spent.streamed
-        assert await admissions.note(SID, ATTESTED) is Spent.streamed
         assert await admissions.never_streamed(SID) is False
-        assert not admitted.claimed_elsewhere.done()  # still waiting for the store
+        replayed_webhooks = [
+            asyncio.create_task(admissions.issue(SID, ATTESTED)),
+            asyncio.create_task(admissions.note(SID, ATTESTED)),
+        ]
+        assert not admitted.claimed_elsewhere.done()  # still waiting for the write lock
     assert await asyncio.wait_for(admitted.claimed_elsewhere, 10.0) is False
+    assert await asyncio.gather(*replayed_webhooks) == [Spent.streamed, Spent.streamed]
     async with database.session(read_only=True) as session:
         row = (await session.execute(select(StreamAdmissionRow))).scalar_one()
     assert row.stream_started_at is not None and row.stream_sid == "MZ1"
 
 
-async def test_a_stream_another_process_claimed_first_is_told_so(database: Database) -> None:
+async def test_a_webhook_replayed_while_the_stream_is_claimed_gets_no_token(database: Database) -> None:
+    memory_path_or_skip(database)
+    admissions = StreamAdmissions(database, StreamTokens("secret"))
+    token = await admissions.issue(SID, ATTESTED)
+    assert isinstance(token, str)
+    async with store_busy(database):
+        # The replay waits for the write lock; the real stream's `start` is claimed meanwhile.
+        replayed = asyncio.create_task(admissions.issue(SID, ATTESTED))
+        noted = asyncio.create_task(admissions.note(SID, ATTESTED))
+        await asyncio.sleep(0)
+        assert isinstance(await admissions.claim(SID, token, "MZ1"), Admission)
+    assert await replayed is Spent.streamed
+    assert await noted is Spent.streamed
+    await admissions.settled()
+
+
+async def test_a_stream_another_process_claimed_is_refused_by_the_issuing_one(database: Database) -> None:
     issuing = StreamAdmissions(database, StreamTokens("secret"))
     token = await issuing.issue(SID, ATTESTED)
     assert isinstance(token, str)
@@ -132,29 +165,65 @@ async def test_a_stream_another_process_claimed_first_is_told_so(database: Datab
     other = StreamAdmissions(database, StreamTokens("secret"))
     theirs = await other.claim(SID, token, "MZ-replay")
     assert isinstance(theirs, Admission) and theirs.claimed_elsewhere is None
+    assert await issuing.unclaimed(SID, token) is Refusal.used
+    assert await issuing.claim(SID, token, "MZ1") is Refusal.used
+
+
+async def test_a_claim_the_store_finds_taken_says_so(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory_path_or_skip(database)
+    issuing = StreamAdmissions(database, StreamTokens("secret"))
+    token = await issuing.issue(SID, ATTESTED)
+    assert isinstance(token, str)
+    other = StreamAdmissions(database, StreamTokens("secret"))
+    assert isinstance(await other.claim(SID, token, "MZ-replay"), Admission)
+    # The issuing process read the record an instant before the other process's UPDATE.
+    monkeypatch.setattr(issuing, "_unclaimed_in_store", AsyncMock(return_value=True))
     ours = await issuing.claim(SID, token, "MZ1")
     assert isinstance(ours, Admission) and ours.claimed_elsewhere is not None
     assert await asyncio.wait_for(ours.claimed_elsewhere, 10.0) is True
 
 
+async def test_concurrent_claims_across_processes_admit_exactly_one_stream(database: Database) -> None:
+    issuing = StreamAdmissions(database, StreamTokens("secret"))
+    token = await issuing.issue(SID, ATTESTED)
+    assert isinstance(token, str)
+    processes = [issuing] + [StreamAdmissions(database, StreamTokens("secret")) for _ in range(4)]
+    outcomes = await asyncio.gather(*(p.claim(SID, token, f"MZ{i}") for i, p in enumerate(processes)))
+    await issuing.settled()
+    kept = [
+        outcome
+        for outcome in outcomes
+        if isinstance(outcome, Admission)
+        and (outcome.claimed_elsewhere is None or not outcome.claimed_elsewhere.result())
+    ]
+    assert len(kept) == 1
+
+
 async def test_memory_holds_only_live_tokens(database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    memory_path_or_skip(database)
     monkeypatch.setattr(admission_module, "MAX_REMEMBERED", 2)
     admissions = StreamAdmissions(database, StreamTokens("secret"))
-    sids = [f"CA{i:032d}" for i in range(3)]
-    tokens = [await admissions.issue(sid, ATTESTED) for sid in sids]
-    # The oldest was forgotten: its stream is admitted by the store, the others from memory.
-    outcomes = [
-        await admissions.claim(sid, str(token), "MZ") for sid, token in zip(sids, tokens, strict=True)
-    ]
-    assert [isinstance(o, Admission) and o.claimed_elsewhere is None for o in outcomes] == [
-        True,
-        False,
-        False,
-    ]
+    stored = asyncio.Event()
+    store = admissions._update_claim
+
+    async def slow_store(*args: Any) -> Any:
+        await stored.wait()
+        return await store(*args)
+
+    monkeypatch.setattr(admissions, "_update_claim", slow_store)
+    sids = [f"CA{i:032d}" for i in range(4)]
+    tokens = [str(await admissions.issue(sid, ATTESTED)) for sid in sids[:2]]
+    assert isinstance(await admissions.claim(sids[1], tokens[1], "MZ"), Admission)  # not stored yet
+    tokens += [str(await admissions.issue(sid, ATTESTED)) for sid in sids[2:]]
+    # Past the cap the oldest is forgotten, but not a claim the store doesn't have yet.
+    assert await admissions.claim(sids[1], tokens[1], "MZ-replay") is Refusal.used
+    stored.set()
+    first = await admissions.claim(sids[0], tokens[0], "MZ")
+    assert isinstance(first, Admission) and first.claimed_elsewhere is None  # admitted by the store
     await admissions.settled()
-    assert all(
-        [
-            await admissions.claim(sid, str(token), "MZ2") is Refusal.used
-            for sid, token in zip(sids, tokens, strict=True)
-        ]
-    )
+    for sid, token in zip(sids[:2], tokens, strict=False):  # both claims stored
+        assert (
+            await StreamAdmissions(database, StreamTokens("secret")).claim(sid, token, "MZ2") is Refusal.used
+        )

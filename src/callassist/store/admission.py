@@ -9,13 +9,17 @@ CallSid; the stream only proves, with its token, which record it belongs to, and
 from there. A CallSid gets one stream, ever: the claim is a conditional UPDATE, so it holds across
 processes and restarts, and a replayed webhook for a call whose stream was opened gets no token.
 
-A caller waits on the claim, and on a loaded server SQLite's write lock can take seconds (a stream
-was refused so at 200 calls). So the process that issued a token also keeps what it recorded, in
-memory, until the token expires: its stream is admitted from there at once, single use enforced in
-memory, and the conditional UPDATE follows in the background. If another process's stream got the
-record first, the admitted call learns it (`Admission.claimed_elsewhere`) and is ended. Until the
-UPDATE lands, this process's memory answers for the claim (a replayed webhook or handshake is
-refused the same), and a restart meanwhile forgets it: the UPDATE usually lands in milliseconds.
+A caller waits on the claim, and on a loaded server SQLite's write lock can take seconds: writers
+of a process queue for it (store/db.py), and at 200 calls a stream waited over 5 s and was refused.
+So on SQLite the process that issued a token keeps the record as it issued it, in memory, until the
+token expires: at `start` the store is only read (a WAL read never waits for the write lock), the
+stream is admitted at once, single use enforced in memory, and the conditional UPDATE follows in the
+background. Until it lands, memory refuses replays (webhooks and handshakes) as the store would; a
+claim not stored yet is kept in memory past the size cap; the server waits for these UPDATEs when it
+stops. Two processes on one SQLite file (unusual: the CLI serves no streams) could both read the
+record unclaimed in the same instant: the UPDATE then finds the other stream's claim, and that call
+learns it (`Admission.claimed_elsewhere`) and is ended. PostgreSQL needs none of this (no write
+lock to wait for, and several processes are plausible): there the UPDATE itself admits the stream.
 """
 
 from __future__ import annotations
@@ -66,8 +70,8 @@ class Admission:
     called_number: str | None
     stir_verstat: str | None
     dial_status: str | None
-    # Admitted from memory: True once the claim's UPDATE found another stream had the record (the
-    # call must end), False once it is stored (or could not be: logged). None: claimed in the store.
+    # Admitted from memory (SQLite): True once the claim's UPDATE found another stream had the record
+    # (the call must end), False once it is stored (or could not be: logged). None: by the store.
     claimed_elsewhere: asyncio.Task[bool] | None = field(default=None, compare=False)
 
     @property
@@ -98,7 +102,8 @@ class _Issued:
 
     issued: int
     admission: Admission
-    claimed: bool = False
+    claimed: bool = False  # by a stream of this process
+    stored: bool = False  # that claim's UPDATE is done (or given up)
 
 
 class StreamAdmissions:
@@ -106,6 +111,7 @@ class StreamAdmissions:
         self._database = database
         self._tokens = tokens
         self._issued: OrderedDict[str, _Issued] = OrderedDict()  # by CallSid, oldest first
+        self._from_memory = database.dialect_name == "sqlite"  # see the module's docstring
         self._storing: set[asyncio.Task[bool]] = set()  # claims' UPDATEs under way
 
     async def note(self, call_sid: str, facts: WebhookFacts) -> Spent | None:
@@ -115,7 +121,9 @@ class StreamAdmissions:
             return Spent.streamed
         async with self._database.session() as session:
             row = await self._row(session, call_sid, facts)
-            return Spent.streamed if row.stream_started_at is not None else None
+            streamed = row.stream_started_at is not None
+        # Claimed in memory while this waited for the write lock: a replay all the same.
+        return Spent.streamed if streamed or self._claimed_here(call_sid) else None
 
     async def issue(self, call_sid: str, facts: WebhookFacts) -> str | Spent:
         """The stream token for this call, or why there is none.
@@ -143,7 +151,10 @@ class StreamAdmissions:
             admission = Admission(
                 call_sid, row.caller_number, row.called_number, row.stir_verstat, row.dial_status
             )
-        self._remember(call_sid, issued, admission)  # committed: the token may be given out
+        if self._claimed_here(call_sid):  # while this waited for the write lock
+            return Spent.streamed
+        if self._from_memory:
+            self._remember(call_sid, issued, admission)  # committed: the token may be given out
         return token
 
     async def never_streamed(self, call_sid: str) -> bool:
@@ -165,18 +176,9 @@ class StreamAdmissions:
         issued = self._tokens.verify(call_sid, token)
         if issued is None:
             return Refusal.token
-        here = self._issued.get(call_sid)
-        if here is not None and here.issued == issued:
-            return Refusal.used if here.claimed else None
-        async with self._database.session(read_only=True) as session:
-            found = await session.execute(
-                select(StreamAdmissionRow.call_sid).where(
-                    StreamAdmissionRow.call_sid == call_sid,
-                    StreamAdmissionRow.token_issued == issued,
-                    StreamAdmissionRow.stream_started_at.is_(None),
-                )
-            )
-            return None if found.first() is not None else Refusal.used
+        if self._claimed_here(call_sid):
+            return Refusal.used
+        return None if await self._unclaimed_in_store(call_sid, issued) else Refusal.used
 
     async def claim(self, call_sid: str, token: str, stream_sid: str) -> Admission | Refusal:
         """Admit the stream that carries this call's token, once. A forged or expired token is
@@ -187,10 +189,12 @@ class StreamAdmissions:
             return Refusal.token
         here = self._issued.get(call_sid)
         if here is not None and here.issued == issued:
-            if here.claimed:
+            # Read, not written: another process (or a restart) may have claimed it in the store.
+            if here.claimed or not await self._unclaimed_in_store(call_sid, issued) or here.claimed:
                 return Refusal.used
             here.claimed = True
-            storing = asyncio.create_task(self._store_claim(call_sid, issued, stream_sid), name="claim")
+            self._issued[call_sid] = here  # kept until stored, even if it was evicted meanwhile
+            storing = asyncio.create_task(self._store_claim(here, call_sid, stream_sid), name="claim")
             self._storing.add(storing)
             storing.add_done_callback(self._storing.discard)
             return replace(here.admission, claimed_elsewhere=storing)
@@ -199,25 +203,49 @@ class StreamAdmissions:
             return Refusal.used
         return Admission(call_sid, *claimed)
 
-    async def settled(self) -> None:
-        """Wait for the claims' UPDATEs under way (at shutdown, before the store closes; tests)."""
-        while self._storing:
+    async def settled(self, within_s: float | None = None) -> bool:
+        """Wait for the claims' UPDATEs under way (at shutdown, before the store closes); False if
+        some were not done within `within_s` (then logged and cancelled)."""
+        try:
+            async with asyncio.timeout(within_s):
+                while self._storing:
+                    await asyncio.wait(set(self._storing))
+        except TimeoutError:
+            log.error("%d stream claim(s) not stored at shutdown", len(self._storing))
+            for task in list(self._storing):
+                task.cancel()
             await asyncio.wait(set(self._storing))
+            return False
+        return True
 
-    async def _store_claim(self, call_sid: str, issued: int, stream_sid: str) -> bool:
+    async def _store_claim(self, here: _Issued, call_sid: str, stream_sid: str) -> bool:
         """The claim made in memory, stored: True if another stream had the record first."""
-        for delay in (0.0, *DURABLE_RETRY_S):
-            await asyncio.sleep(delay)
-            try:
-                return await self._update_claim(call_sid, issued, stream_sid) is None
-            except Exception as exc:
-                failure = exc
-        log.error(
-            "call %s: its stream's claim could not be stored (%s): only this process refuses a replay",
-            call_sid,
-            type(failure).__name__,
-        )
-        return False
+        try:
+            for delay in (0.0, *DURABLE_RETRY_S):
+                await asyncio.sleep(delay)
+                try:
+                    return await self._update_claim(call_sid, here.issued, stream_sid) is None
+                except Exception as exc:
+                    failure = exc
+            log.error(
+                "call %s: its stream's claim could not be stored (%s): only this process refuses a replay",
+                call_sid,
+                type(failure).__name__,
+            )
+            return False
+        finally:
+            here.stored = True
+
+    async def _unclaimed_in_store(self, call_sid: str, issued: int) -> bool:
+        async with self._database.session(read_only=True) as session:
+            found = await session.execute(
+                select(StreamAdmissionRow.call_sid).where(
+                    StreamAdmissionRow.call_sid == call_sid,
+                    StreamAdmissionRow.token_issued == issued,
+                    StreamAdmissionRow.stream_started_at.is_(None),
+                )
+            )
+            return found.first() is not None
 
     async def _update_claim(
         self, call_sid: str, issued: int, stream_sid: str
@@ -248,7 +276,8 @@ class StreamAdmissions:
         return here is not None and here.claimed
 
     def _remember(self, call_sid: str, issued: int, admission: Admission) -> None:
-        """Keep an issued token's record until the token expires (at most MAX_REMEMBERED)."""
+        """Keep an issued token's record until the token expires (at most MAX_REMEMBERED, but a
+        claim is kept until it is stored)."""
         remembered = self._issued
         if call_sid not in remembered:
             remembered[call_sid] = _Issued(issued, admission)
@@ -256,6 +285,8 @@ class StreamAdmissions:
         while remembered:
             first = next(iter(remembered.values()))
             if first.issued >= oldest and len(remembered) <= MAX_REMEMBERED:
+                break
+            if first.claimed and not first.stored:
                 break
             remembered.popitem(last=False)
 

@@ -317,7 +317,7 @@ async def media_stream(websocket: WebSocket, call_sid: str, token: str, runtime:
     # signature over this call's URL, then its token (ours, this call's, unexpired, unclaimed, and no
     # other stream of the call open). A replayed handshake of a call whose stream was opened is
     # refused here; one replayed in the instant before the real `start` waits in a small pre-start
-    # pool (not a call slot), and `start` claims the token once, in the store.
+    # pool (not a call slot), and `start` claims the token once (store/admission.py).
     if not runtime.signatures.check_stream(websocket, stream_path(call_sid, token)):
         obs.WEBHOOKS_REJECTED.labels(endpoint="stream", reason="signature").inc()
         log.warning("refused a Media Stream: invalid or missing X-Twilio-Signature")

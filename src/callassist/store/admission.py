@@ -189,8 +189,11 @@ class StreamAdmissions:
             return Refusal.token
         here = self._issued.get(call_sid)
         if here is not None and here.issued == issued:
+            if here.claimed:
+                return Refusal.used
             # Read, not written: another process (or a restart) may have claimed it in the store.
-            if here.claimed or not await self._unclaimed_in_store(call_sid, issued) or here.claimed:
+            unclaimed = await self._unclaimed_in_store(call_sid, issued)
+            if not unclaimed or here.claimed:  # or a stream of this process, during that read
                 return Refusal.used
             here.claimed = True
             self._issued[call_sid] = here  # kept until stored, even if it was evicted meanwhile

@@ -13,20 +13,7 @@ from openai.types.realtime import ResponseDoneEvent
 
 from callassist.engine.realtime import _READ
 from callassist.realtime.session import OtherEvent, RealtimeSession
-
-USAGE = {
-    "total_tokens": 300,
-    "input_tokens": 200,
-    "output_tokens": 100,
-    "input_token_details": {
-        "text_tokens": 100,
-        "audio_tokens": 100,
-        "image_tokens": 0,
-        "cached_tokens": 64,
-        "cached_tokens_details": {"text_tokens": 64, "audio_tokens": 0, "image_tokens": 0},
-    },
-    "output_token_details": {"text_tokens": 20, "audio_tokens": 80},
-}
+from tests.realtime.test_pricing import EXAMPLE as USAGE  # the usage shape of the API reference
 
 
 def response(status: str, output: list[dict[str, Any]], usage: dict[str, Any] | None) -> dict[str, Any]:
@@ -135,7 +122,7 @@ def test_a_value_the_sdk_types_do_not_know_still_arrives(parse: Any) -> None:
     ours, sdks = parse(event)
     assert isinstance(ours, ResponseDoneEvent)
     assert ours.response.status == "paused"
-    assert ours.response.usage is not None and ours.response.usage.output_tokens == 100
+    assert ours.response.usage is not None and ours.response.usage.output_tokens == USAGE["output_tokens"]
     assert ours == sdks
 
 
